@@ -1,0 +1,69 @@
+// swift-tools-version:6.0
+//
+// SSMRec: state-space-model layers for sequential recommendation on the CPU.
+// No unsafeFlags anywhere: the package must stay usable as a versioned dependency.
+
+import PackageDescription
+
+let package = Package(
+  name: "SSMRec",
+  products: [
+    .library(name: "SSMRec", targets: ["SSMRec"]),
+    .library(name: "SSMTensor", targets: ["SSMTensor"]),
+    .library(name: "SSMAutograd", targets: ["SSMAutograd"]),
+    .library(name: "SSMKernels", targets: ["SSMKernels"]),
+    .library(name: "SSMLayers", targets: ["SSMLayers"]),
+    .library(name: "SSMMetrics", targets: ["SSMMetrics"]),
+    .library(name: "SSMRecommenders", targets: ["SSMRecommenders"]),
+  ],
+  dependencies: [],
+  targets: [
+    // MARK: - Public targets
+    .target(
+      name: "SSMTensor",
+      dependencies: ["CBLAS", "CKernels"],
+      linkerSettings: [.linkedLibrary("m", .when(platforms: [.linux]))]
+    ),
+    .target(name: "SSMAutograd", dependencies: ["SSMTensor"]),
+    .target(name: "SSMKernels", dependencies: ["SSMTensor", "CKernels", "CBLAS"]),
+    .target(name: "SSMLayers", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels"]),
+    .target(name: "SSMMetrics", dependencies: ["SSMTensor"]),
+    .target(
+      name: "SSMRecommenders",
+      dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMLayers", "SSMMetrics"]
+    ),
+    .target(
+      name: "SSMRec",
+      dependencies: [
+        "SSMTensor", "SSMAutograd", "SSMKernels", "SSMLayers", "SSMMetrics", "SSMRecommenders",
+      ]
+    ),
+
+    // MARK: - Implementation details
+    .systemLibrary(
+      name: "CBLAS",
+      pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
+    ),
+    .target(
+      name: "CKernels",
+      linkerSettings: [.linkedLibrary("m", .when(platforms: [.linux]))]
+    ),
+
+    // MARK: - Tests
+    .target(
+      name: "SSMTestSupport",
+      dependencies: ["SSMTensor"],
+      path: "Tests/SSMTestSupport"
+    ),
+    .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS"]),
+
+    // MARK: - Benchmarks
+    .testTarget(
+      name: "SSMBenchmarks",
+      dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS", "CKernels"],
+      path: "Benchmarks/SSMBenchmarks"
+    ),
+  ],
+  swiftLanguageModes: [.v6]
+)

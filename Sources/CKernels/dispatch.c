@@ -1,0 +1,72 @@
+#include "kernels_table.h"
+#include <stdatomic.h>
+
+static int supported_level(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    return 2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+  return 0;
+}
+
+// -1 until first use. Races are benign: every thread computes the same value.
+static _Atomic int current_level = -1;
+
+static const ssm_kernel_table *table_for(int level) {
+  switch (level) {
+  case 2: return &ssm_table_avx512;
+  case 1: return &ssm_table_avx2;
+  default: return &ssm_table_portable;
+  }
+}
+
+static inline const ssm_kernel_table *table(void) {
+  int level = atomic_load_explicit(&current_level, memory_order_relaxed);
+  if (level < 0) {
+    level = supported_level();
+    atomic_store_explicit(&current_level, level, memory_order_relaxed);
+  }
+  return table_for(level);
+}
+
+int ssm_isa_supported(void) { return supported_level(); }
+int ssm_isa_level(void) { table(); return atomic_load(&current_level); }
+int ssm_isa_force(int level) {
+  int best = supported_level();
+  if (level > best) level = best;
+  if (level < 0) level = best;
+  atomic_store(&current_level, level);
+  return level;
+}
+
+void ssm_unary(int op, const float *x, float *y, long n) { table()->unary(op, x, y, n); }
+void ssm_unary_backward(int op, const float *x, const float *g, float *out, long n) {
+  table()->unary_backward(op, x, g, out, n);
+}
+void ssm_binary(int op, const float *a, long sa, const float *b, long sb, float *y, long n) {
+  table()->binary(op, a, sa, b, sb, y, n);
+}
+void ssm_clamp(const float *x, float lo, float hi, float *y, long n) { table()->clamp(x, lo, hi, y, n); }
+void ssm_axpby(float alpha, const float *x, float beta, float *y, long n) {
+  table()->axpby(alpha, x, beta, y, n);
+}
+void ssm_accumulate(float *acc, const float *x, long n) { table()->accumulate(acc, x, n); }
+void ssm_max_accumulate(float *acc, int32_t *index, const float *x, int32_t position, long n) {
+  table()->max_accumulate(acc, index, x, position, n);
+}
+double ssm_sum(const float *x, long n) { return table()->sum(x, n); }
+double ssm_sum_squared_deviation(const float *x, float shift, long n) {
+  return table()->sum_squared_deviation(x, shift, n);
+}
+void ssm_reduce_rows(int op, const float *x, long rows, long cols, float *out) {
+  table()->reduce_rows(op, x, rows, cols, out);
+}
+void ssm_softmax_rows(const float *x, long rows, long cols, float *y) {
+  table()->softmax_rows(x, rows, cols, y);
+}
+void ssm_log_softmax_rows(const float *x, long rows, long cols, float *y) {
+  table()->log_softmax_rows(x, rows, cols, y);
+}

@@ -1,0 +1,89 @@
+#ifndef SSMREC_CKERNELS_H
+#define SSMREC_CKERNELS_H
+
+// Hot loops of SSMRec in C. Every kernel is compiled three times (portable, AVX2+FMA, AVX-512)
+// from one body (kernels_body.inc) and the widest variant the CPU supports is chosen at run time,
+// because SwiftPM cannot pass -mavx2 without unsafeFlags. Swift code splits large work across
+// cores and calls these on disjoint ranges, so every function here is single-threaded and pure.
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Elementwise functions y = f(x).
+typedef enum {
+  SSM_UNARY_EXP = 0,
+  SSM_UNARY_LOG,
+  SSM_UNARY_LOG1P,
+  SSM_UNARY_EXPM1,
+  SSM_UNARY_SQRT,
+  SSM_UNARY_RSQRT,
+  SSM_UNARY_TANH,
+  SSM_UNARY_SIGMOID,
+  SSM_UNARY_SILU,
+  SSM_UNARY_SOFTPLUS,
+  SSM_UNARY_GELU,
+  SSM_UNARY_RELU,
+  SSM_UNARY_ABS,
+  SSM_UNARY_NEG,
+  SSM_UNARY_SQUARE,
+  SSM_UNARY_RECIPROCAL,
+  SSM_UNARY_COUNT
+} ssm_unary_op;
+
+/// Elementwise binary operations y = a (op) b.
+typedef enum {
+  SSM_BINARY_ADD = 0,
+  SSM_BINARY_SUB,
+  SSM_BINARY_MUL,
+  SSM_BINARY_DIV,
+  SSM_BINARY_MAX,
+  SSM_BINARY_MIN,
+  SSM_BINARY_COUNT
+} ssm_binary_op;
+
+/// Row reductions along the last axis.
+typedef enum {
+  SSM_REDUCE_SUM = 0,
+  SSM_REDUCE_MAX,
+  SSM_REDUCE_LOGSUMEXP,
+} ssm_reduce_op;
+
+/// y[i] = f(x[i]); x and y may alias exactly.
+void ssm_unary(int op, const float *x, float *y, long n);
+/// out[i] = g[i] * f'(x[i]) (the pullback of `ssm_unary`); out may alias g or x.
+void ssm_unary_backward(int op, const float *x, const float *g, float *out, long n);
+/// y[i] = a[i*sa] (op) b[i*sb] with sa, sb in {0, 1}; y may alias a or b when its stride is 1.
+void ssm_binary(int op, const float *a, long sa, const float *b, long sb, float *y, long n);
+/// y[i] = min(max(x[i], lo), hi).
+void ssm_clamp(const float *x, float lo, float hi, float *y, long n);
+/// y[i] = alpha * x[i] + beta * y[i] (beta == 0 ignores the old y).
+void ssm_axpby(float alpha, const float *x, float beta, float *y, long n);
+/// acc[i] += x[i].
+void ssm_accumulate(float *acc, const float *x, long n);
+/// Where x[i] > acc[i]: acc[i] = x[i], index[i] = position (the first maximum wins).
+void ssm_max_accumulate(float *acc, int32_t *index, const float *x, int32_t position, long n);
+/// Σ x[i], accumulated in float blocks and double across blocks.
+double ssm_sum(const float *x, long n);
+/// Σ (x[i] − shift)².
+double ssm_sum_squared_deviation(const float *x, float shift, long n);
+/// out[r] = reduce(x[r, 0..<cols]) for each row.
+void ssm_reduce_rows(int op, const float *x, long rows, long cols, float *out);
+/// y[r, :] = softmax(x[r, :]) or log_softmax, numerically stable; y may alias x.
+void ssm_softmax_rows(const float *x, long rows, long cols, float *y);
+void ssm_log_softmax_rows(const float *x, long rows, long cols, float *y);
+
+/// The instruction-set level in use: 0 portable, 1 AVX2+FMA, 2 AVX-512.
+int ssm_isa_level(void);
+/// The widest level this CPU supports.
+int ssm_isa_supported(void);
+/// Forces a level (clamped to what the CPU supports); returns the level now in use. For tests.
+int ssm_isa_force(int level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,3 @@
+// Portable variant: baseline x86-64 (SSE2) or whatever the target's default is.
+#define SSM_ISA_NAME portable
+#include "kernels_body.inc"

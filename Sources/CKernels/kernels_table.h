@@ -1,0 +1,24 @@
+#ifndef SSMREC_KERNELS_TABLE_H
+#define SSMREC_KERNELS_TABLE_H
+#include "include/CKernels.h"
+
+// One table of entry points per instruction-set variant; dispatch.c picks one at run time.
+typedef struct {
+  void (*unary)(int, const float *, float *, long);
+  void (*unary_backward)(int, const float *, const float *, float *, long);
+  void (*binary)(int, const float *, long, const float *, long, float *, long);
+  void (*clamp)(const float *, float, float, float *, long);
+  void (*axpby)(float, const float *, float, float *, long);
+  void (*accumulate)(float *, const float *, long);
+  void (*max_accumulate)(float *, int32_t *, const float *, int32_t, long);
+  double (*sum)(const float *, long);
+  double (*sum_squared_deviation)(const float *, float, long);
+  void (*reduce_rows)(int, const float *, long, long, float *);
+  void (*softmax_rows)(const float *, long, long, float *);
+  void (*log_softmax_rows)(const float *, long, long, float *);
+} ssm_kernel_table;
+
+extern const ssm_kernel_table ssm_table_portable;
+extern const ssm_kernel_table ssm_table_avx2;
+extern const ssm_kernel_table ssm_table_avx512;
+#endif

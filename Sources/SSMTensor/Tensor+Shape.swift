@@ -1,0 +1,224 @@
+extension Tensor {
+  // MARK: Permutations
+
+  /// The axes reordered: axis `i` of the result is axis `permutation[i]` of `self` (a copy).
+  /// - Precondition: `permutation` is a permutation of `0..<rank`.
+  public func permuted(_ permutation: [Int]) -> Tensor {
+    precondition(
+      permutation.count == rank && Set(permutation) == Set(0..<rank),
+      "\(permutation) is not a permutation of the axes of \(shape)")
+    if permutation == Array(0..<rank) { return self }
+    let sourceStrides = shape.strides
+    let outDims = permutation.map { shape[$0] }
+    let strides = permutation.map { sourceStrides[$0] }
+    let outShape = Shape(outDims)
+    if elementCount == 0 { return Tensor(zeros: outShape) }
+    return withUnsafeBufferPointer { source in
+      Tensor(shape: outShape) { out in
+        Tensor.stridedCopy(from: source.baseAddress!, dimensions: outDims, strides: strides, to: out.baseAddress!)
+      }
+    }
+  }
+
+  /// The last two axes swapped (a copy).
+  /// - Precondition: rank ≥ 2.
+  public func transposed() -> Tensor {
+    precondition(rank >= 2, "transposed needs rank ≥ 2, got \(shape)")
+    var permutation = Array(0..<rank)
+    permutation.swapAt(rank - 1, rank - 2)
+    return permuted(permutation)
+  }
+
+  /// Copies a strided view into contiguous memory, with a contiguous or 2-D-blocked inner loop.
+  static func stridedCopy(
+    from source: UnsafePointer<Float>, dimensions: [Int], strides: [Int], to out: UnsafeMutablePointer<Float>
+  ) {
+    let rank = dimensions.count
+    let inner = dimensions[rank - 1]
+    let innerStride = strides[rank - 1]
+    let outer = dimensions.dropLast().reduce(1, *)
+    var index = [Int](repeating: 0, count: Swift.max(rank - 1, 0))
+    var offset = 0
+    var written = 0
+    for _ in 0..<outer {
+      let src = source + offset
+      if innerStride == 1 {
+        (out + written).update(from: src, count: inner)
+      } else {
+        for j in 0..<inner { out[written + j] = src[j * innerStride] }
+      }
+      written += inner
+      var axis = rank - 2
+      while axis >= 0 {
+        index[axis] += 1
+        offset += strides[axis]
+        if index[axis] < dimensions[axis] { break }
+        offset -= strides[axis] * dimensions[axis]
+        index[axis] = 0
+        axis -= 1
+      }
+    }
+  }
+
+  // MARK: Slicing, joining, flipping, padding
+
+  /// The elements at positions `range` along `axis` (a copy).
+  /// - Precondition: `range` lies within the axis.
+  public func slice(alongAxis axis: Int, _ range: Range<Int>) -> Tensor {
+    let (outer, n, inner, a) = axisLayout(axis)
+    precondition(
+      range.lowerBound >= 0 && range.upperBound <= n,
+      "Slice \(range) is out of bounds for axis \(a) of shape \(shape)")
+    var dims = shape.dimensions
+    dims[a] = range.count
+    let outShape = Shape(dims)
+    if outShape.elementCount == 0 { return Tensor(zeros: outShape) }
+    return withUnsafeBufferPointer { source in
+      Tensor(shape: outShape) { out in
+        let block = range.count * inner
+        for o in 0..<outer {
+          (out.baseAddress! + o * block).update(
+            from: source.baseAddress! + (o * n + range.lowerBound) * inner, count: block)
+        }
+      }
+    }
+  }
+
+  /// The tensors joined along an existing axis.
+  /// - Precondition: all shapes agree except along `axis`.
+  public static func concatenate(_ tensors: [Tensor], alongAxis axis: Int) -> Tensor {
+    precondition(!tensors.isEmpty, "concatenate needs at least one tensor")
+    let first = tensors[0]
+    let a = first.shape.normalizedAxis(axis)
+    for t in tensors {
+      var x = t.shape.dimensions
+      var y = first.shape.dimensions
+      precondition(x.count == y.count, "concatenate: shapes \(first.shape) and \(t.shape) differ in rank")
+      x[a] = 0
+      y[a] = 0
+      precondition(x == y, "concatenate along axis \(a): shapes \(first.shape) and \(t.shape) differ")
+    }
+    let outer = first.shape.dimensions[..<a].reduce(1, *)
+    let inner = first.shape.dimensions[(a + 1)...].reduce(1, *)
+    let total = tensors.reduce(0) { $0 + $1.shape[a] }
+    var dims = first.shape.dimensions
+    dims[a] = total
+    let outShape = Shape(dims)
+    if outShape.elementCount == 0 { return Tensor(zeros: outShape) }
+    return Tensor(shape: outShape) { out in
+      var start = 0
+      for t in tensors {
+        let block = t.shape[a] * inner
+        if block > 0 {
+          t.withUnsafeBufferPointer { src in
+            for o in 0..<outer {
+              (out.baseAddress! + o * total * inner + start * inner).update(
+                from: src.baseAddress! + o * block, count: block)
+            }
+          }
+        }
+        start += t.shape[a]
+      }
+    }
+  }
+
+  /// The tensors joined along a new axis inserted at `axis`.
+  /// - Precondition: all shapes are equal.
+  public static func stack(_ tensors: [Tensor], alongAxis axis: Int = 0) -> Tensor {
+    precondition(!tensors.isEmpty, "stack needs at least one tensor")
+    let shape = tensors[0].shape
+    precondition(tensors.allSatisfy { $0.shape == shape }, "stack needs equal shapes, got \(tensors.map(\.shape))")
+    let a = axis < 0 ? axis + shape.rank + 1 : axis
+    precondition(a >= 0 && a <= shape.rank, "stack axis \(axis) out of range for shape \(shape)")
+    var dims = shape.dimensions
+    dims.insert(1, at: a)
+    return concatenate(tensors.map { $0.reshaped(to: Shape(dims)) }, alongAxis: a)
+  }
+
+  /// The elements reversed along `axis`.
+  public func flipped(alongAxis axis: Int) -> Tensor {
+    let (outer, n, inner, _) = axisLayout(axis)
+    if elementCount == 0 { return self }
+    return withUnsafeBufferPointer { source in
+      Tensor(shape: shape) { out in
+        for o in 0..<outer {
+          for p in 0..<n {
+            (out.baseAddress! + (o * n + p) * inner).update(
+              from: source.baseAddress! + (o * n + n - 1 - p) * inner, count: inner)
+          }
+        }
+      }
+    }
+  }
+
+  /// The tensor extended along `axis` by `before` and `after` positions holding `value`.
+  public func padded(alongAxis axis: Int, before: Int, after: Int, value: Float = 0) -> Tensor {
+    precondition(before >= 0 && after >= 0, "padding must be non-negative, got \(before), \(after)")
+    let (outer, n, inner, a) = axisLayout(axis)
+    var dims = shape.dimensions
+    dims[a] = n + before + after
+    let outShape = Shape(dims)
+    var result = Tensor(repeating: value, shape: outShape)
+    if elementCount == 0 { return result }
+    let width = dims[a]
+    withUnsafeBufferPointer { source in
+      result.withUnsafeMutableBufferPointer { out in
+        for o in 0..<outer {
+          (out.baseAddress! + (o * width + before) * inner).update(
+            from: source.baseAddress! + o * n * inner, count: n * inner)
+        }
+      }
+    }
+    return result
+  }
+
+  // MARK: Gathering and scattering rows
+
+  /// Rows of a `[V, D]` table picked by `indices`: the result has shape `indices.shape + [D]`
+  /// (an embedding lookup).
+  /// - Precondition: `self` is rank 2 and every index is in `0..<V`.
+  public func gatherRows(_ indices: IndexTensor) -> Tensor {
+    precondition(rank == 2, "gatherRows needs a [V, D] table, got \(shape)")
+    let (rows, width) = (shape[0], shape[1])
+    let outShape = Shape(indices.shape.dimensions + [width])
+    if outShape.elementCount == 0 { return Tensor(zeros: outShape) }
+    return withUnsafeBufferPointer { table in
+      indices.values.withUnsafeBufferPointer { ids in
+        Tensor(shape: outShape) { out in
+          for (i, id) in ids.enumerated() {
+            precondition(id >= 0 && Int(id) < rows, "Index \(id) is out of range for a table of \(rows) rows")
+            (out.baseAddress! + i * width).update(from: table.baseAddress! + Int(id) * width, count: width)
+          }
+        }
+      }
+    }
+  }
+
+  /// Adds each row of `values` (shape `indices.shape + [D]`) into row `indices[i]` of `self`
+  /// (shape `[V, D]`): the adjoint of ``gatherRows(_:)``. Repeated indices accumulate.
+  public mutating func scatterAddRows(_ values: Tensor, at indices: IndexTensor) {
+    precondition(rank == 2, "scatterAddRows needs a [V, D] table, got \(shape)")
+    let (rows, width) = (shape[0], shape[1])
+    precondition(
+      values.shape.dimensions == indices.shape.dimensions + [width],
+      "scatterAddRows: values of shape \(values.shape) do not match indices \(indices.shape) and width \(width)")
+    if values.elementCount == 0 { return }
+    values.withUnsafeBufferPointer { src in
+      indices.values.withUnsafeBufferPointer { ids in
+        withUnsafeMutableBufferPointer { table in
+          for (i, id) in ids.enumerated() {
+            precondition(id >= 0 && Int(id) < rows, "Index \(id) is out of range for a table of \(rows) rows")
+            ssmAccumulate(table.baseAddress! + Int(id) * width, src.baseAddress! + i * width, width)
+          }
+        }
+      }
+    }
+  }
+
+  /// A `[V, D]` table of zeros with `values` scattered (added) into the rows named by `indices`.
+  public static func scatteringRows(_ values: Tensor, at indices: IndexTensor, rowCount: Int) -> Tensor {
+    var table = Tensor(zeros: [rowCount, values.shape[values.rank - 1]])
+    table.scatterAddRows(values, at: indices)
+    return table
+  }
+}

@@ -1,0 +1,84 @@
+import SSMTestSupport
+import XCTest
+
+final class MatMulTests: XCTestCase {
+  /// Naive `[m, k] × [k, n]` in Double, operands given in their stored layout.
+  static func reference(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, batch: Int) -> [Double] {
+    let (ar, ac) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
+    let (br, bc) = (b.shape[b.rank - 2], b.shape[b.rank - 1])
+    let (m, k) = transposeA ? (ac, ar) : (ar, ac)
+    let n = transposeB ? br : bc
+    let aStride = a.rank > 2 ? ar * ac : 0
+    let bStride = b.rank > 2 ? br * bc : 0
+    var out = [Double]()
+    for p in 0..<batch {
+      for i in 0..<m {
+        for j in 0..<n {
+          var s = 0.0
+          for l in 0..<k {
+            let av = transposeA ? a.scalars[p * aStride + l * ac + i] : a.scalars[p * aStride + i * ac + l]
+            let bv = transposeB ? b.scalars[p * bStride + j * bc + l] : b.scalars[p * bStride + l * bc + j]
+            s += Double(av) * Double(bv)
+          }
+          out.append(s)
+        }
+      }
+    }
+    return out
+  }
+
+  func testTwoDimensionalWithEveryTransposition() {
+    withEvery("mkn", in: [(1, 1, 1), (3, 7, 17), (17, 3, 1), (64, 33, 130), (300, 64, 257)]) { (m, k, n) in
+      withEvery("transposeA", in: [false, true]) { ta in
+        withEvery("transposeB", in: [false, true]) { tb in
+          let a = Tensor.random(ta ? [k, m] : [m, k], seed: UInt64(m * 7 + k))
+          let b = Tensor.random(tb ? [n, k] : [k, n], seed: UInt64(n * 5 + k))
+          let expected = Self.reference(a, b, transposeA: ta, transposeB: tb, batch: 1)
+          assertClose(Tensor.matmul(a, b, transposeA: ta, transposeB: tb), expected: expected, shape: [m, n], rtol: 1e-5, atol: 1e-5)
+        }
+      }
+    }
+  }
+
+  func testBatchedAndBroadcast() {
+    let (batch, m, k, n) = (3, 7, 5, 17)
+    withEvery("transposeA", in: [false, true]) { ta in
+      withEvery("transposeB", in: [false, true]) { tb in
+        let a3 = Tensor.random(ta ? [batch, k, m] : [batch, m, k], seed: 1)
+        let b3 = Tensor.random(tb ? [batch, n, k] : [batch, k, n], seed: 2)
+        let b2 = Tensor.random(tb ? [n, k] : [k, n], seed: 3)
+        let a2 = Tensor.random(ta ? [k, m] : [m, k], seed: 4)
+        assertClose(
+          Tensor.matmul(a3, b3, transposeA: ta, transposeB: tb),
+          expected: Self.reference(a3, b3, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5, atol: 1e-5)
+        assertClose(
+          Tensor.matmul(a3, b2, transposeA: ta, transposeB: tb),
+          expected: Self.reference(a3, b2, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5, atol: 1e-5)
+        assertClose(
+          Tensor.matmul(a2, b3, transposeA: ta, transposeB: tb),
+          expected: Self.reference(a2, b3, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5, atol: 1e-5)
+      }
+    }
+  }
+
+  func testLargeProductsSplitAcrossWorkersAgreeWithOneCall() {
+    // Tall (row bands) and wide (column bands) shapes above the parallel threshold.
+    for (m, k, n) in [(1100, 64, 64), (16, 64, 3417)] {
+      let a = Tensor.random([m, k], seed: 10)
+      let b = Tensor.random([k, n], seed: 11)
+      let expected = Self.reference(a, b, transposeA: false, transposeB: false, batch: 1)
+      assertClose(Tensor.matmul(a, b), expected: expected, shape: [m, n], rtol: 1e-5, atol: 1e-4)
+    }
+  }
+
+  func testFourDimensionalBatch() {
+    let a = Tensor.random([2, 3, 4, 5], seed: 1)
+    let b = Tensor.random([2, 3, 5, 6], seed: 2)
+    let expected = Self.reference(a.reshaped(to: [6, 4, 5]), b.reshaped(to: [6, 5, 6]), transposeA: false, transposeB: false, batch: 6)
+    assertClose(Tensor.matmul(a, b), expected: expected, shape: [2, 3, 4, 6], rtol: 1e-5)
+  }
+
+  func testEmptyInnerDimensionGivesZeros() {
+    XCTAssertEqual(Tensor.matmul(Tensor(zeros: [3, 0]), Tensor(zeros: [0, 4])), Tensor(zeros: [3, 4]))
+  }
+}

@@ -1,0 +1,118 @@
+import SSMTensor
+import XCTest
+
+/// The combinations a `withEvery` loop is currently inside, printed with every failure.
+public enum TestContext {
+  nonisolated(unsafe) static var stack: [String] = []
+
+  /// The current combination as `name=value, …`, or an empty string.
+  public static var description: String {
+    stack.isEmpty ? "" : " [" + stack.joined(separator: ", ") + "]"
+  }
+}
+
+/// Runs `body` once per value, recording `name=value` so that failures say which case failed
+/// (swift-collections' `withEvery`).
+public func withEvery<S: Sequence>(
+  _ name: String, in values: S, _ body: (S.Element) throws -> Void
+) rethrows {
+  for value in values {
+    TestContext.stack.append("\(name)=\(value)")
+    defer { TestContext.stack.removeLast() }
+    try body(value)
+  }
+}
+
+/// The worst elementwise error of `actual` against `expected` under `|a − e| ≤ atol + rtol·|e|`.
+public struct Discrepancy: CustomStringConvertible {
+  /// Flat index of the worst element.
+  public var index: Int
+  /// Its value in the actual and the expected tensor.
+  public var actual: Double
+  public var expected: Double
+  /// How far past the tolerance it is: `|a − e| / (atol + rtol·|e|)` (≤ 1 passes).
+  public var ratio: Double
+
+  public var description: String {
+    "worst at flat index \(index): actual \(actual), expected \(expected), |Δ| = \(Swift.abs(actual - expected)) (\(ratio)× tolerance)"
+  }
+}
+
+/// Compares element by element, returning the worst element relative to the tolerance.
+public func worstDiscrepancy(
+  _ actual: [Double], _ expected: [Double], rtol: Double, atol: Double
+) -> Discrepancy? {
+  precondition(actual.count == expected.count, "worstDiscrepancy: counts differ")
+  var worst: Discrepancy?
+  for i in actual.indices {
+    let (a, e) = (actual[i], expected[i])
+    let allowed = atol + rtol * Swift.abs(e)
+    let ratio: Double
+    if a.isNaN || e.isNaN {
+      ratio = (a.isNaN && e.isNaN) ? 0 : .infinity
+    } else if a == e {
+      ratio = 0
+    } else {
+      ratio = Swift.abs(a - e) / Swift.max(allowed, .leastNonzeroMagnitude)
+    }
+    if worst == nil || ratio > worst!.ratio {
+      worst = Discrepancy(index: i, actual: a, expected: e, ratio: ratio)
+    }
+  }
+  return worst
+}
+
+/// Asserts that two tensors have the same shape and agree within `atol + rtol·|expected|`
+/// everywhere, reporting the worst index on failure.
+public func assertClose(
+  _ actual: Tensor, _ expected: Tensor, rtol: Double = 1e-5, atol: Double = 1e-6,
+  _ message: @autoclosure () -> String = "", file: StaticString = #filePath, line: UInt = #line
+) {
+  assertClose(
+    actual, expected: expected.scalars.map(Double.init), shape: expected.shape, rtol: rtol, atol: atol,
+    message(), file: file, line: line)
+}
+
+/// Asserts that a tensor has `shape` and agrees with Double reference values.
+public func assertClose(
+  _ actual: Tensor, expected: [Double], shape: Shape, rtol: Double = 1e-5, atol: Double = 1e-6,
+  _ message: @autoclosure () -> String = "", file: StaticString = #filePath, line: UInt = #line
+) {
+  guard actual.shape == shape else {
+    XCTFail(
+      "shape \(actual.shape) != expected \(shape)\(TestContext.description) \(message())",
+      file: file, line: line)
+    return
+  }
+  guard expected.count == actual.elementCount else {
+    XCTFail("expected has \(expected.count) values for shape \(shape)", file: file, line: line)
+    return
+  }
+  if let worst = worstDiscrepancy(actual.scalars.map(Double.init), expected, rtol: rtol, atol: atol),
+    worst.ratio > 1
+  {
+    XCTFail("not close: \(worst)\(TestContext.description) \(message())", file: file, line: line)
+  }
+}
+
+/// Asserts that two arrays agree within `atol + rtol·|expected|`, reporting the worst index.
+public func assertClose(
+  _ actual: [Double], _ expected: [Double], rtol: Double = 1e-5, atol: Double = 1e-6,
+  _ message: @autoclosure () -> String = "", file: StaticString = #filePath, line: UInt = #line
+) {
+  guard actual.count == expected.count else {
+    XCTFail("count \(actual.count) != expected \(expected.count)\(TestContext.description)", file: file, line: line)
+    return
+  }
+  if let worst = worstDiscrepancy(actual, expected, rtol: rtol, atol: atol), worst.ratio > 1 {
+    XCTFail("not close: \(worst)\(TestContext.description) \(message())", file: file, line: line)
+  }
+}
+
+/// Keeps a value alive and opaque to the optimiser, so benchmarked work is not removed.
+@_optimize(none)
+public func blackHole<T>(_ value: T) {}
+
+/// Returns its argument through an opaque call, hiding constants from the optimiser.
+@_optimize(none)
+public func identity<T>(_ value: T) -> T { value }
