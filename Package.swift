@@ -58,6 +58,13 @@ let package = Package(
     ),
     .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS"]),
 
+    // MARK: - Examples
+    .executableTarget(
+      name: "TensorTour",
+      dependencies: ["SSMTensor", "CKernels"],
+      path: "Examples/TensorTour"
+    ),
+
     // MARK: - Benchmarks
     .testTarget(
       name: "SSMBenchmarks",

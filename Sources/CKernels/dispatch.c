@@ -70,3 +70,20 @@ void ssm_softmax_rows(const float *x, long rows, long cols, float *y) {
 void ssm_log_softmax_rows(const float *x, long rows, long cols, float *y) {
   table()->log_softmax_rows(x, rows, cols, y);
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+int ssm_configure_allocator(void) {
+#if defined(__GLIBC__)
+  // Tensors up to 32 MB (glibc's largest allowed threshold) come from the heap instead of fresh
+  // mmaps, and freed heap memory is kept for reuse instead of trimmed: a training step allocates
+  // the same buffer sizes every time, and re-faulting their pages cost more than the math.
+  int ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+  return ok;
+#else
+  return 0;
+#endif
+}

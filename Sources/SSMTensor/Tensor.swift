@@ -1,3 +1,17 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+import CKernels
+
+/// glibc's malloc is tuned once, before the first tensor buffer (see `ssm_configure_allocator`).
+/// `SSMREC_DEFAULT_MALLOC=1` in the environment leaves it untouched.
+let allocatorConfigured: Bool = {
+  if let value = getenv("SSMREC_DEFAULT_MALLOC"), value.pointee == UInt8(ascii: "1") { return false }
+  return ssm_configure_allocator() == 1
+}()
+
 /// A dense, row-major array of `Float` values with a shape.
 ///
 /// `Tensor` is a value type: copies share storage until one of them is mutated (copy-on-write,
@@ -34,6 +48,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
   public init(
     shape: Shape, unsafeUninitializedCapacity initializer: (UnsafeMutableBufferPointer<Float>) -> Void
   ) {
+    _ = allocatorConfigured
     let count = shape.elementCount
     self.shape = shape
     self.storage = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in

@@ -76,6 +76,10 @@ void ssm_reduce_rows(int op, const float *x, long rows, long cols, float *out);
 void ssm_softmax_rows(const float *x, long rows, long cols, float *y);
 void ssm_log_softmax_rows(const float *x, long rows, long cols, float *y);
 
+/// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
+/// applied. Called once by SSMTensor before its first allocation.
+int ssm_configure_allocator(void);
+
 /// The instruction-set level in use: 0 portable, 1 AVX2+FMA, 2 AVX-512.
 int ssm_isa_level(void);
 /// The widest level this CPU supports.
