@@ -53,10 +53,11 @@ let package = Package(
     // MARK: - Tests
     .target(
       name: "SSMTestSupport",
-      dependencies: ["SSMTensor"],
+      dependencies: ["SSMTensor", "SSMAutograd"],
       path: "Tests/SSMTestSupport"
     ),
     .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS"]),
+    .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
 
     // MARK: - Examples
     .executableTarget(
@@ -68,7 +69,7 @@ let package = Package(
     // MARK: - Benchmarks
     .testTarget(
       name: "SSMBenchmarks",
-      dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS", "CKernels"],
+      dependencies: ["SSMTensor", "SSMAutograd", "SSMTestSupport", "CBLAS", "CKernels"],
       path: "Benchmarks/SSMBenchmarks"
     ),
   ],

@@ -70,6 +70,29 @@ void ssm_softmax_rows(const float *x, long rows, long cols, float *y) {
 void ssm_log_softmax_rows(const float *x, long rows, long cols, float *y) {
   table()->log_softmax_rows(x, rows, cols, y);
 }
+double ssm_dot(const float *a, const float *b, long n) { return table()->dot(a, b, n); }
+void ssm_layer_norm_rows(const float *x, const float *gamma, const float *beta, float eps, long rows,
+                         long n, float *y, float *mean, float *rstd) {
+  table()->layer_norm_rows(x, gamma, beta, eps, rows, n, y, mean, rstd);
+}
+void ssm_layer_norm_backward_rows(const float *x, const float *mean, const float *rstd,
+                                  const float *gamma, const float *g, long rows, long n, float *dx,
+                                  float *dgamma, float *dbeta) {
+  table()->layer_norm_backward_rows(x, mean, rstd, gamma, g, rows, n, dx, dgamma, dbeta);
+}
+void ssm_softmax_backward_rows(const float *y, const float *g, long rows, long n, float *dx) {
+  table()->softmax_backward_rows(y, g, rows, n, dx);
+}
+void ssm_softmax_cross_entropy_rows(const float *logits, const int32_t *targets, long rows, long n,
+                                    float scale, float *loss, float *grad) {
+  table()->softmax_cross_entropy_rows(logits, targets, rows, n, scale, loss, grad);
+}
+void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, int decoupled, float bias_correction1,
+                     float bias_correction2) {
+  table()->adam_update(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, decoupled,
+                       bias_correction1, bias_correction2);
+}
 
 #if defined(__GLIBC__)
 #include <malloc.h>

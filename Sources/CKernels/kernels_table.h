@@ -16,6 +16,16 @@ typedef struct {
   void (*reduce_rows)(int, const float *, long, long, float *);
   void (*softmax_rows)(const float *, long, long, float *);
   void (*log_softmax_rows)(const float *, long, long, float *);
+  double (*dot)(const float *, const float *, long);
+  void (*layer_norm_rows)(const float *, const float *, const float *, float, long, long, float *,
+                          float *, float *);
+  void (*layer_norm_backward_rows)(const float *, const float *, const float *, const float *,
+                                   const float *, long, long, float *, float *, float *);
+  void (*softmax_backward_rows)(const float *, const float *, long, long, float *);
+  void (*softmax_cross_entropy_rows)(const float *, const int32_t *, long, long, float, float *,
+                                     float *);
+  void (*adam_update)(float *, const float *, float *, float *, long, float, float, float, float,
+                      float, int, float, float);
 } ssm_kernel_table;
 
 extern const ssm_kernel_table ssm_table_portable;

@@ -195,8 +195,9 @@ extension Tensor {
   }
 
   /// Adds each row of `values` (shape `indices.shape + [D]`) into row `indices[i]` of `self`
-  /// (shape `[V, D]`): the adjoint of ``gatherRows(_:)``. Repeated indices accumulate.
-  public mutating func scatterAddRows(_ values: Tensor, at indices: IndexTensor) {
+  /// (shape `[V, D]`): the adjoint of ``gatherRows(_:)``. Repeated indices accumulate; rows whose
+  /// index equals `skippedIndex` (a padding id) are left out.
+  public mutating func scatterAddRows(_ values: Tensor, at indices: IndexTensor, skipping skippedIndex: Int? = nil) {
     precondition(rank == 2, "scatterAddRows needs a [V, D] table, got \(shape)")
     let (rows, width) = (shape[0], shape[1])
     precondition(
@@ -206,7 +207,8 @@ extension Tensor {
     values.withUnsafeBufferPointer { src in
       indices.values.withUnsafeBufferPointer { ids in
         withUnsafeMutableBufferPointer { table in
-          for (i, id) in ids.enumerated() {
+          let skipped = skippedIndex.map(Int32.init) ?? -1
+          for (i, id) in ids.enumerated() where id != skipped {
             precondition(id >= 0 && Int(id) < rows, "Index \(id) is out of range for a table of \(rows) rows")
             ssmAccumulate(table.baseAddress! + Int(id) * width, src.baseAddress! + i * width, width)
           }
@@ -216,9 +218,34 @@ extension Tensor {
   }
 
   /// A `[V, D]` table of zeros with `values` scattered (added) into the rows named by `indices`.
-  public static func scatteringRows(_ values: Tensor, at indices: IndexTensor, rowCount: Int) -> Tensor {
+  public static func scatteringRows(
+    _ values: Tensor, at indices: IndexTensor, rowCount: Int, skipping skippedIndex: Int? = nil
+  ) -> Tensor {
     var table = Tensor(zeros: [rowCount, values.shape[values.rank - 1]])
-    table.scatterAddRows(values, at: indices)
+    table.scatterAddRows(values, at: indices, skipping: skippedIndex)
     return table
+  }
+}
+
+extension Tensor {
+  /// Sums a broadcast result back to `target`, the shape of the operand that was broadcast: the
+  /// adjoint of NumPy broadcasting (leading axes are summed away, extents of 1 summed with
+  /// `keepingDimension`).
+  /// - Precondition: `target` broadcasts to `shape`.
+  public func summed(toShape target: Shape) -> Tensor {
+    if shape == target { return self }
+    precondition(
+      target.broadcast(with: shape) == shape, "Shape \(target) does not broadcast to \(shape)")
+    let extra = rank - target.rank
+    var result = self
+    // Leading axes: collapse them into one and sum it away.
+    if extra > 0 {
+      let lead = shape.dimensions[..<extra].reduce(1, *)
+      result = result.reshaped(to: Shape([lead] + Array(shape.dimensions[extra...]))).sum(alongAxis: 0)
+    }
+    for axis in 0..<target.rank where target[axis] == 1 && result.shape[axis] != 1 {
+      result = result.sum(alongAxis: axis, keepingDimension: true)
+    }
+    return result.reshaped(to: target)
   }
 }

@@ -76,6 +76,26 @@ void ssm_reduce_rows(int op, const float *x, long rows, long cols, float *out);
 void ssm_softmax_rows(const float *x, long rows, long cols, float *y);
 void ssm_log_softmax_rows(const float *x, long rows, long cols, float *y);
 
+/// Σ a[i]·b[i] (float blocks, double across blocks).
+double ssm_dot(const float *a, const float *b, long n);
+/// Layer normalisation of each row of x [rows, n]: y = (x − μ)/√(σ² + eps)·γ + β, biased σ²;
+/// writes the per-row mean and 1/√(σ² + eps) for the backward pass.
+void ssm_layer_norm_rows(const float *x, const float *gamma, const float *beta, float eps, long rows,
+                         long n, float *y, float *mean, float *rstd);
+/// The backward of ssm_layer_norm_rows: writes dx, ADDS into dgamma and dbeta.
+void ssm_layer_norm_backward_rows(const float *x, const float *mean, const float *rstd,
+                                  const float *gamma, const float *g, long rows, long n, float *dx,
+                                  float *dgamma, float *dbeta);
+/// dx = y∘(g − ⟨g, y⟩) per row, the backward of a row softmax y.
+void ssm_softmax_backward_rows(const float *y, const float *g, long rows, long n, float *dx);
+/// Per row: loss[r] = logsumexp(x_r) − x_r[target_r] and grad_r = scale·(softmax(x_r) − onehot).
+void ssm_softmax_cross_entropy_rows(const float *logits, const int32_t *targets, long rows, long n,
+                                    float scale, float *loss, float *grad);
+/// One Adam (decoupled = 0, L2 decay) or AdamW (decoupled = 1) step, PyTorch semantics.
+void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, int decoupled, float bias_correction1,
+                     float bias_correction2);
+
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
 /// applied. Called once by SSMTensor before its first allocation.
 int ssm_configure_allocator(void);

@@ -1,0 +1,64 @@
+/// Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay,
+/// with `torch.optim.SGD`'s semantics:
+///
+///     g ← g + λ·p
+///     b ← g (first step) or μ·b + (1 − τ)·g
+///     g ← g + μ·b (Nesterov) or b
+///     p ← p − lr·g
+public final class SGD: Optimizer {
+  public var learningRate: Float
+  public let momentum: Float
+  public let dampening: Float
+  public let nesterov: Bool
+  public let weightDecay: Float
+  public private(set) var stepCount = 0
+  private let parameters: [(path: String, parameter: Parameter)]
+  private var buffers: NamedBuffers
+
+  /// Creates an optimizer over named parameters.
+  /// - Precondition: Nesterov momentum needs a positive momentum and zero dampening.
+  public init(
+    parameters: [(path: String, parameter: Parameter)], learningRate: Float, momentum: Float = 0,
+    dampening: Float = 0, nesterov: Bool = false, weightDecay: Float = 0
+  ) {
+    precondition(!nesterov || (momentum > 0 && dampening == 0), "Nesterov momentum needs momentum > 0 and dampening 0")
+    self.parameters = parameters
+    self.learningRate = learningRate
+    self.momentum = momentum
+    self.dampening = dampening
+    self.nesterov = nesterov
+    self.weightDecay = weightDecay
+    self.buffers = NamedBuffers(names: parameters.map(\.path))
+  }
+
+  public func step() {
+    stepCount += 1
+    for (name, parameter) in parameters {
+      guard var g = parameter.gradient else { continue }
+      if weightDecay != 0 { g.scaleAndAdd(parameter.value, alpha: weightDecay, beta: 1) }
+      if momentum != 0 {
+        var b: Tensor
+        if let previous = buffers.values[name]?["momentum_buffer"] {
+          b = previous
+          b.scaleAndAdd(g, alpha: 1 - dampening, beta: momentum)
+        } else {
+          b = g
+        }
+        buffers.values[name] = ["momentum_buffer": b]
+        if nesterov { g.scaleAndAdd(b, alpha: momentum, beta: 1) } else { g = b }
+      }
+      parameter.value.scaleAndAdd(g, alpha: -learningRate, beta: 1)
+    }
+  }
+
+  public func state() -> OptimizerState {
+    OptimizerState(kind: "sgd", stepCount: stepCount, learningRate: learningRate, buffers: buffers.snapshot())
+  }
+
+  public func load(_ state: OptimizerState) throws {
+    guard state.kind == "sgd" else { throw OptimizerStateError.kindMismatch(expected: "sgd", found: state.kind) }
+    try buffers.restore(state.buffers, parameters: parameters)
+    stepCount = state.stepCount
+    learningRate = state.learningRate
+  }
+}

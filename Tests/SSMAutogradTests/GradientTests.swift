@@ -1,0 +1,147 @@
+import SSMAutograd
+import SSMTestSupport
+import XCTest
+
+/// A finite-difference check for every differentiable op (SSMTestSupport.GradientCheck).
+final class GradientTests: XCTestCase {
+  func r(_ shape: Shape, _ seed: UInt64, _ range: ClosedRange<Float> = -1...1) -> Tensor {
+    Tensor.random(shape, in: range, seed: seed)
+  }
+
+  func testArithmeticWithBroadcasting() {
+    let pairs: [(Shape, Shape)] = [([3, 4], [3, 4]), ([3, 4], [4]), ([4], [3, 4]), ([2, 1, 4], [3, 1]), ([], [3]), ([3, 1], [1, 5])]
+    withEvery("shapes", in: pairs.indices) { p in
+      let (a, b) = (r(pairs[p].0, 1), r(pairs[p].1, 2, 0.5...2))
+      withEvery("op", in: ["+", "-", "*", "/"]) { op in
+        GradientCheck.assertGradients([a, b]) { v in
+          switch op {
+          case "+": return v[0] + v[1]
+          case "-": return v[0] - v[1]
+          case "*": return v[0] * v[1]
+          default: return v[0] / v[1]
+          }
+        }
+      }
+    }
+  }
+
+  func testScalarFormsAndConstants() {
+    let x = r([3, 5], 3, 0.5...2)
+    let constant = r([5], 4)
+    GradientCheck.assertGradients([x]) { v in ((v[0] + 2) * 3 - 1) / 4 }
+    GradientCheck.assertGradients([x]) { v in 2 - v[0] }
+    GradientCheck.assertGradients([x]) { v in 1.5 / v[0] }
+    GradientCheck.assertGradients([x]) { v in -v[0] * constant + constant }
+    GradientCheck.assertGradients([x]) { v in v[0] / constant.abs() + 0.5 }
+  }
+
+  func testActivations() {
+    withEvery("function", in: ElementwiseFunction.allCases) { f in
+      // Inputs away from kinks (relu, abs at 0) and inside each domain.
+      let positive: Set<ElementwiseFunction> = [.log, .sqrt, .rsqrt, .reciprocal, .log1p]
+      var x = positive.contains(f) ? r([2, 7], 5, 0.5...2) : r([2, 7], 5, -3...3)
+      if f == .relu || f == .abs {
+        // |v| ≥ 0.2 with alternating signs keeps every point away from the kink at 0.
+        x = (x.abs() + 0.2) * Tensor(shape: x.shape, scalars: (0..<14).map { $0 % 2 == 0 ? 1 : -1 })
+      }
+      GradientCheck.assertGradients([x], step: 1e-3) { v in v[0].applying(f) }
+    }
+  }
+
+  func testMatmulEveryTranspositionAndBatching() {
+    withEvery("transposeA", in: [false, true]) { ta in
+      withEvery("transposeB", in: [false, true]) { tb in
+        let (m, k, n) = (3, 4, 5)
+        let a2 = r(ta ? [k, m] : [m, k], 1)
+        let b2 = r(tb ? [n, k] : [k, n], 2)
+        let a3 = r(ta ? [2, k, m] : [2, m, k], 3)
+        let b3 = r(tb ? [2, n, k] : [2, k, n], 4)
+        GradientCheck.assertGradients([a2, b2]) { v in Variable.matmul(v[0], v[1], transposeA: ta, transposeB: tb) }
+        GradientCheck.assertGradients([a3, b3]) { v in Variable.matmul(v[0], v[1], transposeA: ta, transposeB: tb) }
+        GradientCheck.assertGradients([a3, b2]) { v in Variable.matmul(v[0], v[1], transposeA: ta, transposeB: tb) }
+        GradientCheck.assertGradients([a2, b3]) { v in Variable.matmul(v[0], v[1], transposeA: ta, transposeB: tb) }
+      }
+    }
+  }
+
+  func testShapeOperations() {
+    let x = r([2, 3, 4], 6)
+    GradientCheck.assertGradients([x]) { v in v[0].reshaped(to: [6, -1]) * v[0].reshaped(to: [6, 4]) }
+    GradientCheck.assertGradients([x]) { v in v[0].permuted([2, 0, 1]) * Variable(r([4, 2, 3], 7)) }
+    GradientCheck.assertGradients([x]) { v in v[0].transposed() * Variable(r([2, 4, 3], 8)) }
+    withEvery("axis", in: [0, 1, 2]) { axis in
+      GradientCheck.assertGradients([x]) { v in v[0].slice(alongAxis: axis, 1..<2) * 3 }
+      GradientCheck.assertGradients([x]) { v in v[0].flipped(alongAxis: axis) * Variable(r([2, 3, 4], 9)) }
+      GradientCheck.assertGradients([x]) { v in v[0].padded(alongAxis: axis, before: 1, after: 2, value: 5) * 2 }
+    }
+    let y = r([2, 5, 4], 10)
+    GradientCheck.assertGradients([x, y]) { v in Variable.concatenate([v[0], v[1] * 2, v[0]], alongAxis: 1) }
+    GradientCheck.assertGradients([x, x * 2]) { v in Variable.stack([v[0], v[1]], alongAxis: 1) }
+  }
+
+  func testGatherRowsWithPaddingIndex() {
+    let table = r([6, 3], 11)
+    let ids = IndexTensor(rows: [[1, 0, 3], [3, 5, 0]])
+    // Every row but the padding row 0 is checked by finite differences …
+    GradientCheck.assertGradients([table]) { v in v[0].gatherRows(ids) }
+    let t = Variable(table, requiresGradient: true)
+    let out = t.gatherRows(ids, paddingIndex: 0)
+    out.backward(seed: Tensor(ones: out.shape))
+    // … and with padding index 0 the padding row gets nothing through the lookup, the others all.
+    let g = t.gradient!
+    XCTAssertEqual((0..<3).map { g[0, $0] }, [0, 0, 0])
+    XCTAssertEqual((0..<3).map { g[3, $0] }, [2, 2, 2])
+    XCTAssertEqual((0..<3).map { g[2, $0] }, [0, 0, 0])
+    XCTAssertEqual((0..<3).map { g[5, $0] }, [1, 1, 1])
+  }
+
+  func testReductions() {
+    let x = r([3, 4, 5], 12)
+    GradientCheck.assertGradients([x]) { v in v[0].sum() }
+    GradientCheck.assertGradients([x]) { v in v[0].mean() }
+    withEvery("axis", in: [0, 1, 2, -1]) { axis in
+      withEvery("keep", in: [false, true]) { keep in
+        GradientCheck.assertGradients([x]) { v in v[0].sum(alongAxis: axis, keepingDimension: keep) }
+        GradientCheck.assertGradients([x]) { v in v[0].mean(alongAxis: axis, keepingDimension: keep) }
+      }
+    }
+  }
+
+  func testDropoutUsesItsMaskInBothDirections() {
+    let x = r([4, 6], 13)
+    GradientCheck.assertGradients([x]) { v in
+      var rng = SplitMix64(seed: 99)
+      return v[0].dropout(probability: 0.3, training: true, using: &rng)
+    }
+    var rng = SplitMix64(seed: 1)
+    let y = Variable(x).dropout(probability: 0.5, training: true, using: &rng).value
+    for (a, b) in zip(x.scalars, y.scalars) { XCTAssertTrue(b == 0 || Swift.abs(b - 2 * a) < 1e-6) }
+    XCTAssertEqual(Variable(x).dropout(probability: 0.5, training: false, using: &rng).value, x)
+  }
+
+  func testFusedLayerNormSoftmaxAndCrossEntropy() {
+    let x = r([5, 7], 14, -2...2)
+    let gamma = r([7], 15, 0.5...1.5)
+    let beta = r([7], 16)
+    GradientCheck.assertGradients([x, gamma, beta], step: 1e-3) { v in v[0].layerNorm(gamma: v[1], beta: v[2], epsilon: 1e-5) }
+    GradientCheck.assertGradients([x]) { v in v[0].softmax() }
+    GradientCheck.assertGradients([x]) { v in v[0].logSoftmax() }
+    let targets = IndexTensor([0, 6, 3, 3, 1])
+    GradientCheck.assertGradients([x]) { v in Variable.softmaxCrossEntropy(logits: v[0], targets: targets) }
+  }
+
+  func testCompositionWithFanOutAndTiedWeights() {
+    // x feeds three branches; the embedding table is both looked up and used as output layer.
+    let x = r([3, 4], 17)
+    let w = r([4, 4], 18)
+    let table = r([6, 4], 19)
+    let ids = IndexTensor([2, 5, 1])
+    let targets = IndexTensor([1, 2, 3])
+    GradientCheck.assertGradients([x, w, table], step: 1e-3) { v in
+      let h = Variable.matmul(v[0], v[1]).tanh() + v[0].sigmoid() * v[0]
+      let e = v[2].gatherRows(ids) + h
+      let logits = Variable.matmul(e.layerNorm(gamma: Variable(Tensor(ones: [4])), beta: Variable(Tensor(zeros: [4]))), v[2], transposeB: true)
+      return Variable.softmaxCrossEntropy(logits: logits, targets: targets) * 3
+    }
+  }
+}
