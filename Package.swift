@@ -58,6 +58,7 @@ let package = Package(
     ),
     .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS"]),
     .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
+    .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
 
     // MARK: - Examples
     .executableTarget(
@@ -69,7 +70,7 @@ let package = Package(
     // MARK: - Benchmarks
     .testTarget(
       name: "SSMBenchmarks",
-      dependencies: ["SSMTensor", "SSMAutograd", "SSMTestSupport", "CBLAS", "CKernels"],
+      dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMTestSupport", "CBLAS", "CKernels"],
       path: "Benchmarks/SSMBenchmarks"
     ),
   ],

@@ -93,6 +93,24 @@ void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float
   table()->adam_update(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, decoupled,
                        bias_correction1, bias_correction2);
 }
+long ssm_scan_lanes(void) { return table()->scan_lanes(); }
+void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
+                      float *last_state) {
+  table()->scan_forward(args, begin, end, scratch, y, last_state);
+}
+void ssm_scan_backward(const ssm_scan_args *args, const float *dy, long begin, long end,
+                       float *scratch, const ssm_scan_grads *grads) {
+  table()->scan_backward(args, dy, begin, end, scratch, grads);
+}
+void ssm_conv_forward(const float *x, const float *weight_t, const float *bias, const int32_t *seq_idx,
+                      long begin, long end, long L, long C, long K, float *y) {
+  table()->conv_forward(x, weight_t, bias, seq_idx, begin, end, L, C, K, y);
+}
+void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq_idx, const float *g,
+                       long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
+                       float *dbias) {
+  table()->conv_backward(x, weight_t, seq_idx, g, begin, end, L, C, K, dx, dweight_t, dbias);
+}
 
 #if defined(__GLIBC__)
 #include <malloc.h>

@@ -1,6 +1,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), apply_to = function)
 #define SSM_ISA_NAME avx512
+#define SSM_LANES 16
 #include "kernels_body.inc"
 #pragma clang attribute pop
 #else

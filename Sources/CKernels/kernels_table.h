@@ -26,6 +26,13 @@ typedef struct {
                                      float *);
   void (*adam_update)(float *, const float *, float *, float *, long, float, float, float, float,
                       float, int, float, float);
+  void (*scan_forward)(const ssm_scan_args *, long, long, float *, float *, float *);
+  void (*scan_backward)(const ssm_scan_args *, const float *, long, long, float *, const ssm_scan_grads *);
+  long (*scan_lanes)(void);
+  void (*conv_forward)(const float *, const float *, const float *, const int32_t *, long, long, long,
+                       long, long, float *);
+  void (*conv_backward)(const float *, const float *, const int32_t *, const float *, long, long, long,
+                        long, long, float *, float *, float *);
 } ssm_kernel_table;
 
 extern const ssm_kernel_table ssm_table_portable;

@@ -11,6 +11,13 @@ public enum Parallel {
   /// Element counts below this run on one thread in elementwise loops (≈ 0.1–0.3 ms of work).
   public static let elementwiseThreshold = 1 << 18
 
+  /// How many workers ``forEachWorker(count:minimumPerWorker:_:)`` uses for `count` items when
+  /// each worker should get at least `minimumPerWorker` of them.
+  public static func workers(count: Int, minimumPerWorker: Int) -> Int {
+    guard count > 0 else { return 0 }
+    return Swift.min(workerCount, Swift.max(1, count / Swift.max(1, minimumPerWorker)))
+  }
+
   /// Runs `body` on contiguous, disjoint sub-ranges of `0..<count` that together cover it, using
   /// up to `workerCount` threads when `count / minimumPerWorker` allows.
   ///
@@ -18,10 +25,18 @@ public enum Parallel {
   public static func forEachChunk(
     count: Int, minimumPerWorker: Int, _ body: (Range<Int>) -> Void
   ) {
-    guard count > 0 else { return }
-    let workers = Swift.min(workerCount, Swift.max(1, count / Swift.max(1, minimumPerWorker)))
-    if workers <= 1 {
-      body(0..<count)
+    forEachWorker(count: count, minimumPerWorker: minimumPerWorker) { _, range in body(range) }
+  }
+
+  /// Like ``forEachChunk(count:minimumPerWorker:_:)``, also passing the worker's index in
+  /// `0..<workers(count:minimumPerWorker:)`, so each worker can own a private accumulator.
+  public static func forEachWorker(
+    count: Int, minimumPerWorker: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void
+  ) {
+    let workers = workers(count: count, minimumPerWorker: minimumPerWorker)
+    if workers == 0 { return }
+    if workers == 1 {
+      body(0, 0..<count)
       return
     }
     withoutActuallyEscaping(body) { escapable in
@@ -30,7 +45,7 @@ public enum Parallel {
       DispatchQueue.concurrentPerform(iterations: workers) { worker in
         let start = count * worker / workers
         let end = count * (worker + 1) / workers
-        if start < end { run(start..<end) }
+        if start < end { run(worker, start..<end) }
       }
     }
   }

@@ -116,3 +116,33 @@ public func blackHole<T>(_ value: T) {}
 /// Returns its argument through an opaque call, hiding constants from the optimiser.
 @_optimize(none)
 public func identity<T>(_ value: T) -> T { value }
+
+/// `max|a − e| / max|e|` over a tensor: the error of a whole result relative to its scale, the
+/// measure used for fast-versus-reference kernel comparisons.
+public func normalizedError(_ actual: Tensor, _ expected: Tensor) -> Double {
+  precondition(actual.shape == expected.shape, "normalizedError: shapes \(actual.shape) and \(expected.shape) differ")
+  var worst = 0.0
+  var scale = 0.0
+  for (a, e) in zip(actual.scalars, expected.scalars) {
+    worst = Swift.max(worst, Swift.abs(Double(a) - Double(e)))
+    scale = Swift.max(scale, Swift.abs(Double(e)))
+  }
+  return scale == 0 ? worst : worst / scale
+}
+
+/// Asserts ``normalizedError(_:_:)`` is below `bound` (shape first), and returns it for reports.
+@discardableResult
+public func assertNormalizedError(
+  _ actual: Tensor, _ expected: Tensor, below bound: Double, _ name: String,
+  file: StaticString = #filePath, line: UInt = #line
+) -> Double {
+  guard actual.shape == expected.shape else {
+    XCTFail("\(name): shape \(actual.shape) != expected \(expected.shape)\(TestContext.description)", file: file, line: line)
+    return .infinity
+  }
+  let error = normalizedError(actual, expected)
+  if !(error < bound) {
+    XCTFail("\(name): normalized error \(error) ≥ \(bound)\(TestContext.description)", file: file, line: line)
+  }
+  return error
+}

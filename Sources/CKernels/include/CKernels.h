@@ -96,6 +96,46 @@ void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float
                      float beta2, float eps, float weight_decay, int decoupled, float bias_correction1,
                      float bias_correction2);
 
+/// Inputs of the selective scan (Mamba-1), all row-major Float32:
+/// u, delta, z: [B, L, E]; A_t: A transposed to [N, E]; B, C: [B, L, N]; D, delta_bias: [E].
+/// D, z and delta_bias may be NULL. With softplus, Δ = softplus(delta + delta_bias), else
+/// Δ = delta + delta_bias.
+typedef struct {
+  const float *u, *delta, *A_t, *B, *C, *D, *z, *delta_bias;
+  int softplus;
+  long batch, length, channels, state;
+} ssm_scan_args;
+
+/// Gradient outputs of the selective scan. du, ddelta (w.r.t. the raw delta) and dz are written;
+/// dA_t ([N, E]), dB, dC ([B, L, N]), dD and ddelta_bias ([E]) are accumulated (+=). dz, dD and
+/// ddelta_bias may be NULL when the corresponding input is absent.
+typedef struct {
+  float *du, *ddelta, *dz;
+  float *dA_t;
+  float *dB, *dC;
+  float *dD, *ddelta_bias;
+} ssm_scan_grads;
+
+/// Channels per block of the scan kernels (the SIMD width in floats of the variant in use).
+long ssm_scan_lanes(void);
+/// Forward scan over tasks [begin, end), a task being (batch element, block of
+/// ssm_scan_lanes() channels) in row-major order. scratch: 2·N·lanes floats. Writes y [B, L, E]
+/// (with D·u and the silu(z) gate applied) and, if last_state is not NULL, the final state [B, E, N].
+void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
+                      float *last_state);
+/// Backward scan over tasks [begin, end) given dy [B, L, E]; recomputes the states per block.
+/// scratch: (L·N + L + 3·N)·lanes floats.
+void ssm_scan_backward(const ssm_scan_args *args, const float *dy, long begin, long end,
+                       float *scratch, const ssm_scan_grads *grads);
+/// Causal depthwise convolution of batch elements [begin, end); x, y [B, L, C]; weight_t [K, C];
+/// bias [C] or NULL; seq_idx [B, L] or NULL (taps from another segment count as zero).
+void ssm_conv_forward(const float *x, const float *weight_t, const float *bias, const int32_t *seq_idx,
+                      long begin, long end, long L, long C, long K, float *y);
+/// Its adjoint: writes dx; accumulates dweight_t [K, C] and dbias [C] (dbias may be NULL).
+void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq_idx, const float *g,
+                       long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
+                       float *dbias);
+
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
 /// applied. Called once by SSMTensor before its first allocation.
 int ssm_configure_allocator(void);
