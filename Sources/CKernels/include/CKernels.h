@@ -124,7 +124,7 @@ long ssm_scan_lanes(void);
 void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
                       float *last_state);
 /// Backward scan over tasks [begin, end) given dy [B, L, E]; recomputes the states per block.
-/// scratch: (L·N + L + 3·N)·lanes floats.
+/// scratch: (2·L·N + L + 3·N)·lanes floats.
 void ssm_scan_backward(const ssm_scan_args *args, const float *dy, long begin, long end,
                        float *scratch, const ssm_scan_grads *grads);
 /// Causal depthwise convolution of batch elements [begin, end); x, y [B, L, C]; weight_t [K, C];
