@@ -54,6 +54,18 @@ public enum BLAS {
     }
   }
 
+  /// ``gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)`` on the calling thread
+  /// only, for kernels that already run one task per worker.
+  public static func gemmOnCurrentThread(
+    transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    _ = configured
+    if m == 0 || n == 0 { return }
+    rawGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+  }
+
   /// One `cblas_sgemm` call on the calling thread.
   @inline(__always)
   static func rawGemm(

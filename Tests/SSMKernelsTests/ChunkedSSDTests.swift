@@ -1,0 +1,169 @@
+import SSMKernels
+import SSMTestSupport
+import XCTest
+
+final class ChunkedSSDTests: XCTestCase {
+  static func inputs(
+    batch: Int, length: Int, heads: Int = 2, headDim: Int = 3, groups: Int = 1, state: Int = 4, chunk: Int,
+    segments: [Int]? = nil, initial: Bool = false, seed: UInt64
+  ) -> ChunkedSSD.Inputs {
+    var rng = SplitMix64(seed: seed)
+    var ids: IndexTensor?
+    if let segments {
+      precondition(segments.reduce(0, +) == length)
+      var row = [Int]()
+      for (i, l) in segments.enumerated() { row += Array(repeating: i, count: l) }
+      ids = IndexTensor(shape: [batch, length], values: Array((0..<batch).map { _ in row }.joined()))
+    }
+    return ChunkedSSD.Inputs(
+      x: Tensor.randomNormal([batch, length, heads, headDim], using: &rng),
+      dt: Tensor.randomUniform([batch, length, heads], lowerBound: -3, upperBound: 0.5, using: &rng),
+      A: -Tensor.randomUniform([heads], lowerBound: 1, upperBound: 8, using: &rng),
+      B: Tensor.randomNormal([batch, length, groups, state], using: &rng),
+      C: Tensor.randomNormal([batch, length, groups, state], using: &rng),
+      D: Tensor.randomNormal([heads], using: &rng),
+      dtBias: Tensor.randomUniform([heads], lowerBound: -1, upperBound: 1, using: &rng),
+      initialState: initial ? Tensor.randomNormal([batch, heads, headDim, state], using: &rng) : nil,
+      sequenceIndex: ids, chunkSize: chunk)
+  }
+
+  func check(_ x: ChunkedSSD.Inputs, label: String) -> Double {
+    let fast = ChunkedSSD.forward(x, returnFinalState: true)
+    let ref = ChunkedSSD.reference(x, returnFinalState: true)
+    let quadratic = ChunkedSSD.referenceQuadratic(ChunkedSSD.ReferenceInputs<Double>(x))
+    var worst = assertNormalizedError(fast.output, ref.output, below: 1e-4, "y")
+    worst = Swift.max(worst, assertNormalizedError(fast.finalState!, ref.finalState!, below: 1e-4, "final state"))
+    worst = Swift.max(worst, assertNormalizedError(Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-9, "quadratic vs recurrent"))
+    let g = Tensor.random(x.x.shape, seed: 11)
+    let gFinal = Tensor.random(ref.finalState!.shape, seed: 12)
+    let fg = ChunkedSSD.backward(outputGradient: g, finalStateGradient: gFinal, x)
+    let rg = ChunkedSSD.referenceBackward(outputGradient: g, finalStateGradient: gFinal, x)
+    for (name, a, b) in [("dx", fg.x, rg.x), ("ddt", fg.dt, rg.dt), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C)] {
+      worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name))
+    }
+    for (name, a, b) in [("dD", fg.D, rg.D), ("dbias", fg.dtBias, rg.dtBias), ("dinitial", fg.initialState, rg.initialState)] {
+      XCTAssertEqual(a == nil, b == nil, name)
+      if let a, let b { worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name)) }
+    }
+    print("GRID chunked_ssd \(label) worst_normalized_error=\(worst)")
+    return worst
+  }
+
+  /// Chunked fast path against the Double recurrence (and the quadratic form against the
+  /// recurrence), forward and every gradient, over lengths, chunk sizes (lengths not divisible
+  /// by the chunk included) and batches. Tolerance 1e-4 relative to the largest magnitude: the
+  /// Float32 chunk products sum ≤ Q terms of decaying factors, measured errors ~1e-6.
+  func testFastMatchesReferencesOverGrid() {
+    withEvery("length", in: [1, 2, 7, 50, 200]) { length in
+      withEvery("chunk", in: [1, 4, 16, 64]) { chunk in
+        withEvery("batch", in: [1, 3]) { batch in
+          if length == 200 && chunk < 4 { return }  // the slow Double reference dominates; covered at L = 50
+          let x = Self.inputs(batch: batch, length: length, chunk: chunk, initial: batch == 3, seed: UInt64(length * 100 + chunk + batch))
+          _ = check(x, label: "L=\(length) Q=\(chunk) B=\(batch)")
+        }
+      }
+    }
+  }
+
+  func testPackedBatchesOverGrid() {
+    let layouts: [[Int]] = [[23], [9, 14], [1, 5, 2, 9, 6]]
+    withEvery("segments", in: layouts) { segments in
+      withEvery("chunk", in: [1, 4, 8, 64]) { chunk in
+        let x = Self.inputs(batch: 1, length: 23, heads: 4, headDim: 2, state: 3, chunk: chunk, segments: segments, seed: UInt64(chunk))
+        _ = check(x, label: "packed segments=\(segments) Q=\(chunk)")
+      }
+    }
+  }
+
+  func testGroupsSharedByHeads() {
+    let x = Self.inputs(batch: 2, length: 11, heads: 4, headDim: 2, groups: 2, state: 3, chunk: 4, seed: 5)
+    _ = check(x, label: "groups=2")
+  }
+
+  func testPackedBatchEqualsEachSequenceAlone() {
+    let segments = [1, 5, 2, 9, 6]
+    let x = Self.inputs(batch: 1, length: 23, heads: 2, headDim: 3, state: 4, chunk: 8, segments: segments, seed: 77)
+    let packed = ChunkedSSD.forward(x).output
+    var start = 0
+    for l in segments {
+      let r = start..<(start + l)
+      let alone = ChunkedSSD.Inputs(
+        x: x.x.slice(alongAxis: 1, r), dt: x.dt.slice(alongAxis: 1, r), A: x.A, B: x.B.slice(alongAxis: 1, r),
+        C: x.C.slice(alongAxis: 1, r), D: x.D, dtBias: x.dtBias, chunkSize: 8)
+      assertClose(packed.slice(alongAxis: 1, r), ChunkedSSD.forward(alone).output, rtol: 1e-5, atol: 1e-5)
+      start += l
+    }
+  }
+
+  func testPaddingAfterASequenceChangesNothingAtItsPositions() {
+    let x = Self.inputs(batch: 2, length: 13, chunk: 4, seed: 8)
+    let longer = Self.inputs(batch: 2, length: 20, chunk: 4, seed: 9)
+    func splice(_ a: Tensor, _ b: Tensor) -> Tensor {
+      Tensor.concatenate([a, b.slice(alongAxis: 1, 13..<20)], alongAxis: 1)
+    }
+    let padded = ChunkedSSD.Inputs(
+      x: splice(x.x, longer.x), dt: splice(x.dt, longer.dt), A: x.A, B: splice(x.B, longer.B), C: splice(x.C, longer.C),
+      D: x.D, dtBias: x.dtBias, chunkSize: 4)
+    assertClose(ChunkedSSD.forward(padded).output.slice(alongAxis: 1, 0..<13), ChunkedSSD.forward(x).output, rtol: 1e-5, atol: 1e-5)
+  }
+
+  func testResultDoesNotDependOnChunkSize() {
+    let base = Self.inputs(batch: 2, length: 37, chunk: 1, initial: true, seed: 4)
+    let reference = ChunkedSSD.forward(base).output
+    for q in [2, 5, 16, 37, 64] {
+      var x = base
+      x.chunkSize = q
+      assertClose(ChunkedSSD.forward(x).output, reference, rtol: 1e-4, atol: 1e-5)
+    }
+  }
+
+  /// Chunked SSD equals the selective scan when A is one scalar per head and Δ is shared by the
+  /// head's channels.
+  func testEqualsSelectiveScanWithScalarAPerHead() {
+    let (batch, length, heads, headDim, state) = (2, 19, 3, 2, 4)
+    let x = Self.inputs(batch: batch, length: length, heads: heads, headDim: headDim, state: state, chunk: 8, seed: 21)
+    let channels = heads * headDim
+    var delta = [Float](), aRows = [Float](), d = [Float](), bias = [Float]()
+    for i in 0..<(batch * length) { for h in 0..<heads { for _ in 0..<headDim { delta.append(x.dt.scalars[i * heads + h]) } } }
+    for h in 0..<heads {
+      for _ in 0..<headDim {
+        aRows += Array(repeating: x.A.scalars[h], count: state)
+        d.append(x.D!.scalars[h])
+        bias.append(x.dtBias!.scalars[h])
+      }
+    }
+    let scan = SelectiveScan.Inputs(
+      u: x.x.reshaped(to: [batch, length, channels]), delta: Tensor(shape: [batch, length, channels], scalars: delta),
+      A: Tensor(shape: [channels, state], scalars: aRows), B: x.B.reshaped(to: [batch, length, state]),
+      C: x.C.reshaped(to: [batch, length, state]), D: Tensor(d), deltaBias: Tensor(bias))
+    assertClose(
+      ChunkedSSD.forward(x).output.reshaped(to: [batch, length, channels]), SelectiveScan.forward(scan).output,
+      rtol: 1e-4, atol: 1e-5)
+  }
+
+  /// Central differences of the Double recurrence against its hand-written backward.
+  func testReferenceBackwardMatchesFiniteDifferences() {
+    let x = Self.inputs(batch: 1, length: 7, heads: 2, headDim: 2, state: 2, chunk: 3, segments: [3, 4], initial: true, seed: 31)
+    let r = ChunkedSSD.ReferenceInputs<Double>(x)
+    var rng = SplitMix64(seed: 3)
+    let cotangent = rng.doubles(r.x.count)
+    let finalCotangent = rng.doubles(r.initialState!.count)
+    let g = ChunkedSSD.referenceRecurrentBackward(r, outputGradient: cotangent, finalStateGradient: finalCotangent)
+    func loss(_ r: ChunkedSSD.ReferenceInputs<Double>) -> Double {
+      let out = ChunkedSSD.referenceRecurrent(r)
+      return zip(out.output, cotangent).reduce(0) { $0 + $1.0 * $1.1 } + zip(out.finalState, finalCotangent).reduce(0) { $0 + $1.0 * $1.1 }
+    }
+    let fields: [(String, WritableKeyPath<ChunkedSSD.ReferenceInputs<Double>, [Double]>, [Double])] = [
+      ("x", \.x, g.x), ("dt", \.dt, g.dt), ("A", \.A, g.A), ("B", \.B, g.B), ("C", \.C, g.C), ("D", \.D!, g.D!),
+      ("dtBias", \.dtBias!, g.dtBias!), ("initial", \.initialState!, g.initialState!),
+    ]
+    for (name, path, analytic) in fields {
+      FiniteDifference.assertGradient(
+        analytic, matches: { values in
+          var p = r
+          p[keyPath: path] = values
+          return loss(p)
+        }, at: r[keyPath: path], tolerance: 1e-6, name: name)
+    }
+  }
+}
