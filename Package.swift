@@ -59,6 +59,7 @@ let package = Package(
     .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS"]),
     .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
     .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
+    .testTarget(name: "SSMLayersTests", dependencies: ["SSMLayers", "SSMTestSupport"]),
 
     // MARK: - Examples
     .executableTarget(

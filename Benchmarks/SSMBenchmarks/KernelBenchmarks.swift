@@ -53,4 +53,75 @@ final class KernelBenchmarks: XCTestCase {
          "lanes": Double(ssm_scan_lanes())])
     }
   }
+
+  /// Chunked SSD forward + backward against the sequential selective-scan kernel computing the
+  /// same function (A one scalar per head, Δ shared by the head's channels), at SSD4Rec's head
+  /// shape (H = 32, P = 16, N = 64), to find the length from which the matmul form wins.
+  func testChunkedSSDAgainstSequentialScan() {
+    let batch = Benchmark.isFull ? 8 : 2
+    let (heads, headDim, state) = (32, 16, 64)
+    for length in [50, 200, 1000] {
+      var rng = SplitMix64(seed: UInt64(length))
+      let x = ChunkedSSD.Inputs(
+        x: Tensor.randomNormal([batch, length, heads, headDim], using: &rng),
+        dt: Tensor.randomUniform([batch, length, heads], lowerBound: -3, upperBound: 0, using: &rng),
+        A: -Tensor.randomUniform([heads], lowerBound: 1, upperBound: 16, using: &rng),
+        B: Tensor.randomNormal([batch, length, 1, state], using: &rng),
+        C: Tensor.randomNormal([batch, length, 1, state], using: &rng), D: Tensor(ones: [heads]),
+        dtBias: Tensor(zeros: [heads]), chunkSize: 256)
+      let channels = heads * headDim
+      var delta = [Float]()
+      delta.reserveCapacity(batch * length * channels)
+      for i in 0..<(batch * length) { for h in 0..<heads { for _ in 0..<headDim { delta.append(x.dt.scalars[i * heads + h]) } } }
+      var aRows = [Float]()
+      for h in 0..<heads { for _ in 0..<headDim { aRows += Array(repeating: x.A.scalars[h], count: state) } }
+      let scan = SelectiveScan.Inputs(
+        u: x.x.reshaped(to: [batch, length, channels]), delta: Tensor(shape: [batch, length, channels], scalars: delta),
+        A: Tensor(shape: [channels, state], scalars: aRows), B: x.B.reshaped(to: [batch, length, state]),
+        C: x.C.reshaped(to: [batch, length, state]), D: Tensor(ones: [channels]), deltaBias: Tensor(zeros: [channels]))
+      let g = Tensor.random(x.x.shape, seed: 3)
+      let gScan = g.reshaped(to: [batch, length, channels])
+      let t = Benchmark.interleaved(repeats: 5, warmup: 1, [
+        { blackHole(ChunkedSSD.forward(x)); blackHole(ChunkedSSD.backward(outputGradient: g, x)) },
+        { blackHole(SelectiveScan.forward(scan)); blackHole(SelectiveScan.backward(outputGradient: gScan, scan)) },
+      ])
+      Benchmark.report(
+        "chunked_ssd_fwd_bwd_B\(batch)_L\(length)_H32_P16_N64", t[0],
+        ["sequential_scan_ms": t[1].median * 1e3, "speedup_vs_sequential": t[1].median / t[0].median])
+    }
+  }
+
+  /// The partial flip and the causal convolution at Mamba4Rec/SIGMA shapes, in GB/s of tensor
+  /// bytes read and written, against memcpy of the same bytes.
+  func testFlipAndConvolutionBandwidth() {
+    let batch = Benchmark.isFull ? 256 : 64
+    var rng = SplitMix64(seed: 4)
+    let x = Tensor.randomNormal([batch, 50, 64], using: &rng)
+    let inner = Tensor.randomNormal([batch, 50, 128], using: &rng)
+    let w = Tensor.randomNormal([128, 4], using: &rng)
+    let bias = Tensor.randomNormal([128], using: &rng)
+    let g = Tensor.randomNormal([batch, 50, 128], using: &rng)
+    func memcpyCase(_ t: Tensor) -> () -> Void {
+      var destination = [Float](repeating: 0, count: t.elementCount)
+      let source = t.scalars
+      return {
+        source.withUnsafeBufferPointer { s in
+          destination.withUnsafeMutableBufferPointer { d in _ = memcpy(d.baseAddress!, s.baseAddress!, s.count * 4) }
+        }
+      }
+    }
+    let cases: [(String, Tensor, () -> Void, Double)] = [
+      ("partial_flip_prefix45_B\(batch)_L50_D64", x, { blackHole(PartialFlip.prefix(x, count: 45)) }, 2),
+      ("causal_conv1d_forward_B\(batch)_L50_C128_K4", inner, { blackHole(CausalConv1d.forward(inner, weight: w, bias: bias)) }, 2),
+      ("causal_conv1d_backward_B\(batch)_L50_C128_K4", inner, {
+        blackHole(CausalConv1d.backward(outputGradient: g, inner, weight: w, hasBias: true)) }, 3),
+    ]
+    for (name, tensor, body, passes) in cases {
+      let t = Benchmark.interleaved([body, memcpyCase(tensor)])
+      let bytes = Double(tensor.elementCount * 4)
+      let rate = passes * bytes / t[0].median / 1e9
+      let copyRate = 2 * bytes / t[1].median / 1e9
+      Benchmark.report(name, t[0], ["gbps": rate, "memcpy_gbps": copyRate, "ratio_vs_memcpy": rate / copyRate])
+    }
+  }
 }

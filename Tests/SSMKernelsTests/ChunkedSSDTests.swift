@@ -33,7 +33,7 @@ final class ChunkedSSDTests: XCTestCase {
     let quadratic = ChunkedSSD.referenceQuadratic(ChunkedSSD.ReferenceInputs<Double>(x))
     var worst = assertNormalizedError(fast.output, ref.output, below: 1e-4, "y")
     worst = Swift.max(worst, assertNormalizedError(fast.finalState!, ref.finalState!, below: 1e-4, "final state"))
-    worst = Swift.max(worst, assertNormalizedError(Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-9, "quadratic vs recurrent"))
+    worst = Swift.max(worst, assertNormalizedError(Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-6, "quadratic vs recurrent"))
     let g = Tensor.random(x.x.shape, seed: 11)
     let gFinal = Tensor.random(ref.finalState!.shape, seed: 12)
     let fg = ChunkedSSD.backward(outputGradient: g, finalStateGradient: gFinal, x)

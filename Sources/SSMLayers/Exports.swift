@@ -1,0 +1,2 @@
+@_exported import SSMAutograd
+@_exported import SSMKernels
