@@ -81,13 +81,22 @@ final class KernelBenchmarks: XCTestCase {
         C: x.C.reshaped(to: [batch, length, state]), D: Tensor(ones: [channels]), deltaBias: Tensor(zeros: [channels]))
       let g = Tensor.random(x.x.shape, seed: 3)
       let gScan = g.reshaped(to: [batch, length, channels])
-      let t = Benchmark.interleaved(repeats: 5, warmup: 1, [
-        { blackHole(ChunkedSSD.forward(x)); blackHole(ChunkedSSD.backward(outputGradient: g, x)) },
-        { blackHole(SelectiveScan.forward(scan)); blackHole(SelectiveScan.backward(outputGradient: gScan, scan)) },
-      ])
+      // The function does not depend on the chunk size, so the CPU may pick its own: SSD4Rec's
+      // Q = 256 suits GPU tensor cores; smaller chunks trade Q² work for more state passing.
+      let chunks = [32, 64, 256]
+      var variants: [() -> Void] = chunks.map { q in
+        var xq = x
+        xq.chunkSize = q
+        return { blackHole(ChunkedSSD.forward(xq)); blackHole(ChunkedSSD.backward(outputGradient: g, xq)) }
+      }
+      variants.append { blackHole(SelectiveScan.forward(scan)); blackHole(SelectiveScan.backward(outputGradient: gScan, scan)) }
+      let t = Benchmark.interleaved(repeats: 5, warmup: 1, variants)
+      let sequential = t[chunks.count].median
       Benchmark.report(
-        "chunked_ssd_fwd_bwd_B\(batch)_L\(length)_H32_P16_N64", t[0],
-        ["sequential_scan_ms": t[1].median * 1e3, "speedup_vs_sequential": t[1].median / t[0].median])
+        "chunked_ssd_fwd_bwd_B\(batch)_L\(length)_H32_P16_N64", t[1],
+        ["sequential_scan_ms": sequential * 1e3, "q32_ms": t[0].median * 1e3, "q64_ms": t[1].median * 1e3,
+         "q256_ms": t[2].median * 1e3, "speedup_q64_vs_sequential": sequential / t[1].median,
+         "speedup_best_vs_sequential": sequential / t[0..<chunks.count].map(\.median).min()!])
     }
   }
 

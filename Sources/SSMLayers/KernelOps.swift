@@ -38,7 +38,7 @@ extension Variable {
   /// - Returns: `[B, L, H, P]`.
   public static func chunkedSSD(
     x: Variable, dt: Variable, A: Variable, B: Variable, C: Variable, D: Variable? = nil, dtBias: Variable? = nil,
-    dtSoftplus: Bool = true, initialState: Variable? = nil, sequenceIndex: IndexTensor? = nil, chunkSize: Int = 256
+    dtSoftplus: Bool = true, initialState: Variable? = nil, sequenceIndex: IndexTensor? = nil, chunkSize: Int = 64
   ) -> Variable {
     let inputs = ChunkedSSD.Inputs(
       x: x.value, dt: dt.value, A: A.value, B: B.value, C: C.value, D: D?.value, dtBias: dtBias?.value,

@@ -45,13 +45,15 @@ public enum ChunkedSSD {
     public var initialState: Tensor?
     /// Segment ids of packed sequences, shape `[B, L]`, or `nil`.
     public var sequenceIndex: IndexTensor?
-    /// The chunk length `Q` (the result does not depend on it).
+    /// The chunk length `Q`. The result does not depend on it; 32–64 is fastest on a CPU
+    /// (measured: Q = 64 beats the sequential scan by 1.35–1.76× at L = 50–1000, while the
+    /// official Q = 256, chosen for GPU tensor cores, loses from L = 200 on).
     public var chunkSize: Int
 
     /// - Precondition: shapes as documented; `chunkSize ≥ 1`; `G` divides `H`.
     public init(
       x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor? = nil, dtBias: Tensor? = nil,
-      dtSoftplus: Bool = true, initialState: Tensor? = nil, sequenceIndex: IndexTensor? = nil, chunkSize: Int = 256
+      dtSoftplus: Bool = true, initialState: Tensor? = nil, sequenceIndex: IndexTensor? = nil, chunkSize: Int = 64
     ) {
       precondition(x.rank == 4, "ChunkedSSD: x must be [B, L, H, P], got \(x.shape)")
       let (batch, length, heads, headDim) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
