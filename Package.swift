@@ -60,6 +60,7 @@ let package = Package(
     .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
     .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
     .testTarget(name: "SSMLayersTests", dependencies: ["SSMLayers", "SSMTestSupport"]),
+    .testTarget(name: "SSMRecommendersTests", dependencies: ["SSMRecommenders", "SSMTestSupport"]),
 
     // MARK: - Examples
     .executableTarget(

@@ -1,15 +1,25 @@
 /// A trainable tensor with identity: layers own parameters, optimizers update their values in
 /// place, and ``Variable/backward(seed:)`` accumulates into their gradients.
 public final class Parameter {
+  /// What kind of weight a parameter is, for model-wide initialisation schemes such as
+  /// RecBole's "blanket init" (every Linear and Embedding weight N(0, 0.02²), Linear biases 0,
+  /// LayerNorm 1 and 0), which treat parameters by the kind of module that owns them.
+  public enum Role: Sendable, Equatable {
+    case linearWeight, linearBias, embedding, normScale, normShift, other
+  }
+
   /// The current value.
   public var value: Tensor
   /// The accumulated gradient, or `nil` when none has been computed since the last
   /// ``zeroGradient()``.
   public var gradient: Tensor?
+  /// The kind of weight this is.
+  public let role: Role
 
   /// Creates a parameter with an initial value.
-  public init(_ value: Tensor) {
+  public init(_ value: Tensor, role: Role = .other) {
     self.value = value
+    self.role = role
   }
 
   /// The shape of the value.

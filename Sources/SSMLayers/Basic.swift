@@ -1,0 +1,114 @@
+/// A fully connected layer, `y = x·Wᵀ + b`, with `W` stored `[out, in]` as PyTorch does.
+public final class Linear: Layer {
+  public let weight: Parameter
+  public let bias: Parameter?
+
+  /// PyTorch's default initialisation: weight and bias `U(±1/√in)`.
+  public init(inputSize: Int, outputSize: Int, bias: Bool = true, using generator: inout some RandomNumberGenerator) {
+    let bound = 1 / Float(inputSize).squareRoot()
+    weight = Parameter(
+      Tensor.randomUniform([outputSize, inputSize], lowerBound: -bound, upperBound: bound, using: &generator),
+      role: .linearWeight)
+    self.bias = bias
+      ? Parameter(Tensor.randomUniform([outputSize], lowerBound: -bound, upperBound: bound, using: &generator), role: .linearBias)
+      : nil
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+  }
+
+  /// Applies the layer to the last axis of `x`.
+  public func callAsFunction(_ x: Variable) -> Variable {
+    let y = Variable.matmul(x, weight.variable, transposeB: true)
+    return bias.map { y + $0.variable } ?? y
+  }
+}
+
+/// A lookup table of row vectors. With a padding index, that row receives no gradient through
+/// the lookup (PyTorch's `padding_idx`, SPEC §0.3); it still does through any other use, such as
+/// the tied output layer.
+public final class Embedding: Layer {
+  public let weight: Parameter
+  public let paddingIndex: Int?
+
+  /// PyTorch's default initialisation: N(0, 1), padding row zeroed.
+  public init(count: Int, dimension: Int, paddingIndex: Int? = nil, using generator: inout some RandomNumberGenerator) {
+    var table = Tensor.randomNormal([count, dimension], using: &generator)
+    if let paddingIndex { for d in 0..<dimension { table[paddingIndex, d] = 0 } }
+    weight = Parameter(table, role: .embedding)
+    self.paddingIndex = paddingIndex
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight)] }
+
+  /// The rows of `indices`: shape `indices.shape + [dimension]`.
+  public func callAsFunction(_ indices: IndexTensor) -> Variable {
+    weight.variable.gatherRows(indices, paddingIndex: paddingIndex)
+  }
+}
+
+/// Layer normalisation over the last axis (one fused op; γ = 1, β = 0 initially).
+public final class LayerNorm: Layer {
+  public let weight: Parameter
+  public let bias: Parameter
+  public let epsilon: Float
+
+  public init(dimension: Int, epsilon: Float = 1e-12) {
+    weight = Parameter(Tensor(ones: [dimension]), role: .normScale)
+    bias = Parameter(Tensor(zeros: [dimension]), role: .normShift)
+    self.epsilon = epsilon
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight), ("bias", bias)] }
+
+  public func callAsFunction(_ x: Variable) -> Variable {
+    x.layerNorm(gamma: weight.variable, beta: bias.variable, epsilon: epsilon)
+  }
+}
+
+/// Mamba-2's gated RMS normalisation with the gate applied first (`norm_before_gate = false`):
+/// `v = y ∘ silu(z)`, `out = v / √(mean(v²) + eps) ∘ w` over the last axis.
+public final class GatedRMSNorm: Layer {
+  public let weight: Parameter
+  public let epsilon: Float
+
+  public init(dimension: Int, epsilon: Float = 1e-5) {
+    weight = Parameter(Tensor(ones: [dimension]), role: .other)
+    self.epsilon = epsilon
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight)] }
+
+  public func callAsFunction(_ y: Variable, gate z: Variable) -> Variable {
+    let v = y * z.silu()
+    let scale = (v.squared().mean(alongAxis: -1, keepingDimension: true) + epsilon).rsqrt()
+    return v * scale * weight.variable
+  }
+}
+
+/// Inverted dropout, active only in a training context.
+public struct Dropout {
+  public let probability: Float
+
+  public init(probability: Float) {
+    precondition(probability >= 0 && probability < 1, "Dropout probability \(probability) is not in [0, 1)")
+    self.probability = probability
+  }
+
+  public func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
+    x.dropout(probability: probability, training: context.isTraining, using: &context.generator)
+  }
+}
+
+extension Variable {
+  /// The rows at `positions[b]` of each sequence of a `[B, L, D]` tensor: shape `[B, D]` (RecBole's
+  /// `gather_indexes`, used to read the last valid position `ℓ_b − 1`).
+  public func gatherTimeSteps(_ positions: [Int]) -> Variable {
+    precondition(shape.rank == 3 && positions.count == shape[0], "gatherTimeSteps: \(positions.count) positions for \(shape)")
+    let (b, l, d) = (shape[0], shape[1], shape[2])
+    precondition(positions.allSatisfy { $0 >= 0 && $0 < l }, "gatherTimeSteps: a position is outside 0..<\(l)")
+    let rows = IndexTensor(shape: [b], values: positions.enumerated().map { $0.offset * l + $0.element })
+    return reshaped(to: [b * l, d]).gatherRows(rows)
+  }
+}

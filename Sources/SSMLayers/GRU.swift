@@ -1,0 +1,217 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// A single-direction GRU over `[B, L, input]` sequences with PyTorch's gate order (r, z, n) and
+/// parameter names `weight_ih_l{k}`, `weight_hh_l{k}` (and `bias_ih_l{k}`, `bias_hh_l{k}`):
+///
+///     r_t = σ(W_ir·x_t + b_ir + W_hr·h_{t−1} + b_hr)
+///     z_t = σ(W_iz·x_t + b_iz + W_hz·h_{t−1} + b_hz)
+///     n_t = tanh(W_in·x_t + b_in + r_t ∘ (W_hn·h_{t−1} + b_hn))
+///     h_t = (1 − z_t) ∘ n_t + z_t ∘ h_{t−1},     h_{−1} = 0
+///
+/// The input projections of all steps are one matrix product; the recurrence over time is one
+/// tape node with a hand-written backward through time (SPEC §4.2).
+public final class GRU: Layer {
+  public let inputSize, hiddenSize, layerCount: Int
+  public let inputWeights, hiddenWeights: [Parameter]
+  public let inputBiases, hiddenBiases: [Parameter]?
+
+  /// PyTorch's initialisation: every weight and bias `U(±1/√hidden)`.
+  public init(inputSize: Int, hiddenSize: Int, layers: Int = 1, bias: Bool = true, using generator: inout some RandomNumberGenerator) {
+    (self.inputSize, self.hiddenSize, self.layerCount) = (inputSize, hiddenSize, layers)
+    let bound = 1 / Float(hiddenSize).squareRoot()
+    func u(_ shape: Shape) -> Parameter { Parameter(Tensor.randomUniform(shape, lowerBound: -bound, upperBound: bound, using: &generator)) }
+    var wi = [Parameter](), wh = [Parameter](), bi = [Parameter](), bh = [Parameter]()
+    for k in 0..<layers {
+      wi.append(u([3 * hiddenSize, k == 0 ? inputSize : hiddenSize]))
+      wh.append(u([3 * hiddenSize, hiddenSize]))
+      if bias {
+        bi.append(u([3 * hiddenSize]))
+        bh.append(u([3 * hiddenSize]))
+      }
+    }
+    (inputWeights, hiddenWeights) = (wi, wh)
+    (inputBiases, hiddenBiases) = bias ? (bi, bh) : (nil, nil)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    var result: [(path: String, parameter: Parameter)] = []
+    for k in 0..<layerCount {
+      result.append(("weight_ih_l\(k)", inputWeights[k]))
+      result.append(("weight_hh_l\(k)", hiddenWeights[k]))
+      if let inputBiases, let hiddenBiases {
+        result.append(("bias_ih_l\(k)", inputBiases[k]))
+        result.append(("bias_hh_l\(k)", hiddenBiases[k]))
+      }
+    }
+    return result
+  }
+
+  /// All hidden states of the last layer, shape `[B, L, hidden]`.
+  public func callAsFunction(_ x: Variable) -> Variable {
+    var h = x
+    for k in 0..<layerCount {
+      var projected = Variable.matmul(h, inputWeights[k].variable, transposeB: true)
+      if let inputBiases { projected = projected + inputBiases[k].variable }
+      h = Variable.gruRecurrence(inputProjection: projected, hiddenWeight: hiddenWeights[k].variable, hiddenBias: hiddenBiases?[k].variable)
+    }
+    return h
+  }
+}
+
+extension Variable {
+  /// The GRU recurrence given the input projections `[B, L, 3H]` (gate order r, z, n, input
+  /// biases included), `W_hh` `[3H, H]` and optionally `b_hh` `[3H]`; returns `h` `[B, L, H]`.
+  ///
+  /// One tape node. Memory kept: r, z, n, `W_hn·h + b_hn` and h for every step (5·B·L·H floats).
+  public static func gruRecurrence(inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?) -> Variable {
+    let (batch, length, threeH) = (inputProjection.shape[0], inputProjection.shape[1], inputProjection.shape[2])
+    let hidden = threeH / 3
+    precondition(hiddenWeight.shape == [threeH, hidden], "gruRecurrence: W_hh \(hiddenWeight.shape) must be [3H, H] for projections \(inputProjection.shape)")
+    let xw = inputProjection.value, whh = hiddenWeight.value
+    let bhh = hiddenBias?.value ?? Tensor(zeros: [threeH])
+    let stepSize = batch * hidden
+    var r = [Float](repeating: 0, count: length * stepSize)
+    var z = r, n = r, hn = r
+    var hs = [Float](repeating: 0, count: length * stepSize)  // [L, B, H]
+    var hw = [Float](repeating: 0, count: batch * threeH)
+    xw.withUnsafeBufferPointer { xp in
+      whh.withUnsafeBufferPointer { wp in
+        bhh.withUnsafeBufferPointer { bp in
+          for t in 0..<length {
+            hw.withUnsafeMutableBufferPointer { hwp in
+              if t == 0 {
+                for i in 0..<(batch * threeH) { hwp[i] = bp[i % threeH] }
+              } else {
+                for bi in 0..<batch { (hwp.baseAddress! + bi * threeH).update(from: bp.baseAddress!, count: threeH) }
+                hs.withUnsafeBufferPointer { hp in
+                  BLAS.gemm(
+                    transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1,
+                    a: hp.baseAddress! + (t - 1) * stepSize, lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1,
+                    c: hwp.baseAddress!, ldc: threeH)
+                }
+              }
+            }
+            for bi in 0..<batch {
+              let xRow = xp.baseAddress! + (bi * length + t) * threeH
+              let hRow = bi * threeH
+              for j in 0..<hidden {
+                let i = t * stepSize + bi * hidden + j
+                let rv = 1 / (1 + expf(-(xRow[j] + hw[hRow + j])))
+                let zv = 1 / (1 + expf(-(xRow[hidden + j] + hw[hRow + hidden + j])))
+                let hnv = hw[hRow + 2 * hidden + j]
+                let nv = tanhf(xRow[2 * hidden + j] + rv * hnv)
+                let prev: Float = t > 0 ? hs[i - stepSize] : 0
+                r[i] = rv
+                z[i] = zv
+                n[i] = nv
+                hn[i] = hnv
+                hs[i] = (1 - zv) * nv + zv * prev
+              }
+            }
+          }
+        }
+      }
+    }
+    // [L, B, H] → [B, L, H]
+    let output = Tensor(shape: [length, batch, hidden], scalars: hs).permuted([1, 0, 2])
+    var inputs = [inputProjection, hiddenWeight]
+    if let hiddenBias { inputs.append(hiddenBias) }
+    return record(value: output, inputs: inputs) {
+      { [r, z, n, hn, hs] g in
+        let gl = g.permuted([1, 0, 2]).scalars  // [L, B, H]
+        var dxw = [Float](repeating: 0, count: batch * length * threeH)
+        var dW = Tensor(zeros: [threeH, hidden])
+        var db = [Float](repeating: 0, count: threeH)
+        var dh = [Float](repeating: 0, count: stepSize)
+        var dhw = [Float](repeating: 0, count: batch * threeH)
+        for t in stride(from: length - 1, through: 0, by: -1) {
+          for i in 0..<stepSize { dh[i] += gl[t * stepSize + i] }
+          var carry = [Float](repeating: 0, count: stepSize)
+          for bi in 0..<batch {
+            for j in 0..<hidden {
+              let i = t * stepSize + bi * hidden + j
+              let prev: Float = t > 0 ? hs[i - stepSize] : 0
+              let d = dh[bi * hidden + j]
+              let dn = d * (1 - z[i]) * (1 - n[i] * n[i])
+              let dz = d * (prev - n[i]) * z[i] * (1 - z[i])
+              let dr = dn * hn[i] * r[i] * (1 - r[i])
+              let dhn = dn * r[i]
+              let xRow = (bi * length + t) * threeH
+              dxw[xRow + j] = dr
+              dxw[xRow + hidden + j] = dz
+              dxw[xRow + 2 * hidden + j] = dn
+              dhw[bi * threeH + j] = dr
+              dhw[bi * threeH + hidden + j] = dz
+              dhw[bi * threeH + 2 * hidden + j] = dhn
+              carry[bi * hidden + j] = d * z[i]
+            }
+          }
+          for bi in 0..<batch { for c in 0..<threeH { db[c] += dhw[bi * threeH + c] } }
+          whh.withUnsafeBufferPointer { wp in
+            dhw.withUnsafeBufferPointer { dp in
+              carry.withUnsafeMutableBufferPointer { cp in
+                // dh_{t−1} = z∘dh + dHW·W_hh
+                BLAS.gemm(
+                  transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1, a: dp.baseAddress!,
+                  lda: threeH, b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!, ldc: hidden)
+              }
+              if t > 0 {
+                hs.withUnsafeBufferPointer { hp in
+                  dW.withUnsafeMutableBufferPointer { dwp in
+                    // dW_hh += dHWᵀ·h_{t−1}
+                    BLAS.gemm(
+                      transposeA: true, transposeB: false, m: threeH, n: hidden, k: batch, alpha: 1, a: dp.baseAddress!,
+                      lda: threeH, b: hp.baseAddress! + (t - 1) * stepSize, ldb: hidden, beta: 1, c: dwp.baseAddress!, ldc: hidden)
+                  }
+                }
+              }
+            }
+          }
+          dh = carry
+        }
+        var grads: [Tensor?] = [Tensor(shape: [batch, length, threeH], scalars: dxw), dW]
+        if hiddenBias != nil { grads.append(Tensor(db)) }
+        return grads
+      }
+    }
+  }
+}
+
+/// A dense 1-D convolution over time with symmetric zero padding ("same" length for odd
+/// kernels), PyTorch `Conv1d(C_in, C_out, K, padding: (K−1)/2)` on `[B, L, C]` inputs: the
+/// K shifted copies of the input are joined along channels and multiplied by the weight in one
+/// product. Parameter names `weight` `[C_out, C_in, K]` and `bias`.
+public final class Conv1d: Layer {
+  public let weight: Parameter
+  public let bias: Parameter?
+  public let kernelSize: Int
+
+  /// PyTorch's default initialisation: `U(±1/√(C_in·K))`.
+  public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, bias: Bool = true, using generator: inout some RandomNumberGenerator) {
+    precondition(kernelSize % 2 == 1, "Conv1d here pads symmetrically and needs an odd kernel, got \(kernelSize)")
+    let bound = 1 / Float(inputChannels * kernelSize).squareRoot()
+    weight = Parameter(Tensor.randomUniform([outputChannels, inputChannels, kernelSize], lowerBound: -bound, upperBound: bound, using: &generator))
+    self.bias = bias ? Parameter(Tensor.randomUniform([outputChannels], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
+    self.kernelSize = kernelSize
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+  }
+
+  /// - Parameter x: `[B, L, C_in]`. - Returns: `[B, L, C_out]`.
+  public func callAsFunction(_ x: Variable) -> Variable {
+    let (length, inChannels) = (x.shape[1], x.shape[2])
+    let pad = kernelSize / 2
+    let padded = x.padded(alongAxis: 1, before: pad, after: pad)
+    let columns = Variable.concatenate((0..<kernelSize).map { padded.slice(alongAxis: 1, $0..<($0 + length)) }, alongAxis: 2)
+    // [C_out, C_in, K] → [C_out, K, C_in] → [C_out, K·C_in], matching the column order.
+    let w = weight.variable.permuted([0, 2, 1]).reshaped(to: [weight.shape[0], kernelSize * inChannels])
+    let y = Variable.matmul(columns, w, transposeB: true)
+    return bias.map { y + $0.variable } ?? y
+  }
+}

@@ -1,0 +1,119 @@
+/// The Mamba-2 block of SPEC §2.7 (as SSD4Rec calls it), with the official parameter names:
+/// `in_proj`, `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`.
+///
+///     [Z | XBC | dt] = U·W_inᵀ
+///     XBC = silu(causalConv(XBC; segments));  X, B, C = split(XBC)
+///     Y = chunkedSSD(X, dt, A = −exp(A_log), B, C, D; dt_bias, segments)
+///     O = gatedRMSNorm(Y, Z)·W_outᵀ
+///
+/// With `sequenceIndex` (packed variable-length batches) both the convolution and the scan
+/// restart at every segment boundary.
+public final class Mamba2Block: Layer {
+  /// The block's hyperparameters (SPEC §2.1; defaults are the module's, SSD4Rec's in comments).
+  public struct Configuration: Codable, Sendable, Equatable {
+    /// Model width D (SSD4Rec: 256).
+    public var modelDimension: Int
+    /// State size N (module 128; SSD4Rec 64).
+    public var stateSize: Int = 128
+    /// Convolution width K.
+    public var convolutionWidth: Int = 4
+    /// Inner width E = expansion·D.
+    public var expansion: Int = 2
+    /// Head dimension P (module 64; SSD4Rec 16); H = E / P.
+    public var headDimension: Int = 64
+    /// Groups G of B and C; must divide H.
+    public var groups: Int = 1
+    /// SSD chunk length Q; any value gives the same function (64 is fastest on a CPU).
+    public var chunkSize: Int = 64
+    /// Epsilon of the gated RMSNorm.
+    public var normEpsilon: Float = 1e-5
+    /// Whether the convolution has a bias.
+    public var convolutionBias: Bool = true
+    /// Whether the projections have biases.
+    public var projectionBias: Bool = false
+
+    public init(modelDimension: Int) { self.modelDimension = modelDimension }
+
+    public var innerDimension: Int { expansion * modelDimension }
+    public var heads: Int { innerDimension / headDimension }
+
+    /// Reports the first invalid value.
+    public func validate() throws {
+      func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError.invalid(message) } }
+      try check(modelDimension > 0, "modelDimension must be positive")
+      try check(stateSize > 0 && convolutionWidth > 0 && expansion > 0 && chunkSize > 0, "sizes must be positive")
+      try check(headDimension > 0 && innerDimension % headDimension == 0, "headDimension must divide expansion·modelDimension")
+      try check(groups > 0 && heads % groups == 0, "groups must divide the number of heads")
+      try check(normEpsilon > 0, "normEpsilon must be positive")
+    }
+  }
+
+  public let configuration: Configuration
+  public let inputProjection: Linear
+  public let convolutionWeight: Parameter
+  public let convolutionBias: Parameter?
+  public let deltaBias: Parameter
+  public let logA: Parameter
+  public let skip: Parameter
+  public let norm: GatedRMSNorm
+  public let outputProjection: Linear
+
+  /// The reference initialisation (SPEC §2.2): PyTorch defaults for the projections and the
+  /// convolution, `dt_bias = softplus⁻¹(dt₀)` with `dt₀` log-uniform in [0.001, 0.1] (floor
+  /// 1e-4), `A_log = ln U(1, 16)`, `D = 1`, norm weight 1.
+  public init(configuration c: Configuration, using generator: inout some RandomNumberGenerator) {
+    configuration = c
+    let (e, h, g, n) = (c.innerDimension, c.heads, c.groups, c.stateSize)
+    inputProjection = Linear(inputSize: c.modelDimension, outputSize: 2 * e + 2 * g * n + h, bias: c.projectionBias, using: &generator)
+    let channels = e + 2 * g * n
+    let bound = 1 / Float(c.convolutionWidth).squareRoot()
+    convolutionWeight = Parameter(Tensor.randomUniform([channels, 1, c.convolutionWidth], lowerBound: -bound, upperBound: bound, using: &generator))
+    convolutionBias = c.convolutionBias
+      ? Parameter(Tensor.randomUniform([channels], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
+    let (logMin, logMax) = (Foundation_log(0.001), Foundation_log(0.1))
+    deltaBias = Parameter(Tensor((0..<h).map { _ in
+      let dt = Swift.max(Foundation_exp(generator.nextUnitFloat() * (logMax - logMin) + logMin), 1e-4)
+      return dt + Foundation_log(-Foundation_expm1(-dt))
+    }))
+    logA = Parameter(Tensor((0..<h).map { _ in Foundation_log(1 + 15 * generator.nextUnitFloat()) }))
+    skip = Parameter(Tensor(ones: [h]))
+    norm = GatedRMSNorm(dimension: e, epsilon: c.normEpsilon)
+    outputProjection = Linear(inputSize: e, outputSize: c.modelDimension, bias: c.projectionBias, using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("in_proj", inputProjection.namedParameters()) + [("conv1d.weight", convolutionWeight)]
+      + (convolutionBias.map { [("conv1d.bias", $0)] } ?? []) + [("dt_bias", deltaBias), ("A_log", logA), ("D", skip)]
+      + prefixed("norm", norm.namedParameters()) + prefixed("out_proj", outputProjection.namedParameters())
+  }
+
+  /// - Parameters:
+  ///   - u: shape `[B, L, D]`.
+  ///   - sequenceIndex: segment ids `[B, L]` of packed sequences, or `nil`.
+  /// - Returns: shape `[B, L, D]`.
+  public func callAsFunction(_ u: Variable, sequenceIndex: IndexTensor? = nil) -> Variable {
+    let c = configuration
+    let (e, h, g, n, p) = (c.innerDimension, c.heads, c.groups, c.stateSize, c.headDimension)
+    let (batch, length) = (u.shape[0], u.shape[1])
+    let projected = inputProjection(u)
+    let z = projected.slice(alongAxis: -1, 0..<e)
+    let xbc = projected.slice(alongAxis: -1, e..<(2 * e + 2 * g * n))
+      .causalConv1d(weight: convolutionWeight.variable, bias: convolutionBias?.variable, sequenceIndex: sequenceIndex).silu()
+    let dt = projected.slice(alongAxis: -1, (2 * e + 2 * g * n)..<(2 * e + 2 * g * n + h))
+    let x = xbc.slice(alongAxis: -1, 0..<e).reshaped(to: [batch, length, h, p])
+    let b = xbc.slice(alongAxis: -1, e..<(e + g * n)).reshaped(to: [batch, length, g, n])
+    let cm = xbc.slice(alongAxis: -1, (e + g * n)..<(e + 2 * g * n)).reshaped(to: [batch, length, g, n])
+    let y = Variable.chunkedSSD(
+      x: x, dt: dt, A: -logA.variable.exp(), B: b, C: cm, D: skip.variable, dtBias: deltaBias.variable,
+      sequenceIndex: sequenceIndex, chunkSize: c.chunkSize)
+    return outputProjection(norm(y.reshaped(to: [batch, length, e]), gate: z))
+  }
+}
+
+/// A configuration value out of range.
+public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
+  case invalid(String)
+  public var description: String {
+    switch self { case .invalid(let m): return "invalid configuration: \(m)" }
+  }
+}

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// The Mamba (Mamba-1) block of SPEC §1.3, with the official parameter names and layouts:
+/// `in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`.
+///
+///     [X | Z] = U·W_inᵀ;  U′ = silu(causalConv(X));  [δ | B | C] = U′·W_xᵀ
+///     Y = selectiveScan(U′, Δ = softplus(δ·W_dtᵀ + b_dt), A = −exp(A_log), B, C, D) ∘ silu(Z)
+///     O = Y·W_outᵀ
+///
+/// The scan and the convolution are single tape nodes (SSMKernels); everything else is
+/// composed from differentiable ops.
+public final class MambaBlock: Layer {
+  public let modelDimension, stateSize, convolutionWidth, innerDimension, deltaRank: Int
+  public let inputProjection: Linear
+  public let convolutionWeight: Parameter
+  public let convolutionBias: Parameter?
+  public let stateProjection: Linear
+  public let deltaProjection: Linear
+  public let logA: Parameter
+  public let skip: Parameter
+  public let outputProjection: Linear
+
+  /// The reference initialisation of `mamba_simple.py` (SPEC §1.2, left column): PyTorch
+  /// defaults for the projections and convolution, the special Δ-bias initialisation from
+  /// `U(dt_min, dt_max)` on a log scale, S4D-real `A_log[e, n] = ln(n + 1)`, `D = 1`.
+  public init(
+    modelDimension: Int, stateSize: Int = 16, convolutionWidth: Int = 4, expansion: Int = 2, deltaRank: Int? = nil,
+    convolutionBias: Bool = true, projectionBias: Bool = false, deltaMinimum: Float = 0.001, deltaMaximum: Float = 0.1,
+    deltaFloor: Float = 1e-4, using generator: inout some RandomNumberGenerator
+  ) {
+    let e = expansion * modelDimension
+    let r = deltaRank ?? (modelDimension + 15) / 16
+    (self.modelDimension, self.stateSize, self.convolutionWidth, self.innerDimension, self.deltaRank) =
+      (modelDimension, stateSize, convolutionWidth, e, r)
+    inputProjection = Linear(inputSize: modelDimension, outputSize: 2 * e, bias: projectionBias, using: &generator)
+    let bound = 1 / Float(convolutionWidth).squareRoot()
+    convolutionWeight = Parameter(
+      Tensor.randomUniform([e, 1, convolutionWidth], lowerBound: -bound, upperBound: bound, using: &generator))
+    self.convolutionBias = convolutionBias
+      ? Parameter(Tensor.randomUniform([e], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
+    stateProjection = Linear(inputSize: e, outputSize: r + 2 * stateSize, bias: false, using: &generator)
+    deltaProjection = Linear(inputSize: r, outputSize: e, bias: true, using: &generator)
+    let scale = 1 / Float(r).squareRoot()
+    deltaProjection.weight.value = Tensor.randomUniform([e, r], lowerBound: -scale, upperBound: scale, using: &generator)
+    let (logMin, logMax) = (Foundation_log(deltaMinimum), Foundation_log(deltaMaximum))
+    let dt0 = (0..<e).map { _ in
+      Swift.max(Foundation_exp(generator.nextUnitFloat() * (logMax - logMin) + logMin), deltaFloor)
+    }
+    // softplus⁻¹(y) = y + log(−expm1(−y))
+    deltaProjection.bias!.value = Tensor(dt0.map { $0 + Foundation_log(-Foundation_expm1(-$0)) })
+    logA = Parameter(Tensor(shape: [e, stateSize], scalars: (0..<(e * stateSize)).map { Foundation_log(Float($0 % stateSize + 1)) }))
+    skip = Parameter(Tensor(ones: [e]))
+    outputProjection = Linear(inputSize: e, outputSize: modelDimension, bias: projectionBias, using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("in_proj", inputProjection.namedParameters()) + [("conv1d.weight", convolutionWeight)]
+      + (convolutionBias.map { [("conv1d.bias", $0)] } ?? []) + prefixed("x_proj", stateProjection.namedParameters())
+      + prefixed("dt_proj", deltaProjection.namedParameters()) + [("A_log", logA), ("D", skip)]
+      + prefixed("out_proj", outputProjection.namedParameters())
+  }
+
+  /// - Parameter u: shape `[B, L, D]`. - Returns: shape `[B, L, D]`.
+  public func callAsFunction(_ u: Variable) -> Variable {
+    let e = innerDimension
+    let xz = inputProjection(u)
+    let x = xz.slice(alongAxis: -1, 0..<e)
+    let z = xz.slice(alongAxis: -1, e..<(2 * e))
+    let convolved = x.causalConv1d(weight: convolutionWeight.variable, bias: convolutionBias?.variable).silu()
+    let projected = stateProjection(convolved)
+    let delta = projected.slice(alongAxis: -1, 0..<deltaRank)
+    let b = projected.slice(alongAxis: -1, deltaRank..<(deltaRank + stateSize))
+    let c = projected.slice(alongAxis: -1, (deltaRank + stateSize)..<(deltaRank + 2 * stateSize))
+    let rawDelta = Variable.matmul(delta, deltaProjection.weight.variable, transposeB: true)
+    let a = -logA.variable.exp()
+    let y = Variable.selectiveScan(
+      u: convolved, delta: rawDelta, A: a, B: b, C: c, D: skip.variable, z: z,
+      deltaBias: deltaProjection.bias?.variable, deltaSoftplus: true)
+    return outputProjection(y)
+  }
+}
+
+@inline(__always) func Foundation_log(_ x: Float) -> Float { logf(x) }
+@inline(__always) func Foundation_exp(_ x: Float) -> Float { expf(x) }
+@inline(__always) func Foundation_expm1(_ x: Float) -> Float { expm1f(x) }

@@ -1,0 +1,105 @@
+/// How SIGMA's backward branch reorders the sequence.
+public enum FlipStrategy: Codable, Sendable, Equatable {
+  /// The official code: reverse the first `count` slots of the padded window (default 45).
+  case prefix(count: Int)
+  /// The paper: per sequence, reverse all but the last `keep` items (r = 5 on Beauty).
+  case keepingLast(keep: Int)
+}
+
+/// SIGMA's Dense Selective Gate (DS Gate, official form, SPEC §4.2): for a direction's input
+/// `h`, `g = Drop(W_si·silu(h) + b_si + W_sg·σ(s) + b_sg)` where `s = h` for the forward
+/// direction and the forward gate's output for the flipped one. Parameter names
+/// `selective_gate_si.1`, `selective_gate_sig.1`.
+public final class DenseSelectiveGate: Layer {
+  public let siluBranch, sigmoidBranch: Linear
+  public let dropout: Dropout
+
+  public init(dimension: Int, dropout: Float = 0.2, using generator: inout some RandomNumberGenerator) {
+    siluBranch = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+    sigmoidBranch = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+    self.dropout = Dropout(probability: dropout)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("selective_gate_sig.1", sigmoidBranch.namedParameters()) + prefixed("selective_gate_si.1", siluBranch.namedParameters())
+  }
+
+  /// - Parameters: `h` feeds the SiLU branch, `sigmoidInput` the sigmoid branch.
+  public func callAsFunction(_ h: Variable, sigmoidInput: Variable, context: inout ForwardContext) -> Variable {
+    dropout(siluBranch(h.silu()) + sigmoidBranch(sigmoidInput.sigmoid()), context: &context)
+  }
+}
+
+/// SIGMA's Feature-Extract GRU (FE-GRU, official form): a kernel-3 "same" convolution over time
+/// followed by a GRU without biases. Parameter names `conv1d`, `gru`.
+public final class FeatureExtractionGRU: Layer {
+  public let convolution: Conv1d
+  public let gru: GRU
+
+  public init(dimension: Int, kernelSize: Int = 3, gruBias: Bool = false, using generator: inout some RandomNumberGenerator) {
+    gru = GRU(inputSize: dimension, hiddenSize: dimension, bias: gruBias, using: &generator)
+    convolution = Conv1d(inputChannels: dimension, outputChannels: dimension, kernelSize: kernelSize, using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("gru", gru.namedParameters()) + prefixed("conv1d", convolution.namedParameters())
+  }
+
+  public func callAsFunction(_ x: Variable) -> Variable { gru(convolution(x)) }
+}
+
+/// SIGMA's G-Mamba block (SPEC §4.2, official code): Partially Flipped Mamba (one Mamba module
+/// on the input and on its partial flip, the flipped output not flipped back), the DS gate on
+/// each direction, the FE-GRU branch, the three raw mixing weights and the projection.
+/// Parameter names as `gmamba.*` of the official `state_dict`.
+public final class PartiallyFlippedMambaBlock: Layer {
+  public let mamba: MambaBlock
+  public let dense1, dense2, projection: Linear
+  public let gate: DenseSelectiveGate
+  public let featureExtractor: FeatureExtractionGRU
+  /// `[gru, flipped, forward]` mixing weights, initially `[0.1, 0.1, 0.8]`, used raw.
+  public let combiningWeights: Parameter
+  public let flip: FlipStrategy
+
+  public init(
+    dimension: Int, stateSize: Int, convolutionWidth: Int, expansion: Int, flip: FlipStrategy, gateDropout: Float,
+    featureKernelSize: Int, gruBias: Bool, using generator: inout some RandomNumberGenerator
+  ) {
+    combiningWeights = Parameter(Tensor([0.1, 0.1, 0.8]))
+    dense1 = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+    dense2 = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+    projection = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+    mamba = MambaBlock(modelDimension: dimension, stateSize: stateSize, convolutionWidth: convolutionWidth, expansion: expansion, using: &generator)
+    featureExtractor = FeatureExtractionGRU(dimension: dimension, kernelSize: featureKernelSize, gruBias: gruBias, using: &generator)
+    gate = DenseSelectiveGate(dimension: dimension, dropout: gateDropout, using: &generator)
+    self.flip = flip
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    [("combining_weights", combiningWeights)] + prefixed("dense1", dense1.namedParameters())
+      + prefixed("dense2", dense2.namedParameters()) + prefixed("projection", projection.namedParameters())
+      + prefixed("mamba", mamba.namedParameters()) + featureExtractor.namedParameters() + gate.namedParameters()
+  }
+
+  /// - Parameters:
+  ///   - x: the block input `[B, L, D]`, right-padded.
+  ///   - lengths: the sequence lengths (used by the per-sequence flip).
+  public func callAsFunction(_ x: Variable, lengths: [Int], context: inout ForwardContext) -> Variable {
+    let flipped: Variable
+    switch flip {
+    case .prefix(let count): flipped = x.partialFlip(prefix: count)
+    case .keepingLast(let keep): flipped = x.partialFlip(keepingLast: keep, lengths: lengths)
+    }
+    let h1 = dense1(x) + x
+    let h2 = dense2(flipped) + flipped
+    let forward = mamba(x)
+    let backward = mamba(flipped)
+    let g1 = gate(h1, sigmoidInput: h1, context: &context)
+    let g2 = gate(h2, sigmoidInput: g1, context: &context)
+    let features = featureExtractor(x)
+    let c = combiningWeights.variable
+    let mixed = forward * (g1 + 1) * c.slice(alongAxis: 0, 2..<3) + backward * (g2 + 1) * c.slice(alongAxis: 0, 1..<2)
+      + features * c.slice(alongAxis: 0, 0..<1)
+    return projection(mixed)
+  }
+}

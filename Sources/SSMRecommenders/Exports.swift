@@ -1,0 +1,2 @@
+@_exported import SSMLayers
+@_exported import SSMMetrics

@@ -1,0 +1,96 @@
+/// Mamba4Rec (Liu et al., arXiv 2403.03900), as the official code computes it (SPEC §5).
+///
+///     H = LN(Drop(E[items]))
+///     per layer: H = LN(Drop(Mamba(H)) [+ H if more than one layer]);  H = PFFN(H)
+///     s = H[b, ℓ_b − 1]
+public final class Mamba4Rec: SequentialRecommender {
+  /// Hyperparameters; defaults are the official configuration (SPEC §10).
+  public struct Configuration: Codable, Sendable, Equatable {
+    /// V: item ids including the padding id 0.
+    public var itemCount: Int
+    /// D, the embedding and model width (64).
+    public var hiddenSize: Int = 64
+    /// Number of Mamba layers (1; more layers add a residual around each block).
+    public var layers: Int = 1
+    /// Dropout probability (0.2).
+    public var dropout: Float = 0.2
+    /// SSM state size N (32).
+    public var stateSize: Int = 32
+    /// Causal convolution width K (4).
+    public var convolutionWidth: Int = 4
+    /// Inner expansion E / D (2).
+    public var expansion: Int = 2
+    /// Feed-forward inner width (4·D = 256).
+    public var innerSize: Int = 256
+    /// LayerNorm epsilon (1e-12).
+    public var layerNormEpsilon: Float = 1e-12
+
+    public init(itemCount: Int) { self.itemCount = itemCount }
+
+    /// Reports the first out-of-range value.
+    public func validate() throws {
+      func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
+      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
+      try check(hiddenSize > 0 && layers > 0 && stateSize > 0 && convolutionWidth > 0 && expansion > 0 && innerSize > 0, "sizes must be positive")
+      try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
+      try check(layerNormEpsilon > 0, "layerNormEpsilon must be positive")
+    }
+  }
+
+  /// One Mamba layer: the block, its LayerNorm and the feed-forward network.
+  public final class MambaLayer: Layer {
+    public let mamba: MambaBlock
+    public let norm: LayerNorm
+    public let feedForward: FeedForward
+
+    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
+      mamba = MambaBlock(
+        modelDimension: c.hiddenSize, stateSize: c.stateSize, convolutionWidth: c.convolutionWidth, expansion: c.expansion,
+        using: &generator)
+      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
+      feedForward = FeedForward(
+        dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon, using: &generator)
+    }
+
+    public func namedParameters() -> [(path: String, parameter: Parameter)] {
+      prefixed("mamba", mamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
+        + prefixed("ffn", feedForward.namedParameters())
+    }
+  }
+
+  public static let kind = "mamba4rec"
+  public let configuration: Configuration
+  public let items: Embedding
+  public let embeddingNorm: LayerNorm
+  public let layers: [MambaLayer]
+  public let dropout: Dropout
+  public var itemEmbedding: Parameter { items.weight }
+
+  /// Builds the model with the official initialisation (module defaults, then RecBole's blanket
+  /// init over every Linear, Embedding and LayerNorm, which zeroes `dt_proj.bias`).
+  public init(configuration: Configuration, seed: UInt64 = 2020) throws {
+    try configuration.validate()
+    var generator = SplitMix64(seed: seed)
+    self.configuration = configuration
+    items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator)
+    embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
+    layers = (0..<configuration.layers).map { _ in MambaLayer(configuration, using: &generator) }
+    dropout = Dropout(probability: configuration.dropout)
+    applyBlanketInitialization(using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
+      + layers.enumerated().flatMap { prefixed("mamba_layers.\($0.offset)", $0.element.namedParameters()) }
+  }
+
+  public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    var h = embeddingNorm(dropout(items(batch.items), context: &context))
+    for layer in layers {
+      let m = dropout(layer.mamba(h), context: &context)
+      h = layer.norm(layers.count == 1 ? m : m + h)
+      h = layer.feedForward(h, context: &context)
+    }
+    return h.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}

@@ -1,0 +1,116 @@
+/// A batch of item histories, right-padded with id 0 (RecBole's layout, SPEC §7.4).
+public struct SequenceBatch: Sendable {
+  /// Histories, oldest first: row `b` holds `lengths[b]` items, then zeros. Shape `[B, L]`.
+  public var items: IndexTensor
+  /// The number of real items in each row, each in `1...L`.
+  public var lengths: [Int]
+  /// The next item of each history, shape `[B]`, when the batch is for training or evaluation.
+  public var targets: IndexTensor?
+
+  /// - Throws: ``SequenceBatchError`` if shapes disagree, a length is out of range, or an id
+  ///   is negative.
+  public init(items: IndexTensor, lengths: [Int], targets: IndexTensor? = nil) throws {
+    guard items.shape.rank == 2 else { throw SequenceBatchError.shape("items must be [B, L], got \(items.shape)") }
+    let (batch, width) = (items.shape[0], items.shape[1])
+    guard lengths.count == batch else { throw SequenceBatchError.shape("\(lengths.count) lengths for \(batch) rows") }
+    if let bad = lengths.first(where: { $0 < 1 || $0 > width }) {
+      throw SequenceBatchError.emptyOrTooLong("length \(bad) is outside 1...\(width)")
+    }
+    if let targets, targets.shape != [batch] { throw SequenceBatchError.shape("targets \(targets.shape) must be [\(batch)]") }
+    if items.values.contains(where: { $0 < 0 }) { throw SequenceBatchError.invalidItem("negative item id") }
+    self.items = items
+    self.lengths = lengths
+    self.targets = targets
+  }
+
+  /// A batch from histories of different lengths, right-padded to `width` (default: the
+  /// longest); histories longer than `width` keep their most recent items.
+  public init(histories: [[Int]], targets: [Int]? = nil, width: Int? = nil) throws {
+    let w = width ?? (histories.map(\.count).max() ?? 0)
+    var values = [Int]()
+    var lengths = [Int]()
+    for h in histories {
+      let kept = Array(h.suffix(w))
+      lengths.append(kept.count)
+      values += kept + Array(repeating: 0, count: w - kept.count)
+    }
+    try self.init(
+      items: IndexTensor(shape: [histories.count, w], values: values), lengths: lengths, targets: targets.map { IndexTensor($0) })
+  }
+
+  /// The number of sequences.
+  public var count: Int { lengths.count }
+  /// The padded width L.
+  public var width: Int { items.shape[1] }
+}
+
+/// Why a batch is not valid.
+public enum SequenceBatchError: Error, Equatable, CustomStringConvertible {
+  case shape(String)
+  case emptyOrTooLong(String)
+  case invalidItem(String)
+
+  public var description: String {
+    switch self {
+    case .shape(let m), .emptyOrTooLong(let m), .invalidItem(let m): return "invalid batch: \(m)"
+    }
+  }
+}
+
+/// The small protocol every recommender implements — built-in or written by a user — to get
+/// training, evaluation, checkpoints and top-K recommendation from SSMRec.
+///
+/// A model encodes each history into one vector; scores are that vector's dot products with
+/// every item embedding (tied input/output embeddings, as all five reference models do), and
+/// the default training loss is softmax cross-entropy over all items (SPEC §4.3).
+///
+///     final class MeanPooling: SequentialRecommender {
+///       struct Configuration: Codable, Sendable { var itemCount = 100; var dimension = 32 }
+///       static let kind = "mean-pooling"
+///       let configuration: Configuration
+///       let items: Embedding
+///       var itemEmbedding: Parameter { items.weight }
+///       init(configuration: Configuration, seed: UInt64) {
+///         var rng = SplitMix64(seed: seed)
+///         self.configuration = configuration
+///         items = Embedding(count: configuration.itemCount, dimension: configuration.dimension, paddingIndex: 0, using: &rng)
+///       }
+///       func namedParameters() -> [(path: String, parameter: Parameter)] { prefixed("item_embedding", items.namedParameters()) }
+///       func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+///         items(batch.items).mean(alongAxis: 1)
+///       }
+///     }
+public protocol SequentialRecommender: Layer {
+  /// The model's hyperparameters, stored with checkpoints.
+  associatedtype Configuration: Codable & Sendable
+  /// A short, stable name for the model kind (checkpoints record it).
+  static var kind: String { get }
+  /// The hyperparameters this model was built with.
+  var configuration: Configuration { get }
+  /// The item table, `[V, D]`, shared by the input lookup and the output scores.
+  var itemEmbedding: Parameter { get }
+  /// One vector per history, shape `[B, D]`.
+  func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable
+}
+
+extension SequentialRecommender {
+  /// The number of item ids, the padding id 0 included.
+  public var itemCount: Int { itemEmbedding.shape[0] }
+
+  /// Scores of every item id for each history, `[B, V]` (`encode · Eᵀ`), in evaluation mode and
+  /// without recording a graph.
+  public func scores(_ batch: SequenceBatch) -> Tensor {
+    withoutGradients {
+      var context = ForwardContext.evaluation
+      return Tensor.matmul(encode(batch, context: &context).value, itemEmbedding.value, transposeB: true)
+    }
+  }
+
+  /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets.
+  /// - Precondition: the batch has targets.
+  public func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    guard let targets = batch.targets else { preconditionFailure("loss needs a batch with targets") }
+    let logits = Variable.matmul(encode(batch, context: &context), itemEmbedding.variable, transposeB: true)
+    return Variable.softmaxCrossEntropy(logits: logits, targets: targets)
+  }
+}
