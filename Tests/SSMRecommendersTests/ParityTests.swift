@@ -25,11 +25,6 @@ final class ParityTests: XCTestCase {
     for file in files {
       do {
         let fixture = try SafeTensorsFile(contentsOf: file)
-        if let kind = fixture.metadata["model"], !Parity.implementedKinds.contains(kind) {
-          // Models still to be ported are listed, not silently passed: see Parity.implementedKinds.
-          print("PARITY \(file.lastPathComponent) model=\(kind) NOT YET IMPLEMENTED")
-          continue
-        }
         let report = try Parity.check(fixture)
         print("PARITY \(file.lastPathComponent) model=\(fixture.metadata["model"] ?? "?") \(report.summary)")
         for failure in report.failures { XCTFail("\(file.lastPathComponent): \(failure)") }
@@ -87,8 +82,6 @@ struct ParityReport {
 }
 
 enum Parity {
-  /// The model kinds SSMRec builds so far; fixtures of other kinds are reported as pending.
-  static let implementedKinds: Set<String> = ["mamba_block", "mamba2_block", "mamba4rec"]
 
   static func check(_ fixture: SafeTensorsFile) throws -> ParityReport {
     guard let model = fixture.metadata["model"], let configText = fixture.metadata["config"],
@@ -183,8 +176,60 @@ enum RecommenderParity {
       m.innerSize = c.int("inner_size")
       m.layerNormEpsilon = c.float("layer_norm_eps")
       return try Mamba4Rec(configuration: m)
+    case "sigma":
+      var m = SIGMA.Configuration(itemCount: c.int("n_items"))
+      m.hiddenSize = c.int("hidden_size")
+      m.layers = c.int("num_layers")
+      m.dropout = c.float("dropout_prob")
+      m.gateDropout = c.float("gate_dropout_prob")
+      m.stateSize = c.int("d_state")
+      m.convolutionWidth = c.int("d_conv")
+      m.expansion = c.int("expand")
+      m.innerSize = c.int("inner_size")
+      m.layerNormEpsilon = c.float("layer_norm_eps")
+      m.flip = .prefix(count: c.int("n_f"))
+      m.featureKernelSize = c.int("fe_conv_kernel")
+      m.gruBias = c.bool("gru_bias")
+      guard (c["combining_weights_roles"] as? [String]) == ["gru", "flipped", "forward"] else {
+        throw SafeTensorsError.malformedHeader("unexpected combining_weights_roles")
+      }
+      return try SIGMA(configuration: m)
+    case "ssd4rec":
+      var m = SSD4Rec.Configuration(itemCount: c.int("n_items"))
+      m.hiddenSize = c.int("hidden_size")
+      m.layers = c.int("num_layers")
+      m.dropout = c.float("dropout_prob")
+      m.stateSize = c.int("d_state")
+      m.convolutionWidth = c.int("d_conv")
+      m.expansion = c.int("expand")
+      m.headDimension = c.int("headdim")
+      m.chunkSize = c.int("chunk_size")
+      m.backwardWeight = c.float("beta")
+      m.normalizeEmbeddings = c.bool("norm_embedding")
+      m.maskRatio = c.float("maskratio")
+      m.innerSize = c.int("inner_size")
+      m.layerNormEpsilon = c.float("layer_norm_eps")
+      return try SSD4Rec(configuration: m)
+    case "sasrec":
+      var m = SASRec.Configuration(itemCount: c.int("n_items"))
+      m.maximumLength = c.int("max_seq_length")
+      m.hiddenSize = c.int("hidden_size")
+      m.layers = c.int("n_layers")
+      m.heads = c.int("n_heads")
+      m.innerSize = c.int("inner_size")
+      m.hiddenDropout = c.float("hidden_dropout_prob")
+      m.attentionDropout = c.float("attn_dropout_prob")
+      m.layerNormEpsilon = c.float("layer_norm_eps")
+      return try SASRec(configuration: m)
+    case "gru4rec":
+      var m = GRU4Rec.Configuration(itemCount: c.int("n_items"))
+      m.embeddingSize = c.int("embedding_size")
+      m.hiddenSize = c.int("hidden_size")
+      m.layers = c.int("num_layers")
+      m.dropout = c.float("dropout_prob")
+      return try GRU4Rec(configuration: m)
     default:
-      throw SafeTensorsError.malformedHeader("model kind \(model) is not implemented yet")
+      throw SafeTensorsError.malformedHeader("unknown model kind \(model)")
     }
   }
 
@@ -198,6 +243,15 @@ enum RecommenderParity {
     let batch = try SequenceBatch(
       items: try fixture.indices("input.item_seq"), lengths: lengths, targets: try fixture.indices("input.target"))
     var report = ParityReport()
+    if model is SSD4Rec, fixture.entries["input.item_id_list"] != nil {
+      let packed = SSD4Rec.pack(batch)
+      if packed.items.values != (try fixture.indices("input.item_id_list")).values {
+        report.failures.append("packed items differ from input.item_id_list")
+      }
+      if packed.sequenceIndex.values != (try fixture.indices("input.seq_idx")).values {
+        report.failures.append("segment ids differ from input.seq_idx")
+      }
+    }
     var evaluation = ForwardContext.evaluation
     let sequenceOutput = withoutGradients { model.encode(batch, context: &evaluation).value }
     report.output("seq_output", sequenceOutput, try fixture.tensor("expected.seq_output"))

@@ -1,0 +1,58 @@
+/// GRU4Rec as RecBole implements it (SPEC §9.2): item embeddings, dropout, a GRU without biases
+/// and a dense layer back to the embedding width; the last valid hidden state scores all items.
+public final class GRU4Rec: SequentialRecommender {
+  /// Hyperparameters; defaults are RecBole's (SPEC §9.2).
+  public struct Configuration: Codable, Sendable, Equatable {
+    /// V: item ids including the padding id 0.
+    public var itemCount: Int
+    /// Item embedding width (64).
+    public var embeddingSize: Int = 64
+    /// GRU width (128).
+    public var hiddenSize: Int = 128
+    /// GRU layers (1).
+    public var layers: Int = 1
+    /// Embedding dropout (0.3).
+    public var dropout: Float = 0.3
+
+    public init(itemCount: Int) { self.itemCount = itemCount }
+
+    public func validate() throws {
+      func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
+      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
+      try check(embeddingSize > 0 && hiddenSize > 0 && layers > 0, "sizes must be positive")
+      try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
+    }
+  }
+
+  public static let kind = "gru4rec"
+  public let configuration: Configuration
+  public let items: Embedding
+  public let gru: GRU
+  public let dense: Linear
+  public let dropout: Dropout
+  public var itemEmbedding: Parameter { items.weight }
+
+  /// RecBole's initialisation: `xavier_normal_` item embeddings, `xavier_uniform_` for the first
+  /// GRU layer's weights, PyTorch defaults elsewhere.
+  public init(configuration: Configuration, seed: UInt64 = 2020) throws {
+    try configuration.validate()
+    var generator = SplitMix64(seed: seed)
+    self.configuration = configuration
+    items = Embedding(count: configuration.itemCount, dimension: configuration.embeddingSize, paddingIndex: 0, using: &generator)
+    items.weight.value = Tensor.xavierNormal(items.weight.shape, using: &generator)
+    gru = GRU(inputSize: configuration.embeddingSize, hiddenSize: configuration.hiddenSize, layers: configuration.layers, bias: false, using: &generator)
+    gru.inputWeights[0].value = Tensor.xavierUniform(gru.inputWeights[0].shape, using: &generator)
+    gru.hiddenWeights[0].value = Tensor.xavierUniform(gru.hiddenWeights[0].shape, using: &generator)
+    dense = Linear(inputSize: configuration.hiddenSize, outputSize: configuration.embeddingSize, using: &generator)
+    dropout = Dropout(probability: configuration.dropout)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("item_embedding", items.namedParameters()) + prefixed("gru_layers", gru.namedParameters()) + prefixed("dense", dense.namedParameters())
+  }
+
+  public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    let hidden = gru(dropout(items(batch.items), context: &context))
+    return dense(hidden).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}

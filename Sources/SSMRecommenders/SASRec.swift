@@ -1,0 +1,159 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// SASRec as RecBole implements it (SPEC §9.1): learned positions, post-LN Transformer layers
+/// with causal, key-padding-masked multi-head self-attention.
+public final class SASRec: SequentialRecommender {
+  /// Hyperparameters; defaults are RecBole's `SASRec.yaml` (SIGMA's baseline config uses 8
+  /// heads and dropout 0.2).
+  public struct Configuration: Codable, Sendable, Equatable {
+    /// V: item ids including the padding id 0.
+    public var itemCount: Int
+    /// The longest history (rows of the position table, `MAX_ITEM_LIST_LENGTH`).
+    public var maximumLength: Int = 50
+    /// D (64).
+    public var hiddenSize: Int = 64
+    /// Transformer layers (2).
+    public var layers: Int = 2
+    /// Attention heads (2); must divide D.
+    public var heads: Int = 2
+    /// Feed-forward inner width (256).
+    public var innerSize: Int = 256
+    /// Dropout on hidden states (0.5).
+    public var hiddenDropout: Float = 0.5
+    /// Dropout on attention probabilities (0.5).
+    public var attentionDropout: Float = 0.5
+    /// LayerNorm epsilon (1e-12).
+    public var layerNormEpsilon: Float = 1e-12
+
+    public init(itemCount: Int) { self.itemCount = itemCount }
+
+    public func validate() throws {
+      func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
+      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
+      try check(maximumLength > 0 && hiddenSize > 0 && layers > 0 && innerSize > 0, "sizes must be positive")
+      try check(heads > 0 && hiddenSize % heads == 0, "heads must divide hiddenSize")
+      try check(hiddenDropout >= 0 && hiddenDropout < 1 && attentionDropout >= 0 && attentionDropout < 1, "dropout must be in [0, 1)")
+    }
+  }
+
+  /// Multi-head self-attention with residual and LayerNorm (RecBole `MultiHeadAttention`).
+  public final class MultiHeadAttention: Layer {
+    public let query, key, value, dense: Linear
+    public let norm: LayerNorm
+    public let heads: Int
+    public let attentionDropout, hiddenDropout: Dropout
+
+    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
+      query = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
+      key = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
+      value = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
+      dense = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
+      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
+      heads = c.heads
+      attentionDropout = Dropout(probability: c.attentionDropout)
+      hiddenDropout = Dropout(probability: c.hiddenDropout)
+    }
+
+    public func namedParameters() -> [(path: String, parameter: Parameter)] {
+      prefixed("query", query.namedParameters()) + prefixed("key", key.namedParameters())
+        + prefixed("value", value.namedParameters()) + prefixed("dense", dense.namedParameters())
+        + prefixed("LayerNorm", norm.namedParameters())
+    }
+
+    /// - Parameters: `x` `[B, L, D]`; `mask` additive, `[B, 1, L, L]`.
+    func callAsFunction(_ x: Variable, mask: Tensor, context: inout ForwardContext) -> Variable {
+      let (b, l, d) = (x.shape[0], x.shape[1], x.shape[2])
+      let size = d / heads
+      func split(_ v: Variable) -> Variable { v.reshaped(to: [b, l, heads, size]).permuted([0, 2, 1, 3]) }
+      let scores = Variable.matmul(split(query(x)), split(key(x)), transposeB: true) * (1 / Float(size).squareRoot()) + mask
+      let probabilities = attentionDropout(scores.softmax(), context: &context)
+      let contextVectors = Variable.matmul(probabilities, split(value(x))).permuted([0, 2, 1, 3]).reshaped(to: [b, l, d])
+      return norm(hiddenDropout(dense(contextVectors), context: &context) + x)
+    }
+  }
+
+  /// The Transformer's feed-forward sublayer (RecBole `FeedForward`: no dropout between GELU and
+  /// the second projection).
+  public final class TransformerFeedForward: Layer {
+    public let first, second: Linear
+    public let norm: LayerNorm
+    public let dropout: Dropout
+
+    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
+      first = Linear(inputSize: c.hiddenSize, outputSize: c.innerSize, using: &generator)
+      second = Linear(inputSize: c.innerSize, outputSize: c.hiddenSize, using: &generator)
+      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
+      dropout = Dropout(probability: c.hiddenDropout)
+    }
+
+    public func namedParameters() -> [(path: String, parameter: Parameter)] {
+      prefixed("dense_1", first.namedParameters()) + prefixed("dense_2", second.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
+    }
+
+    func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
+      norm(dropout(second(first(x).gelu()), context: &context) + x)
+    }
+  }
+
+  public static let kind = "sasrec"
+  public let configuration: Configuration
+  public let items: Embedding
+  public let positions: Embedding
+  public let embeddingNorm: LayerNorm
+  public let attention: [MultiHeadAttention]
+  public let feedForward: [TransformerFeedForward]
+  public let dropout: Dropout
+  public var itemEmbedding: Parameter { items.weight }
+
+  /// RecBole's initialisation (blanket init with std 0.02, the position table included).
+  public init(configuration: Configuration, seed: UInt64 = 2020) throws {
+    try configuration.validate()
+    var generator = SplitMix64(seed: seed)
+    self.configuration = configuration
+    items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator)
+    positions = Embedding(count: configuration.maximumLength, dimension: configuration.hiddenSize, using: &generator)
+    embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
+    attention = (0..<configuration.layers).map { _ in MultiHeadAttention(configuration, using: &generator) }
+    feedForward = (0..<configuration.layers).map { _ in TransformerFeedForward(configuration, using: &generator) }
+    dropout = Dropout(probability: configuration.hiddenDropout)
+    applyBlanketInitialization(using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    var result = prefixed("item_embedding", items.namedParameters()) + prefixed("position_embedding", positions.namedParameters())
+      + prefixed("LayerNorm", embeddingNorm.namedParameters())
+    for i in 0..<configuration.layers {
+      result += prefixed("trm_encoder.layer.\(i).multi_head_attention", attention[i].namedParameters())
+      result += prefixed("trm_encoder.layer.\(i).feed_forward", feedForward[i].namedParameters())
+    }
+    return result
+  }
+
+  /// The additive mask: 0 where key `j ≤ i` and item `j` is not padding, −10000 elsewhere.
+  static func attentionMask(_ batch: SequenceBatch) -> Tensor {
+    let (b, l) = (batch.count, batch.width)
+    var mask = [Float](repeating: -10000, count: b * l * l)
+    for s in 0..<b {
+      for i in 0..<l {
+        for j in 0...i where batch.items.values[s * l + j] != 0 { mask[(s * l + i) * l + j] = 0 }
+      }
+    }
+    return Tensor(shape: [b, 1, l, l], scalars: mask)
+  }
+
+  public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    precondition(batch.width <= configuration.maximumLength, "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
+    let positionIds = IndexTensor(shape: [batch.width], values: Array(0..<batch.width))
+    var x = dropout(embeddingNorm(items(batch.items) + positions(positionIds)), context: &context)
+    let mask = Self.attentionMask(batch)
+    for i in 0..<configuration.layers {
+      x = attention[i](x, mask: mask, context: &context)
+      x = feedForward[i](x, context: &context)
+    }
+    return x.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}

@@ -1,0 +1,106 @@
+/// SIGMA (Liu et al., arXiv 2408.11451), as the official code computes it (SPEC §3–§4):
+/// G-Mamba blocks (partially flipped Mamba, DS gate, FE-GRU, mixing) and the feed-forward
+/// network.
+///
+///     H = LN(Drop(E[items]))
+///     per layer: H = LN(Drop(GMamba(H)) [+ H if more than one layer]);  H = PFFN(H)
+///     s = H[b, ℓ_b − 1]
+public final class SIGMA: SequentialRecommender {
+  /// Hyperparameters; defaults are the official configuration (SPEC §10).
+  public struct Configuration: Codable, Sendable, Equatable {
+    /// V: item ids including the padding id 0.
+    public var itemCount: Int
+    /// D (64).
+    public var hiddenSize: Int = 64
+    /// Number of G-Mamba layers (1).
+    public var layers: Int = 1
+    /// Dropout probability (0.2 in the released config; the paper uses 0.3 for Amazon and Yelp).
+    public var dropout: Float = 0.2
+    /// The DS gate's dropout, hard-coded 0.2 in the official code.
+    public var gateDropout: Float = 0.2
+    /// SSM state size N (32).
+    public var stateSize: Int = 32
+    /// Causal convolution width K (4).
+    public var convolutionWidth: Int = 4
+    /// Inner expansion (2).
+    public var expansion: Int = 2
+    /// Feed-forward inner width (4·D).
+    public var innerSize: Int = 256
+    /// LayerNorm epsilon (1e-12).
+    public var layerNormEpsilon: Float = 1e-12
+    /// The partial flip: official `.prefix(count: 45)` or the paper's `.keepingLast(keep: 5)`.
+    public var flip: FlipStrategy = .prefix(count: 45)
+    /// FE-GRU convolution kernel (3).
+    public var featureKernelSize: Int = 3
+    /// Whether the FE-GRU's GRU has biases (false officially).
+    public var gruBias: Bool = false
+
+    public init(itemCount: Int) { self.itemCount = itemCount }
+
+    public func validate() throws {
+      func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
+      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
+      try check(hiddenSize > 0 && layers > 0 && stateSize > 0 && convolutionWidth > 0 && expansion > 0 && innerSize > 0, "sizes must be positive")
+      try check(dropout >= 0 && dropout < 1 && gateDropout >= 0 && gateDropout < 1, "dropout must be in [0, 1)")
+      try check(featureKernelSize > 0 && featureKernelSize % 2 == 1, "featureKernelSize must be odd")
+      switch flip {
+      case .prefix(let count): try check(count >= 0, "flip prefix must be non-negative")
+      case .keepingLast(let keep): try check(keep >= 0, "flip keep must be non-negative")
+      }
+    }
+  }
+
+  /// One SIGMA layer: the G-Mamba block, its LayerNorm and the feed-forward network.
+  public final class SIGMALayer: Layer {
+    public let block: PartiallyFlippedMambaBlock
+    public let norm: LayerNorm
+    public let feedForward: FeedForward
+
+    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
+      block = PartiallyFlippedMambaBlock(
+        dimension: c.hiddenSize, stateSize: c.stateSize, convolutionWidth: c.convolutionWidth, expansion: c.expansion,
+        flip: c.flip, gateDropout: c.gateDropout, featureKernelSize: c.featureKernelSize, gruBias: c.gruBias, using: &generator)
+      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
+      feedForward = FeedForward(dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon, using: &generator)
+    }
+
+    public func namedParameters() -> [(path: String, parameter: Parameter)] {
+      prefixed("gmamba", block.namedParameters()) + prefixed("LayerNorm", norm.namedParameters()) + prefixed("ffn", feedForward.namedParameters())
+    }
+  }
+
+  public static let kind = "sigma"
+  public let configuration: Configuration
+  public let items: Embedding
+  public let embeddingNorm: LayerNorm
+  public let layers: [SIGMALayer]
+  public let dropout: Dropout
+  public var itemEmbedding: Parameter { items.weight }
+
+  /// Builds the model with the official initialisation (module defaults, then the blanket init).
+  public init(configuration: Configuration, seed: UInt64 = 2020) throws {
+    try configuration.validate()
+    var generator = SplitMix64(seed: seed)
+    self.configuration = configuration
+    items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator)
+    embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
+    layers = (0..<configuration.layers).map { _ in SIGMALayer(configuration, using: &generator) }
+    dropout = Dropout(probability: configuration.dropout)
+    applyBlanketInitialization(using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
+      + layers.enumerated().flatMap { prefixed("mamba_layers.\($0.offset)", $0.element.namedParameters()) }
+  }
+
+  public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    var h = embeddingNorm(dropout(items(batch.items), context: &context))
+    for layer in layers {
+      let g = dropout(layer.block(h, lengths: batch.lengths, context: &context), context: &context)
+      h = layer.norm(layers.count == 1 ? g : g + h)
+      h = layer.feedForward(h, context: &context)
+    }
+    return h.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}

@@ -1,0 +1,149 @@
+/// SSD4Rec (Zhang et al., arXiv 2409.01192), as the official code computes it (SPEC §6):
+/// histories packed into one row without padding, with per-token segment ids (the "sequence
+/// registers") that restart the convolution and the SSD state at every boundary, and
+/// bidirectional Mamba-2 blocks sharing one module for both directions.
+///
+///     X = E[packed items]  (then LN(Drop(X)) if normEmbedding)
+///     per layer: F = Mamba2(X);  Bw = Mamba2(reverse each segment of X)   (not re-ordered back)
+///                X = PFFN(Drop(LN(F + β·Bw + X)))
+///     s_b = X[last token of segment b]
+public final class SSD4Rec: SequentialRecommender {
+  /// Hyperparameters; defaults are the official ML-1M configuration (SPEC §10).
+  public struct Configuration: Codable, Sendable, Equatable {
+    /// V: item ids including id 0 (SSD4Rec's trainable mask token; there is no padding).
+    public var itemCount: Int
+    /// D (256).
+    public var hiddenSize: Int = 256
+    /// Bidirectional SSD layers (2 on ML-1M, 1 on Beauty and Games).
+    public var layers: Int = 2
+    /// Dropout probability (0.2 ML-1M, 0.4 Beauty and Games).
+    public var dropout: Float = 0.2
+    /// SSD state size N (64).
+    public var stateSize: Int = 64
+    /// Causal convolution width K (4).
+    public var convolutionWidth: Int = 4
+    /// Inner expansion (2).
+    public var expansion: Int = 2
+    /// Head dimension P (16).
+    public var headDimension: Int = 16
+    /// SSD chunk length; any value gives the same function (SSMRec's CPU default 64; official 256).
+    public var chunkSize: Int = 64
+    /// Weight β of the backward direction (0.1).
+    public var backwardWeight: Float = 0.1
+    /// Whether embeddings go through dropout and LayerNorm (true on ML-1M and KuaiRand).
+    public var normalizeEmbeddings: Bool = true
+    /// Training-time rate at which history items are replaced by id 0 (0.1 ML-1M); applied by
+    /// ``masked(_:ratio:using:)`` in the data pipeline, never in evaluation.
+    public var maskRatio: Float = 0.1
+    /// Feed-forward inner width (4·D).
+    public var innerSize: Int = 1024
+    /// LayerNorm epsilon (1e-12).
+    public var layerNormEpsilon: Float = 1e-12
+
+    public init(itemCount: Int) { self.itemCount = itemCount }
+
+    var block: Mamba2Block.Configuration {
+      var c = Mamba2Block.Configuration(modelDimension: hiddenSize)
+      c.stateSize = stateSize
+      c.convolutionWidth = convolutionWidth
+      c.expansion = expansion
+      c.headDimension = headDimension
+      c.chunkSize = chunkSize
+      return c
+    }
+
+    public func validate() throws {
+      func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
+      try check(itemCount >= 2, "itemCount must count id 0 and at least one item")
+      try check(layers > 0 && innerSize > 0, "sizes must be positive")
+      try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
+      try check(maskRatio >= 0 && maskRatio < 1, "maskRatio must be in [0, 1)")
+      try block.validate()
+    }
+  }
+
+  /// One bidirectional SSD layer: the shared Mamba-2 block, its LayerNorm and the FFN.
+  public final class BidirectionalSSDLayer: Layer {
+    public let ssd: Mamba2Block
+    public let norm: LayerNorm
+    public let feedForward: FeedForward
+
+    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
+      ssd = Mamba2Block(configuration: c.block, using: &generator)
+      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
+      feedForward = FeedForward(
+        dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon,
+        arrangement: .normThenDropout, using: &generator)
+    }
+
+    public func namedParameters() -> [(path: String, parameter: Parameter)] {
+      prefixed("forward_ssd", ssd.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
+        + prefixed("ffn", feedForward.namedParameters())
+    }
+  }
+
+  public static let kind = "ssd4rec"
+  public let configuration: Configuration
+  public let items: Embedding
+  public let embeddingNorm: LayerNorm
+  public let layers: [BidirectionalSSDLayer]
+  public let dropout: Dropout
+  public var itemEmbedding: Parameter { items.weight }
+
+  /// Builds the model with the official initialisation (module defaults, then the blanket init,
+  /// which leaves Mamba-2's bare `dt_bias`, `A_log`, `D` and norm weight alone).
+  public init(configuration: Configuration, seed: UInt64 = 2024) throws {
+    try configuration.validate()
+    var generator = SplitMix64(seed: seed)
+    self.configuration = configuration
+    items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: nil, using: &generator)
+    embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
+    layers = (0..<configuration.layers).map { _ in BidirectionalSSDLayer(configuration, using: &generator) }
+    dropout = Dropout(probability: configuration.dropout)
+    applyBlanketInitialization(using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
+      + layers.enumerated().flatMap { prefixed("BiSSD_layers.\($0.offset)", $0.element.namedParameters()) }
+  }
+
+  /// The packed form of a padded batch (SPEC §6.1): the concatenated items `[1, T]`, their
+  /// segment ids `[1, T]` and the position of each segment's last token.
+  public static func pack(_ batch: SequenceBatch) -> (items: IndexTensor, sequenceIndex: IndexTensor, lastTokens: [Int]) {
+    var items = [Int32](), ids = [Int32](), last = [Int]()
+    for (b, l) in batch.lengths.enumerated() {
+      let row = batch.items.values[(b * batch.width)..<(b * batch.width + l)]
+      items += row
+      ids += Array(repeating: Int32(b), count: l)
+      last.append(items.count - 1)
+    }
+    return (IndexTensor(shape: [1, items.count], values: items), IndexTensor(shape: [1, ids.count], values: ids), last)
+  }
+
+  /// The training-time item masking of the official collate function: every history item is
+  /// replaced by id 0 with probability `ratio`.
+  public static func masked(_ batch: SequenceBatch, ratio: Float, using generator: inout some RandomNumberGenerator) -> SequenceBatch {
+    var result = batch
+    var values = batch.items.values
+    for b in 0..<batch.count {
+      for t in 0..<batch.lengths[b] where generator.nextUnitFloat() < ratio { values[b * batch.width + t] = 0 }
+    }
+    result.items = IndexTensor(shape: batch.items.shape, values: values)
+    return result
+  }
+
+  public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    let (packedItems, sequenceIndex, lastTokens) = Self.pack(batch)
+    var x = items(packedItems)
+    if configuration.normalizeEmbeddings { x = embeddingNorm(dropout(x, context: &context)) }
+    let segments = [batch.lengths]
+    for layer in layers {
+      let forward = layer.ssd(x, sequenceIndex: sequenceIndex)
+      let backward = layer.ssd(x.flippingSegments(segments), sequenceIndex: sequenceIndex)
+      let mixed = dropout(layer.norm(forward + backward * configuration.backwardWeight + x), context: &context)
+      x = layer.feedForward(mixed, context: &context)
+    }
+    return x.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
+  }
+}
