@@ -1,0 +1,177 @@
+import SSMLayers
+import SSMTestSupport
+import XCTest
+
+/// Every layer: finite-difference gradients at tiny sizes, and its parameter list (names,
+/// shapes, and no stored parameter left out).
+final class LayerTests: XCTestCase {
+  /// Counts the `Parameter` values a layer stores directly, and in arrays of parameters, by
+  /// reflection (tests only, STYLE.md R5).
+  func storedParameterCount(_ object: Any) -> Int {
+    Mirror(reflecting: object).children.reduce(0) { count, child in
+      if child.value is Parameter { return count + 1 }
+      if let optional = child.value as? Parameter?, optional != nil { return count + 1 }
+      if let list = child.value as? [Parameter] { return count + list.count }
+      if let list = child.value as? [Parameter]? { return count + (list?.count ?? 0) }
+      return count
+    }
+  }
+
+  /// The direct entries of `namedParameters()` (paths without a child prefix of a sub-layer).
+  func assertParameters(
+    _ layer: Layer, _ expected: [(String, Shape)], direct: Int, file: StaticString = #filePath, line: UInt = #line
+  ) {
+    let listed = layer.namedParameters()
+    let text = listed.map { "\($0.path) \($0.parameter.shape)" }.sorted().joined(separator: "\n")
+    let want = expected.map { "\($0.0) \($0.1)" }.sorted().joined(separator: "\n")
+    XCTAssertEqual(text, want, file: file, line: line)
+    XCTAssertEqual(storedParameterCount(layer), direct, "stored Parameter properties", file: file, line: line)
+    XCTAssertEqual(Set(listed.map { ObjectIdentifier($0.parameter) }).count, listed.count, "a parameter listed twice", file: file, line: line)
+  }
+
+  /// Gradient check of a layer's output with respect to its input and every parameter.
+  func checkLayer(_ layer: Layer, input: Tensor, step: Float = 1e-2, file: StaticString = #filePath, line: UInt = #line, _ run: (Variable) -> Variable) {
+    let params = layer.namedParameters().map(\.parameter)
+    let originals = params.map(\.value)
+    GradientCheck.assertGradients([input] + originals, step: step, globalScale: true, file: file, line: line) { v in
+      for (p, value) in zip(params, v.dropFirst()) { p.value = value.value }
+      // Route each parameter through its variable so the check sees its gradient.
+      return LayerTests.withSubstitutedParameters(params, v.dropFirst().map { $0 }) { run(v[0]) }
+    }
+    for (p, value) in zip(params, originals) { p.value = value }
+  }
+
+  /// Runs the layer (whose parameters already hold the leaves' values) and connects the leaves
+  /// to the result, so each leaf receives its parameter's gradient (see `ParameterBridge`).
+  static func withSubstitutedParameters(_ params: [Parameter], _ leaves: [Variable], _ body: () -> Variable) -> Variable {
+    ParameterBridge.attach(body(), params: params, leaves: leaves)
+  }
+
+  func testLinearEmbeddingNorms() {
+    var rng = SplitMix64(seed: 1)
+    let linear = Linear(inputSize: 3, outputSize: 4, using: &rng)
+    assertParameters(linear, [("weight", [4, 3]), ("bias", [4])], direct: 2)
+    checkLayer(linear, input: Tensor.random([2, 5, 3], seed: 2)) { linear($0) }
+    let noBias = Linear(inputSize: 3, outputSize: 2, bias: false, using: &rng)
+    assertParameters(noBias, [("weight", [2, 3])], direct: 1)
+
+    let embedding = Embedding(count: 7, dimension: 3, paddingIndex: 0, using: &rng)
+    assertParameters(embedding, [("weight", [7, 3])], direct: 1)
+    XCTAssertEqual((0..<3).map { embedding.weight.value[0, $0] }, [0, 0, 0], "padding row starts at zero")
+
+    let norm = LayerNorm(dimension: 4)
+    assertParameters(norm, [("weight", [4]), ("bias", [4])], direct: 2)
+    norm.weight.value = Tensor.random([4], in: 0.5...1.5, seed: 3)
+    norm.bias.value = Tensor.random([4], seed: 4)
+    checkLayer(norm, input: Tensor.random([3, 4], in: -2...2, seed: 5)) { norm($0) }
+
+    let rms = GatedRMSNorm(dimension: 4)
+    assertParameters(rms, [("weight", [4])], direct: 1)
+    rms.weight.value = Tensor.random([4], in: 0.5...1.5, seed: 6)
+    let gate = Tensor.random([3, 4], seed: 7)
+    checkLayer(rms, input: Tensor.random([3, 4], seed: 8)) { rms($0, gate: Variable(gate)) }
+  }
+
+  func testGRUAndConvolution() {
+    var rng = SplitMix64(seed: 2)
+    let gru = GRU(inputSize: 3, hiddenSize: 4, layers: 2, bias: true, using: &rng)
+    assertParameters(
+      gru,
+      [("weight_ih_l0", [12, 3]), ("weight_hh_l0", [12, 4]), ("bias_ih_l0", [12]), ("bias_hh_l0", [12]),
+       ("weight_ih_l1", [12, 4]), ("weight_hh_l1", [12, 4]), ("bias_ih_l1", [12]), ("bias_hh_l1", [12])], direct: 8)
+    checkLayer(gru, input: Tensor.random([2, 4, 3], seed: 9)) { gru($0) }
+    let plain = GRU(inputSize: 3, hiddenSize: 3, bias: false, using: &rng)
+    checkLayer(plain, input: Tensor.random([1, 5, 3], seed: 10)) { plain($0) }
+
+    let conv = Conv1d(inputChannels: 3, outputChannels: 2, kernelSize: 3, using: &rng)
+    assertParameters(conv, [("weight", [2, 3, 3]), ("bias", [2])], direct: 2)
+    checkLayer(conv, input: Tensor.random([2, 5, 3], seed: 11)) { conv($0) }
+  }
+
+  func testFeedForwardBothArrangements() {
+    var rng = SplitMix64(seed: 3)
+    for arrangement in [FeedForward.Arrangement.postNormResidual, .normThenDropout] {
+      let ffn = FeedForward(dimension: 4, innerDimension: 8, dropout: 0.3, arrangement: arrangement, using: &rng)
+      assertParameters(
+        ffn, [("w_1.weight", [8, 4]), ("w_1.bias", [8]), ("w_2.weight", [4, 8]), ("w_2.bias", [4]), ("LayerNorm.weight", [4]), ("LayerNorm.bias", [4])],
+        direct: 0)
+      checkLayer(ffn, input: Tensor.random([2, 3, 4], seed: 12)) { x in
+        var context = ForwardContext.evaluation
+        return ffn(x, context: &context)
+      }
+    }
+  }
+
+  func testMambaBlocks() {
+    var rng = SplitMix64(seed: 4)
+    let mamba = MambaBlock(modelDimension: 4, stateSize: 3, convolutionWidth: 2, expansion: 2, using: &rng)
+    assertParameters(
+      mamba,
+      [("in_proj.weight", [16, 4]), ("conv1d.weight", [8, 1, 2]), ("conv1d.bias", [8]), ("x_proj.weight", [7, 8]),
+       ("dt_proj.weight", [8, 1]), ("dt_proj.bias", [8]), ("A_log", [8, 3]), ("D", [8]), ("out_proj.weight", [4, 8])],
+      direct: 4)
+    // The reference Δ initialisation: softplus(dt_proj.bias) within [dt_min, dt_max].
+    for b in mamba.deltaProjection.bias!.value.scalars {
+      let dt = Float(log1p(exp(Double(b))))
+      XCTAssertTrue(dt >= 0.0009 && dt <= 0.1001, "initial Δ \(dt)")
+    }
+    XCTAssertEqual(mamba.logA.value[5, 2], Float(log(3.0)), accuracy: 1e-6)
+    checkLayer(mamba, input: Tensor.random([2, 4, 4], seed: 13)) { mamba($0) }
+
+    var c = Mamba2Block.Configuration(modelDimension: 4)
+    (c.stateSize, c.headDimension, c.chunkSize, c.convolutionWidth) = (3, 2, 2, 3)
+    let mamba2 = Mamba2Block(configuration: c, using: &rng)
+    assertParameters(
+      mamba2,
+      [("in_proj.weight", [26, 4]), ("conv1d.weight", [14, 1, 3]), ("conv1d.bias", [14]), ("dt_bias", [4]), ("A_log", [4]),
+       ("D", [4]), ("norm.weight", [8]), ("out_proj.weight", [4, 8])], direct: 5)
+    XCTAssertTrue(mamba2.logA.value.scalars.allSatisfy { exp(Double($0)) >= 1 && exp(Double($0)) <= 16 })
+    let seq = IndexTensor(shape: [1, 5], values: [0, 0, 1, 1, 1])
+    checkLayer(mamba2, input: Tensor.random([1, 5, 4], seed: 14), step: 3e-3) { mamba2($0, sequenceIndex: seq) }
+    var bad = c
+    bad.headDimension = 3
+    XCTAssertThrowsError(try bad.validate())
+  }
+
+  func testSIGMAComponents() {
+    var rng = SplitMix64(seed: 5)
+    let gate = DenseSelectiveGate(dimension: 3, using: &rng)
+    assertParameters(
+      gate, [("selective_gate_sig.1.weight", [3, 3]), ("selective_gate_sig.1.bias", [3]), ("selective_gate_si.1.weight", [3, 3]), ("selective_gate_si.1.bias", [3])],
+      direct: 0)
+    let other = Tensor.random([2, 3], seed: 15)
+    checkLayer(gate, input: Tensor.random([2, 3], seed: 16)) { h in
+      var context = ForwardContext.evaluation
+      return gate(h, sigmoidInput: Variable(other), context: &context)
+    }
+    let fe = FeatureExtractionGRU(dimension: 3, using: &rng)
+    assertParameters(fe, [("gru.weight_ih_l0", [9, 3]), ("gru.weight_hh_l0", [9, 3]), ("conv1d.weight", [3, 3, 3]), ("conv1d.bias", [3])], direct: 0)
+    checkLayer(fe, input: Tensor.random([2, 4, 3], seed: 17)) { fe($0) }
+    for flip in [FlipStrategy.prefix(count: 3), .keepingLast(keep: 1)] {
+      let block = PartiallyFlippedMambaBlock(
+        dimension: 4, stateSize: 2, convolutionWidth: 2, expansion: 1, flip: flip, gateDropout: 0.2, featureKernelSize: 3,
+        gruBias: false, using: &rng)
+      XCTAssertEqual(block.namedParameters().count, 1 + 6 + 9 + 4 + 4)
+      XCTAssertEqual(storedParameterCount(block), 1)
+      checkLayer(block, input: Tensor.random([2, 5, 4], seed: 18)) { x in
+        var context = ForwardContext.evaluation
+        return block(x, lengths: [5, 3], context: &context)
+      }
+    }
+  }
+}
+
+/// Connects leaf variables to parameters for gradient checks: the forward reads the parameters
+/// (whose values were set from the leaves), and the op's pullback hands each leaf the gradient
+/// its parameter accumulated during the backward pass of the wrapped output.
+enum ParameterBridge {
+  static func attach(_ output: Variable, params: [Parameter], leaves: [Variable]) -> Variable {
+    for p in params { p.zeroGradient() }
+    return Variable.record(value: output.value, inputs: [output] + leaves) {
+      { g in
+        output.backward(seed: g)
+        return [nil] + params.map { $0.gradient ?? Tensor(zeros: $0.shape) }
+      }
+    }
+  }
+}
