@@ -1,0 +1,87 @@
+import Foundation
+import SSMRecommenders
+import SSMTestSupport
+import XCTest
+
+final class CheckpointTests: XCTestCase {
+  var folder: URL!
+
+  override func setUpWithError() throws {
+    folder = FileManager.default.temporaryDirectory.appendingPathComponent("ssmrec-ckpt-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+  }
+
+  override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+
+  func tinyMamba(seed: UInt64) throws -> Mamba4Rec {
+    var c = Mamba4Rec.Configuration(itemCount: 20)
+    (c.hiddenSize, c.stateSize, c.innerSize) = (8, 4, 16)
+    return try Mamba4Rec(configuration: c, seed: seed)
+  }
+
+  func testRoundTripRestoresModelAndOptimizer() throws {
+    let model = try tinyMamba(seed: 1)
+    let batch = try SequenceBatch(histories: [[1, 2, 3], [4]], targets: [5, 6])
+    let adam = Adam(parameters: model.namedParameters(), learningRate: 0.01)
+    var context = ForwardContext.training(seed: 3)
+    for _ in 0..<3 {
+      model.zeroGradients()
+      model.loss(batch, context: &context).backward()
+      adam.step()
+    }
+    let url = folder.appendingPathComponent("model.safetensors")
+    try Checkpoint.save(model, optimizer: adam, metadata: ["epoch": "3"], to: url)
+
+    let loaded = try Checkpoint.loadModel(from: url)
+    XCTAssertTrue(loaded is Mamba4Rec)
+    XCTAssertEqual(loaded.scores(batch), model.scores(batch))
+    let contents = try Checkpoint.Contents(contentsOf: url)
+    XCTAssertEqual(contents.metadata["epoch"], "3")
+    // Resume: a fresh model and optimizer continue exactly where the first left off.
+    let resumed = try tinyMamba(seed: 99)
+    try contents.apply(to: resumed)
+    let resumedAdam = Adam(parameters: resumed.namedParameters(), learningRate: 0.5)
+    XCTAssertTrue(try contents.restore(resumedAdam))
+    XCTAssertEqual(resumedAdam.stepCount, 3)
+    var c1 = ForwardContext.training(seed: 8), c2 = ForwardContext.training(seed: 8)
+    for (m, o, c) in [(model, adam, 1), (resumed, resumedAdam, 2)] as [(Mamba4Rec, Adam, Int)] {
+      m.zeroGradients()
+      if c == 1 { m.loss(batch, context: &c1).backward() } else { m.loss(batch, context: &c2).backward() }
+      o.step()
+    }
+    XCTAssertEqual(resumed.scores(batch), model.scores(batch))
+  }
+
+  func testBadCheckpointsGiveClearErrors() throws {
+    let model = try tinyMamba(seed: 1)
+    let url = folder.appendingPathComponent("m.safetensors")
+    try Checkpoint.save(model, to: url)
+    // Another model kind.
+    var sasrecConfig = SASRec.Configuration(itemCount: 20)
+    (sasrecConfig.hiddenSize, sasrecConfig.innerSize) = (8, 16)
+    let sasrec = try SASRec(configuration: sasrecConfig)
+    XCTAssertThrowsError(try Checkpoint.Contents(contentsOf: url).apply(to: sasrec)) {
+      XCTAssertEqual($0 as? CheckpointError, .modelKindMismatch(expected: "sasrec", found: "mamba4rec"))
+    }
+    // Cut in half.
+    let bytes = try Data(contentsOf: url)
+    let half = folder.appendingPathComponent("half.safetensors")
+    try bytes.prefix(bytes.count / 2).write(to: half)
+    XCTAssertThrowsError(try Checkpoint.loadModel(from: half)) { error in
+      guard case .file = error as? CheckpointError else { return XCTFail("\(error)") }
+    }
+    // A safetensors file that is not a checkpoint.
+    var writer = SafeTensorsWriter()
+    writer.add("w", Tensor(zeros: [2]))
+    let plain = folder.appendingPathComponent("plain.safetensors")
+    try writer.write(to: plain)
+    XCTAssertThrowsError(try Checkpoint.loadModel(from: plain)) {
+      XCTAssertEqual($0 as? CheckpointError, .notACheckpoint("format is missing"))
+    }
+    // Parameters that do not fit (a model of another size).
+    let bigger = try Mamba4Rec(configuration: .init(itemCount: 20))
+    XCTAssertThrowsError(try Checkpoint.Contents(contentsOf: url).apply(to: bigger)) { error in
+      guard case .parameters(.shapeMismatch) = error as? CheckpointError else { return XCTFail("\(error)") }
+    }
+  }
+}
