@@ -61,6 +61,7 @@ let package = Package(
     .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
     .testTarget(name: "SSMLayersTests", dependencies: ["SSMLayers", "SSMTestSupport"]),
     .testTarget(name: "SSMRecommendersTests", dependencies: ["SSMRecommenders", "SSMTestSupport"]),
+    .testTarget(name: "SSMMetricsTests", dependencies: ["SSMMetrics", "SSMTestSupport"]),
 
     // MARK: - Examples
     .executableTarget(

@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// The 1-based rank of a target under full ranking, with a deterministic tie rule.
+///
+/// `rank = 1 + #{ j ∉ {target, excluded} : score[j] > score[target] }`: items scoring exactly as
+/// much as the target do not push it down (the optimistic rule; RecBole leaves ties to the order
+/// `torch.topk` happens to return). The padding id 0 is excluded, as RecBole sets its score to
+/// −∞ (SPEC §7.6); history items are not masked for sequential models.
+public enum FullRanking {
+  /// The rank of `target` in one row of scores.
+  public static func rank(of target: Int, in scores: UnsafeBufferPointer<Float>, excluding excluded: Int? = 0) -> Int {
+    let t = scores[target]
+    var above = 0
+    for j in 0..<scores.count where scores[j] > t && j != excluded { above += 1 }
+    return 1 + above
+  }
+
+  /// Ranks of each row's target in a `[B, V]` score matrix.
+  public static func ranks(scores: Tensor, targets: IndexTensor, excluding excluded: Int? = 0) -> [Int] {
+    precondition(scores.rank == 2 && targets.shape == [scores.shape[0]], "ranks: scores \(scores.shape) and targets \(targets.shape) do not match")
+    let (rows, width) = (scores.shape[0], scores.shape[1])
+    var result = [Int](repeating: 0, count: rows)
+    scores.withUnsafeBufferPointer { s in
+      result.withUnsafeMutableBufferPointer { out in
+        nonisolated(unsafe) let (sp, op) = (s.baseAddress!, out.baseAddress!)
+        let targetValues = targets.values
+        Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, 65536 / Swift.max(width, 1))) { range in
+          for r in range {
+            op[r] = rank(of: Int(targetValues[r]), in: UnsafeBufferPointer(start: sp + r * width, count: width), excluding: excluded)
+          }
+        }
+      }
+    }
+    return result
+  }
+}
+
+/// Single-target ranking metrics (SPEC §7.7) for a rank `r` (1-based) at cut-off `K`.
+public enum RankingMetric: String, CaseIterable, Codable, Sendable {
+  /// Hit ratio: 1 if `r ≤ K` (RecBole's "hit", the papers' HR).
+  case hit
+  /// `1/log₂(r + 1)` if `r ≤ K` (the ideal DCG is 1 with one relevant item).
+  case ndcg
+  /// `1/r` if `r ≤ K`.
+  case mrr
+  /// Equal to the hit ratio with one relevant item.
+  case recall
+  /// `1/K` if `r ≤ K`.
+  case precision
+
+  public func value(rank r: Int, k: Int) -> Double {
+    guard r <= k else { return 0 }
+    switch self {
+    case .hit, .recall: return 1
+    case .ndcg: return 1 / log2(Double(r) + 1)
+    case .mrr: return 1 / Double(r)
+    case .precision: return 1 / Double(k)
+    }
+  }
+}
+
+/// History-length groups of SIGMA's grouped-user analysis: short ≤ 5, medium 6–20, long > 20.
+public enum LengthGroup: String, CaseIterable, Codable, Sendable {
+  case short, medium, long
+
+  public init(historyLength: Int) {
+    self = historyLength <= 5 ? .short : (historyLength <= 20 ? .medium : .long)
+  }
+}
+
+/// Accumulates ranks and reports averaged metrics, overall and per history-length group.
+public struct MetricAccumulator: Sendable {
+  public let metrics: [RankingMetric]
+  public let cutoffs: [Int]
+  private var sums: [String: Double] = [:]
+  private var groupSums: [LengthGroup: [String: Double]] = [:]
+  private var groupCounts: [LengthGroup: Int] = [:]
+  /// The number of ranks added.
+  public private(set) var count = 0
+
+  public init(metrics: [RankingMetric] = [.hit, .ndcg, .mrr], cutoffs: [Int] = [10]) {
+    precondition(cutoffs.allSatisfy { $0 > 0 }, "cut-offs must be positive")
+    self.metrics = metrics
+    self.cutoffs = cutoffs
+  }
+
+  /// The key of a metric in results, e.g. `ndcg@10`.
+  public static func key(_ metric: RankingMetric, _ k: Int) -> String { "\(metric.rawValue)@\(k)" }
+
+  public mutating func add(rank: Int, historyLength: Int) {
+    count += 1
+    let group = LengthGroup(historyLength: historyLength)
+    groupCounts[group, default: 0] += 1
+    for m in metrics {
+      for k in cutoffs {
+        let v = m.value(rank: rank, k: k)
+        sums[Self.key(m, k), default: 0] += v
+        groupSums[group, default: [:]][Self.key(m, k), default: 0] += v
+      }
+    }
+  }
+
+  /// Averages over everything added.
+  public var results: [String: Double] {
+    sums.mapValues { $0 / Double(Swift.max(count, 1)) }
+  }
+
+  /// Averages per history-length group, with each group's size under `"count"`.
+  public var groupedResults: [LengthGroup: [String: Double]] {
+    var out: [LengthGroup: [String: Double]] = [:]
+    for (group, values) in groupSums {
+      let n = Double(groupCounts[group] ?? 0)
+      var averaged = values.mapValues { $0 / Swift.max(n, 1) }
+      averaged["count"] = n
+      out[group] = averaged
+    }
+    return out
+  }
+}

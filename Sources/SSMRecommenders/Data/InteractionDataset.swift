@@ -1,0 +1,247 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Why a dataset could not be read.
+public enum DatasetError: Error, Equatable, CustomStringConvertible {
+  case fileNotFound(String)
+  case unreadable(String)
+  case missingColumn(String, file: String)
+  case malformedLine(line: Int, detail: String)
+  case badTimestamp(line: Int, value: String)
+  case emptyAfterFiltering
+  case unknownFormat(String)
+
+  public var description: String {
+    switch self {
+    case .fileNotFound(let p): return "no dataset file at \(p)"
+    case .unreadable(let p): return "cannot read \(p)"
+    case .missingColumn(let c, let f): return "\(f) has no column \(c)"
+    case .malformedLine(let l, let d): return "line \(l): \(d)"
+    case .badTimestamp(let l, let v): return "line \(l): timestamp \"\(v)\" is not a number"
+    case .emptyAfterFiltering: return "no interactions are left after filtering"
+    case .unknownFormat(let p): return "cannot tell the format of \(p) (expected a RecBole .inter file, u.data, ratings.dat or .csv)"
+    }
+  }
+}
+
+/// The layouts of interaction files SSMRec reads.
+public enum InteractionFileFormat: Equatable, Sendable {
+  /// RecBole atomic `.inter`: tab-separated, typed header such as
+  /// `user_id:token  item_id:token  rating:float  timestamp:float`.
+  case atomic
+  /// MovieLens-100K `u.data`: `user  item  rating  timestamp`, tab-separated, no header.
+  case movieLens100K
+  /// MovieLens-1M `ratings.dat`: `user::item::rating::timestamp`, no header.
+  case movieLens1M
+  /// Comma-separated with a header naming the user, item and timestamp columns.
+  case csv(user: String, item: String, timestamp: String)
+
+  /// The format implied by a file name.
+  public static func guess(for url: URL) -> InteractionFileFormat? {
+    let name = url.lastPathComponent.lowercased()
+    if name.hasSuffix(".inter") { return .atomic }
+    if name == "u.data" { return .movieLens100K }
+    if name.hasSuffix(".dat") { return .movieLens1M }
+    if name.hasSuffix(".csv") { return .csv(user: "user_id", item: "item_id", timestamp: "timestamp") }
+    return nil
+  }
+}
+
+/// An interval of interaction counts, as RecBole writes them: `[5,inf)`, `[5,200)`, `(0,10]`.
+public struct CountInterval: Codable, Sendable, Equatable, CustomStringConvertible {
+  public var lower: Int
+  public var upper: Int?
+  public var lowerInclusive: Bool
+  public var upperInclusive: Bool
+
+  public init(lower: Int, upper: Int? = nil, lowerInclusive: Bool = true, upperInclusive: Bool = false) {
+    (self.lower, self.upper, self.lowerInclusive, self.upperInclusive) = (lower, upper, lowerInclusive, upperInclusive)
+  }
+
+  /// Parses RecBole's notation.
+  public init?(parsing text: String) {
+    let t = text.replacingOccurrences(of: " ", with: "")
+    guard t.count >= 5, let first = t.first, let last = t.last, "[(".contains(first), "])".contains(last) else { return nil }
+    let parts = t.dropFirst().dropLast().split(separator: ",", omittingEmptySubsequences: false)
+    guard parts.count == 2, let low = Int(parts[0]) else { return nil }
+    let upperText = parts[1].lowercased()
+    let high: Int?
+    if upperText == "inf" { high = nil } else if let h = Int(upperText) { high = h } else { return nil }
+    self.init(lower: low, upper: high, lowerInclusive: first == "[", upperInclusive: last == "]")
+  }
+
+  public func contains(_ n: Int) -> Bool {
+    let aboveLower = lowerInclusive ? n >= lower : n > lower
+    guard let upper else { return aboveLower }
+    return aboveLower && (upperInclusive ? n <= upper : n < upper)
+  }
+
+  public var description: String {
+    "\(lowerInclusive ? "[" : "(")\(lower),\(upper.map(String.init) ?? "inf")\(upperInclusive ? "]" : ")")"
+  }
+}
+
+/// Interactions after filtering and id remapping, in file order: users and items get ids
+/// `1, 2, …` in order of first appearance in the filtered data (`pandas.factorize`), id 0 is
+/// padding (SPEC §7.2).
+public struct InteractionDataset: Sendable {
+  /// `userTokens[id]` is the original token of user `id` (`"[PAD]"` at 0).
+  public var userTokens: [String]
+  /// `itemTokens[id]` is the original token of item `id` (`"[PAD]"` at 0).
+  public var itemTokens: [String]
+  /// One entry per interaction, file order.
+  public var users: [Int32]
+  public var items: [Int32]
+  public var timestamps: [Double]
+
+  /// Users including the padding id (RecBole's count).
+  public var userCount: Int { userTokens.count }
+  /// Items including the padding id (`V`).
+  public var itemCount: Int { itemTokens.count }
+  public var interactionCount: Int { users.count }
+
+  /// Reads a file as a stream of lines (memory grows with the interactions kept, not the file
+  /// size), drops rows without a user or item, filters by interaction counts to a fixed point
+  /// and remaps ids.
+  public init(
+    contentsOf url: URL, format: InteractionFileFormat? = nil, userInterval: CountInterval? = nil,
+    itemInterval: CountInterval? = nil
+  ) throws {
+    guard FileManager.default.fileExists(atPath: url.path) else { throw DatasetError.fileNotFound(url.path) }
+    guard let format = format ?? InteractionFileFormat.guess(for: url) else { throw DatasetError.unknownFormat(url.path) }
+    var userIDs: [String: Int32] = [:], itemIDs: [String: Int32] = [:]
+    var userNames: [String] = [], itemNames: [String] = []
+    var users: [Int32] = [], items: [Int32] = [], times: [Double] = []
+    func id(_ token: Substring, _ table: inout [String: Int32], _ names: inout [String]) -> Int32 {
+      let key = String(token)
+      if let existing = table[key] { return existing }
+      let new = Int32(names.count)
+      table[key] = new
+      names.append(key)
+      return new
+    }
+    var columns: (user: Int, item: Int, time: Int?) = (0, 1, 3)
+    var separator: Character = "\t"
+    var headerPending = false
+    switch format {
+    case .atomic: headerPending = true
+    case .movieLens100K: columns = (0, 1, 3)
+    case .movieLens1M: columns = (0, 1, 3)
+    case .csv: (separator, headerPending) = (",", true)
+    }
+    try Self.forEachLine(of: url) { number, line in
+      if line.isEmpty { return }
+      let fields: [Substring]
+      if format == .movieLens1M {
+        fields = line.components(separatedBy: "::").map { Substring($0) }
+      } else {
+        fields = line.split(separator: separator, omittingEmptySubsequences: false)
+      }
+      if headerPending {
+        headerPending = false
+        let names = fields.map { $0.split(separator: ":").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "" }
+        func find(_ wanted: String) throws -> Int {
+          guard let i = names.firstIndex(of: wanted) else { throw DatasetError.missingColumn(wanted, file: url.lastPathComponent) }
+          return i
+        }
+        switch format {
+        case .csv(let u, let i, let t): columns = (try find(u), try find(i), try find(t))
+        default: columns = (try find("user_id"), try find("item_id"), names.firstIndex(of: "timestamp"))
+        }
+        return
+      }
+      let needed = Swift.max(columns.user, columns.item, columns.time ?? 0)
+      guard fields.count > needed else {
+        throw DatasetError.malformedLine(line: number, detail: "expected at least \(needed + 1) fields, found \(fields.count)")
+      }
+      let userToken = fields[columns.user].trimmingCharacters(in: .whitespaces)
+      let itemToken = fields[columns.item].trimmingCharacters(in: .whitespaces)
+      if userToken.isEmpty || itemToken.isEmpty { return }  // missing ids are dropped (SPEC §7.2)
+      var time = 0.0
+      if let t = columns.time {
+        let text = fields[t].trimmingCharacters(in: .whitespaces)
+        guard let value = Double(text) else { throw DatasetError.badTimestamp(line: number, value: text) }
+        time = value
+      }
+      users.append(id(Substring(userToken), &userIDs, &userNames))
+      items.append(id(Substring(itemToken), &itemIDs, &itemNames))
+      times.append(time)
+    }
+    if headerPending { throw DatasetError.malformedLine(line: 1, detail: "the file is empty") }
+    // Interval filtering iterated to a fixed point, both sides judged on the same counts.
+    var keep = [Bool](repeating: true, count: users.count)
+    if userInterval != nil || itemInterval != nil {
+      while true {
+        var userCounts = [Int](repeating: 0, count: userNames.count)
+        var itemCounts = [Int](repeating: 0, count: itemNames.count)
+        for i in users.indices where keep[i] {
+          userCounts[Int(users[i])] += 1
+          itemCounts[Int(items[i])] += 1
+        }
+        let badUser = userCounts.map { $0 > 0 && !(userInterval?.contains($0) ?? true) }
+        let badItem = itemCounts.map { $0 > 0 && !(itemInterval?.contains($0) ?? true) }
+        var changed = false
+        for i in users.indices where keep[i] && (badUser[Int(users[i])] || badItem[Int(items[i])]) {
+          keep[i] = false
+          changed = true
+        }
+        if !changed { break }
+      }
+    }
+    // Remap to 1, 2, … in order of first appearance among the kept rows.
+    var userMap = [Int32](repeating: -1, count: userNames.count), itemMap = [Int32](repeating: -1, count: itemNames.count)
+    var finalUsers = ["[PAD]"], finalItems = ["[PAD]"]
+    var outUsers: [Int32] = [], outItems: [Int32] = [], outTimes: [Double] = []
+    for i in users.indices where keep[i] {
+      let (u, it) = (Int(users[i]), Int(items[i]))
+      if userMap[u] < 0 { userMap[u] = Int32(finalUsers.count); finalUsers.append(userNames[u]) }
+      if itemMap[it] < 0 { itemMap[it] = Int32(finalItems.count); finalItems.append(itemNames[it]) }
+      outUsers.append(userMap[u])
+      outItems.append(itemMap[it])
+      outTimes.append(times[i])
+    }
+    guard !outUsers.isEmpty else { throw DatasetError.emptyAfterFiltering }
+    (self.userTokens, self.itemTokens, self.users, self.items, self.timestamps) = (finalUsers, finalItems, outUsers, outItems, outTimes)
+  }
+
+  /// Calls `body` with each line (without its newline) and its 1-based number, reading the file
+  /// in chunks.
+  static func forEachLine(of url: URL, _ body: (Int, String) throws -> Void) throws {
+    guard let file = fopen(url.path, "r") else { throw DatasetError.unreadable(url.path) }
+    defer { fclose(file) }
+    var buffer: UnsafeMutablePointer<CChar>? = nil
+    var capacity = 0
+    defer { free(buffer) }
+    var number = 0
+    while true {
+      let read = getline(&buffer, &capacity, file)
+      if read < 0 { break }
+      number += 1
+      var line = String(cString: buffer!)
+      while line.last == "\n" || line.last == "\r" { line.removeLast() }
+      try body(number, line)
+    }
+  }
+
+  /// Counts and ratios as RecBole logs them.
+  public struct Statistics: Codable, Sendable, Equatable {
+    public var users, items, interactions: Int
+    /// Interactions per real user.
+    public var averageLength: Double
+    /// `1 − interactions / (real users · real items)`.
+    public var sparsity: Double
+  }
+
+  public var statistics: Statistics {
+    let realUsers = userCount - 1, realItems = itemCount - 1
+    return Statistics(
+      users: userCount, items: itemCount, interactions: interactionCount,
+      averageLength: Double(interactionCount) / Double(Swift.max(realUsers, 1)),
+      sparsity: 1 - Double(interactionCount) / Double(Swift.max(realUsers * realItems, 1)))
+  }
+}

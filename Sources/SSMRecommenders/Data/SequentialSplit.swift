@@ -1,0 +1,97 @@
+/// One next-item prediction instance: a history (oldest first) and the item that followed it.
+public struct SequenceInstance: Sendable, Equatable {
+  public var user: Int32
+  public var history: [Int32]
+  public var target: Int32
+
+  public init(user: Int32, history: [Int32], target: Int32) {
+    (self.user, self.history, self.target) = (user, history, target)
+  }
+}
+
+/// RecBole's sequential protocol (SPEC §7.3–§7.5): interactions sorted by (user, time) with ties
+/// in file order, every prefix of a user's sequence an instance (history truncated to the most
+/// recent `maximumLength` items, or not at all), and leave-one-out by time: each user's last
+/// instance is the test instance, the one before the validation instance.
+public struct SequentialSplit: Sendable {
+  public var train: [SequenceInstance]
+  public var validation: [SequenceInstance]
+  public var test: [SequenceInstance]
+  /// Item ids including padding (`V`).
+  public var itemCount: Int
+
+  /// - Parameter maximumLength: `MAX_ITEM_LIST_LENGTH`; `nil` keeps whole histories (SSD4Rec's `var_len`).
+  public init(_ dataset: InteractionDataset, maximumLength: Int?) {
+    precondition(maximumLength.map { $0 > 0 } ?? true, "maximumLength must be positive")
+    itemCount = dataset.itemCount
+    // Stable sort by (user, timestamp): equal keys keep file order.
+    let order = dataset.users.indices.sorted { a, b in
+      let (ua, ub) = (dataset.users[a], dataset.users[b])
+      if ua != ub { return ua < ub }
+      let (ta, tb) = (dataset.timestamps[a], dataset.timestamps[b])
+      return ta != tb ? ta < tb : a < b
+    }
+    var train: [SequenceInstance] = [], validation: [SequenceInstance] = [], test: [SequenceInstance] = []
+    var start = 0
+    while start < order.count {
+      let user = dataset.users[order[start]]
+      var end = start
+      while end < order.count && dataset.users[order[end]] == user { end += 1 }
+      let sequence = order[start..<end].map { dataset.items[$0] }
+      var instances: [SequenceInstance] = []
+      for k in 1..<Swift.max(sequence.count, 1) {
+        let from = maximumLength.map { Swift.max(0, k - $0) } ?? 0
+        instances.append(SequenceInstance(user: user, history: Array(sequence[from..<k]), target: sequence[k]))
+      }
+      // RecBole's leave-one-out: min(2, count − 1) instances leave, the last to test.
+      let leaving = Swift.min(2, Swift.max(instances.count - 1, 0))
+      let kept = instances.count - leaving
+      train += instances[0..<kept]
+      if leaving == 2 { validation.append(instances[kept]) }
+      if leaving >= 1 { test.append(instances[instances.count - 1]) }
+      start = end
+    }
+    (self.train, self.validation, self.test) = (train, validation, test)
+  }
+}
+
+/// Mini-batches of instances, right-padded with 0 to the longest history of the batch (or a
+/// fixed width), in a seeded shuffled or in the given order.
+public struct BatchSequence: Sequence, Sendable {
+  public let instances: [SequenceInstance]
+  public let batchSize: Int
+  public let order: [Int]
+  public let width: Int?
+
+  /// - Parameters:
+  ///   - shuffleSeed: shuffles with SplitMix64 when given (a new seed per epoch gives a new order).
+  ///   - width: pad every batch to this width (RecBole's fixed `MAX_ITEM_LIST_LENGTH`); `nil`
+  ///     pads to the longest history in each batch.
+  public init(_ instances: [SequenceInstance], batchSize: Int, shuffleSeed: UInt64? = nil, width: Int? = nil) {
+    precondition(batchSize > 0, "batchSize must be positive")
+    self.instances = instances
+    self.batchSize = batchSize
+    self.width = width
+    var order = Array(instances.indices)
+    if let shuffleSeed {
+      var rng = SplitMix64(seed: shuffleSeed)
+      order.shuffle(using: &rng)
+    }
+    self.order = order
+  }
+
+  /// The number of batches (the last one may be partial).
+  public var count: Int { (instances.count + batchSize - 1) / batchSize }
+
+  public func makeIterator() -> AnyIterator<SequenceBatch> {
+    var start = 0
+    return AnyIterator {
+      guard start < order.count else { return nil }
+      let chosen = order[start..<Swift.min(start + batchSize, order.count)].map { instances[$0] }
+      start += batchSize
+      return try? SequenceBatch(
+        histories: chosen.map { $0.history.map(Int.init) }, targets: chosen.map { Int($0.target) },
+        width: width ?? chosen.map(\.history.count).max())
+    }
+  }
+}

@@ -1,0 +1,39 @@
+/// Full-ranking evaluation (SPEC §7.6): every item id is scored, the padding id 0 excluded,
+/// history items not masked, and metrics come from each target's rank under the deterministic
+/// tie rule of `FullRanking`. Scores are computed a batch at a time and never sorted.
+public struct Evaluator: Sendable {
+  public var metrics: [RankingMetric]
+  public var cutoffs: [Int]
+  public var batchSize: Int
+  /// Pad every batch to this width (models whose function depends on the padded width, such as
+  /// SIGMA's official prefix flip, need the training width); `nil` pads to each batch's longest.
+  public var width: Int?
+
+  public init(metrics: [RankingMetric] = [.hit, .ndcg, .mrr], cutoffs: [Int] = [10], batchSize: Int = 256, width: Int? = nil) {
+    (self.metrics, self.cutoffs, self.batchSize, self.width) = (metrics, cutoffs, batchSize, width)
+  }
+
+  /// Metrics of `model` on `instances`.
+  public func evaluate(_ model: some SequentialRecommender, on instances: [SequenceInstance]) -> MetricAccumulator {
+    var accumulator = MetricAccumulator(metrics: metrics, cutoffs: cutoffs)
+    for batch in BatchSequence(instances, batchSize: batchSize, width: width) {
+      let scores = model.scores(batch)
+      let ranks = FullRanking.ranks(scores: scores, targets: batch.targets!)
+      for (rank, length) in zip(ranks, batch.lengths) { accumulator.add(rank: rank, historyLength: length) }
+    }
+    return accumulator
+  }
+}
+
+extension SequentialRecommender {
+  /// The `k` best item ids for each history (padding id 0 excluded; ties to the lower id).
+  public func recommend(_ batch: SequenceBatch, k: Int) -> [[Int]] {
+    var scores = self.scores(batch)
+    let width = scores.shape[1]
+    scores.withUnsafeMutableBufferPointer { s in
+      for r in 0..<batch.count { s[r * width] = -.infinity }
+    }
+    let (_, indices) = scores.topK(Swift.min(k, width - 1))
+    return (0..<batch.count).map { r in (0..<indices.shape[1]).map { indices[r, $0] } }
+  }
+}

@@ -1,0 +1,290 @@
+import Foundation
+
+/// Settings of a training run; defaults follow the official configurations (SPEC §7.8, §10.2).
+public struct TrainingConfiguration: Codable, Sendable, Equatable {
+  /// Maximum number of epochs.
+  public var epochs: Int = 200
+  /// Training batch size (official: 2048).
+  public var batchSize: Int = 2048
+  /// Evaluation batch size.
+  public var evaluationBatchSize: Int = 256
+  /// Adam learning rate (0.001).
+  public var learningRate: Float = 0.001
+  /// L2 weight decay of Adam (0).
+  public var weightDecay: Float = 0
+  /// Evaluations without improvement tolerated before stopping (RecBole `stopping_step`, 10).
+  public var stoppingStep: Int = 10
+  /// The validation metric that selects the best epoch (`ndcg@10`; bigger is better).
+  public var validationMetric: String = "ndcg@10"
+  /// Reported metrics and cut-offs.
+  public var metrics: [RankingMetric] = [.hit, .ndcg, .mrr]
+  public var cutoffs: [Int] = [10]
+  /// Seed of initialisation, shuffling and dropout (RecBole default 2020).
+  public var seed: UInt64 = 2020
+  /// `MAX_ITEM_LIST_LENGTH` (50); `nil` keeps whole histories (SSD4Rec's `var_len`).
+  public var maximumLength: Int? = 50
+  /// Training-time item masking rate (SSD4Rec's `maskratio`; 0 for the other models).
+  public var maskRatio: Float = 0
+
+  public init() {}
+
+  public func validate() throws {
+    func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
+    try check(epochs > 0, "epochs must be positive")
+    try check(batchSize > 0 && evaluationBatchSize > 0, "batch sizes must be positive")
+    try check(learningRate > 0, "learningRate must be positive")
+    try check(stoppingStep >= 0, "stoppingStep must be non-negative")
+    try check(maximumLength.map { $0 > 0 } ?? true, "maximumLength must be positive")
+    try check(maskRatio >= 0 && maskRatio < 1, "maskRatio must be in [0, 1)")
+    try check(!cutoffs.isEmpty && cutoffs.allSatisfy { $0 > 0 }, "cut-offs must be positive")
+    let keys = Set(metrics.flatMap { m in cutoffs.map { MetricAccumulator.key(m, $0) } })
+    try check(keys.contains(validationMetric), "validationMetric \(validationMetric) is not among the reported metrics")
+  }
+}
+
+/// One epoch's record, written as a JSON line to the training log.
+public struct EpochRecord: Codable, Sendable {
+  public var epoch: Int
+  public var trainLoss: Double
+  public var trainSeconds: Double
+  public var validation: [String: Double]
+  public var validationSeconds: Double
+  public var improved: Bool
+}
+
+/// The outcome of ``Trainer/fit(progress:)``.
+public struct TrainingResult: Codable, Sendable {
+  /// Epochs run in this and earlier (resumed) sessions.
+  public var epochs: Int
+  /// The epoch whose weights were kept (0-based).
+  public var bestEpoch: Int
+  public var bestValidation: [String: Double]
+  public var test: [String: Double]
+  /// Test metrics per history-length group.
+  public var testGroups: [String: [String: Double]]
+  public var stoppedEarly: Bool
+  public var secondsPerEpoch: Double
+}
+
+/// Trains any ``SequentialRecommender`` with RecBole's loop (SPEC §7.8): shuffled mini-batches,
+/// Adam, validation after every epoch, early stopping when the validation metric has not
+/// improved (`≥` the best counts as an improvement) for more than `stoppingStep` evaluations,
+/// the best weights restored before the test evaluation. With an output folder it keeps
+/// `best.safetensors`, `last.safetensors` (with optimizer state and trainer state, for
+/// `resume`), and `log.jsonl`, all written atomically.
+public final class Trainer<Model: SequentialRecommender> {
+  public let model: Model
+  public let split: SequentialSplit
+  public let configuration: TrainingConfiguration
+  public let optimizer: Adam
+  public let outputFolder: URL?
+  /// Pad to `maximumLength` even where the model would not need it (SIGMA's prefix flip reads
+  /// the padded window).
+  public let fixedWidth: Bool
+
+  private var epoch = 0
+  private var bestScore = -Double.infinity
+  private var bestEpoch = -1
+  private var bestValidation: [String: Double] = [:]
+  private var bestParameters: [String: Tensor] = [:]
+  private var nonImproving = 0
+  private var secondsTraining = 0.0
+
+  public init(model: Model, split: SequentialSplit, configuration: TrainingConfiguration, outputFolder: URL? = nil, fixedWidth: Bool = false) throws {
+    try configuration.validate()
+    self.model = model
+    self.split = split
+    self.configuration = configuration
+    self.outputFolder = outputFolder
+    self.fixedWidth = fixedWidth
+    optimizer = Adam(
+      parameters: model.namedParameters(), learningRate: configuration.learningRate,
+      weightDecay: configuration.weightDecay == 0 ? .none : .l2(configuration.weightDecay))
+    if let outputFolder {
+      try FileManager.default.createDirectory(at: outputFolder, withIntermediateDirectories: true)
+    }
+  }
+
+  var evaluator: Evaluator {
+    Evaluator(
+      metrics: configuration.metrics, cutoffs: configuration.cutoffs, batchSize: configuration.evaluationBatchSize,
+      width: fixedWidth ? configuration.maximumLength : nil)
+  }
+
+  /// Continues from `last.safetensors` in the output folder: weights, optimizer state, epoch
+  /// count and early-stopping state. Returns whether there was one.
+  @discardableResult
+  public func resume() throws -> Bool {
+    guard let outputFolder else { return false }
+    let last = outputFolder.appendingPathComponent("last.safetensors")
+    guard FileManager.default.fileExists(atPath: last.path) else { return false }
+    let contents = try Checkpoint.Contents(contentsOf: last)
+    try contents.apply(to: model)
+    try contents.restore(optimizer)
+    guard let stateText = contents.metadata["trainer"],
+      let state = try? JSONDecoder().decode(TrainerState.self, from: Data(stateText.utf8))
+    else { throw CheckpointError.notACheckpoint("no trainer state in \(last.lastPathComponent)") }
+    (epoch, bestScore, bestEpoch, bestValidation, nonImproving, secondsTraining) =
+      (state.epoch, state.bestScore, state.bestEpoch, state.bestValidation, state.nonImproving, state.secondsTraining)
+    let best = outputFolder.appendingPathComponent("best.safetensors")
+    if FileManager.default.fileExists(atPath: best.path) {
+      let snapshot = try Checkpoint.Contents(contentsOf: best)
+      let current = model.namedParameters().map { ($0.path, $0.parameter.value) }
+      try snapshot.apply(to: model)
+      bestParameters = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.path, $0.parameter.value) })
+      for (path, value) in current { model.namedParameters().first { $0.path == path }!.parameter.value = value }
+    }
+    return true
+  }
+
+  /// Trains until `epochs` or early stopping, restores the best weights and evaluates the test
+  /// split. `progress` receives each finished epoch.
+  public func fit(progress: (EpochRecord) -> Void = { _ in }, reporter: ProgressReporter? = nil) throws -> TrainingResult {
+    var stoppedEarly = false
+    while epoch < configuration.epochs {
+      let record = trainOneEpoch(reporter: reporter)
+      progress(record)
+      try writeLog(record)
+      epoch += 1
+      try saveLast()
+      if nonImproving > configuration.stoppingStep {
+        stoppedEarly = true
+        break
+      }
+    }
+    if !bestParameters.isEmpty { try model.loadParameters(bestParameters) }
+    let test = evaluator.evaluate(model, on: split.test)
+    var groups: [String: [String: Double]] = [:]
+    for (group, values) in test.groupedResults { groups[group.rawValue] = values }
+    return TrainingResult(
+      epochs: epoch, bestEpoch: bestEpoch, bestValidation: bestValidation, test: test.results, testGroups: groups,
+      stoppedEarly: stoppedEarly, secondsPerEpoch: secondsTraining / Double(Swift.max(epoch, 1)))
+  }
+
+  func trainOneEpoch(reporter: ProgressReporter?) -> EpochRecord {
+    let clock = ContinuousClock()
+    let started = clock.now
+    var masking = SplitMix64(seed: configuration.seed &+ 7919 &* UInt64(epoch + 1))
+    var context = ForwardContext.training(seed: configuration.seed &+ 104_729 &* UInt64(epoch + 1))
+    let batches = BatchSequence(
+      split.train, batchSize: configuration.batchSize, shuffleSeed: configuration.seed &+ UInt64(epoch),
+      width: fixedWidth ? configuration.maximumLength : nil)
+    var totalLoss = 0.0
+    var step = 0
+    reporter?.begin(epoch: epoch, steps: batches.count)
+    for var batch in batches {
+      if configuration.maskRatio > 0 { batch = SSD4Rec.masked(batch, ratio: configuration.maskRatio, using: &masking) }
+      model.zeroGradients()
+      let loss = model.loss(batch, context: &context)
+      loss.backward()
+      optimizer.step()
+      totalLoss += Double(loss.value.scalar)
+      step += 1
+      reporter?.step(step, loss: totalLoss / Double(step))
+    }
+    let trainSeconds = seconds(clock.now - started)
+    secondsTraining += trainSeconds
+    let validationStart = clock.now
+    let validation = evaluator.evaluate(model, on: split.validation).results
+    let validationSeconds = seconds(clock.now - validationStart)
+    // RecBole's early stopping: a value ≥ the best so far is an improvement.
+    let score = validation[configuration.validationMetric] ?? -.infinity
+    let improved = score >= bestScore
+    if improved {
+      (bestScore, bestEpoch, bestValidation, nonImproving) = (score, epoch, validation, 0)
+      bestParameters = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.path, $0.parameter.value) })
+      try? saveBest()
+    } else {
+      nonImproving += 1
+    }
+    let record = EpochRecord(
+      epoch: epoch, trainLoss: totalLoss / Double(Swift.max(step, 1)), trainSeconds: trainSeconds, validation: validation,
+      validationSeconds: validationSeconds, improved: improved)
+    reporter?.end(record)
+    return record
+  }
+
+  struct TrainerState: Codable {
+    var epoch: Int
+    var bestScore: Double
+    var bestEpoch: Int
+    var bestValidation: [String: Double]
+    var nonImproving: Int
+    var secondsTraining: Double
+  }
+
+  func saveLast() throws {
+    guard let outputFolder else { return }
+    let state = TrainerState(
+      epoch: epoch, bestScore: bestScore, bestEpoch: bestEpoch, bestValidation: bestValidation, nonImproving: nonImproving,
+      secondsTraining: secondsTraining)
+    let text = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
+    try Checkpoint.save(model, optimizer: optimizer, metadata: ["trainer": text], to: outputFolder.appendingPathComponent("last.safetensors"))
+  }
+
+  func saveBest() throws {
+    guard let outputFolder else { return }
+    try Checkpoint.save(model, metadata: ["epoch": String(epoch)], to: outputFolder.appendingPathComponent("best.safetensors"))
+  }
+
+  func writeLog(_ record: EpochRecord) throws {
+    guard let outputFolder else { return }
+    let url = outputFolder.appendingPathComponent("log.jsonl")
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    var line = try encoder.encode(record)
+    line.append(0x0A)
+    if let handle = try? FileHandle(forWritingTo: url) {
+      defer { try? handle.close() }
+      try handle.seekToEnd()
+      try handle.write(contentsOf: line)
+    } else {
+      try line.write(to: url)
+    }
+  }
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
+
+/// Reports training progress: a redrawn bar with steps, loss and ETA on a terminal, plain lines
+/// every few seconds otherwise.
+public final class ProgressReporter {
+  let isTerminal: Bool
+  let write: (String) -> Void
+  private var steps = 0
+  private var epoch = 0
+  private var started = ContinuousClock.now
+  private var lastPrint = ContinuousClock.now
+
+  public init(isTerminal: Bool, write: @escaping (String) -> Void) {
+    self.isTerminal = isTerminal
+    self.write = write
+  }
+
+  func begin(epoch: Int, steps: Int) {
+    (self.epoch, self.steps) = (epoch, steps)
+    started = .now
+    lastPrint = .now
+  }
+
+  func step(_ step: Int, loss: Double) {
+    let elapsed = seconds(ContinuousClock.now - started)
+    let eta = elapsed / Double(step) * Double(steps - step)
+    if isTerminal {
+      let width = 30
+      let filled = width * step / Swift.max(steps, 1)
+      let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+      write("\r\u{1B}[2Kepoch \(epoch) \(bar) \(step)/\(steps) loss \(String(format: "%.4f", loss)) ETA \(String(format: "%.0f", eta))s")
+    } else if seconds(ContinuousClock.now - lastPrint) >= 10 || step == steps {
+      lastPrint = .now
+      write("epoch \(epoch) step \(step)/\(steps) loss \(String(format: "%.4f", loss)) eta \(String(format: "%.0f", eta))s\n")
+    }
+  }
+
+  func end(_ record: EpochRecord) {
+    if isTerminal { write("\r\u{1B}[2K") }
+    let metrics = record.validation.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: " ")
+    write(
+      "epoch \(record.epoch): loss \(String(format: "%.4f", record.trainLoss)), \(String(format: "%.1f", record.trainSeconds))s; valid \(metrics)\(record.improved ? " *" : "")\n")
+  }
+}
