@@ -15,8 +15,12 @@ let package = Package(
     .library(name: "SSMLayers", targets: ["SSMLayers"]),
     .library(name: "SSMMetrics", targets: ["SSMMetrics"]),
     .library(name: "SSMRecommenders", targets: ["SSMRecommenders"]),
+    .executable(name: "ssmrec", targets: ["ssmrec"]),
   ],
-  dependencies: [],
+  dependencies: [
+    // Only the command-line tool uses it; the library products depend on nothing.
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+  ],
   targets: [
     // MARK: - Public targets
     .target(
@@ -37,6 +41,11 @@ let package = Package(
       dependencies: [
         "SSMTensor", "SSMAutograd", "SSMKernels", "SSMLayers", "SSMMetrics", "SSMRecommenders",
       ]
+    ),
+
+    .executableTarget(
+      name: "ssmrec",
+      dependencies: ["SSMRecommenders", .product(name: "ArgumentParser", package: "swift-argument-parser")]
     ),
 
     // MARK: - Implementation details
