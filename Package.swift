@@ -79,6 +79,12 @@ let package = Package(
       path: "Examples/TensorTour"
     ),
 
+    .executableTarget(
+      name: "CustomRecommender",
+      dependencies: ["SSMRecommenders"],
+      path: "Examples/CustomRecommender"
+    ),
+
     // MARK: - Benchmarks
     .testTarget(
       name: "SSMBenchmarks",

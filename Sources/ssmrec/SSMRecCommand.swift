@@ -136,6 +136,7 @@ struct Train: ParsableCommand {
       seed: settings.seed)
     let folder = URL(fileURLWithPath: output)
     print("\(model.rawValue): \(recommender.parameterCount) parameters; \(split.train.count) training instances; batch \(settings.batchSize); up to \(settings.epochs) epochs")
+    fflush(nil)
     let result = try train(recommender, split: split, settings: settings, folder: folder)
     print("test: \(formatted(result.test))  (best epoch \(result.bestEpoch), \(result.epochs) epochs, \(String(format: "%.1f", result.secondsPerEpoch)) s/epoch)")
     let metrics: [String: Any] = [
@@ -153,7 +154,10 @@ struct Train: ParsableCommand {
       if try trainer.resume() { print("resumed from \(folder.appendingPathComponent("last.safetensors").path)") }
     }
     let reporter = ProgressReporter(isTerminal: !plain && isatty(1) == 1) { text in
-      FileHandle.standardOutput.write(Data(text.utf8))
+      // Through stdout and flushed (fflush(nil) flushes every stream), so progress and results
+      // stay in order when the output goes to a file or a pipe.
+      print(text, terminator: "")
+      fflush(nil)
     }
     return try trainer.fit(reporter: reporter)
   }
@@ -204,7 +208,7 @@ struct Recommend: ParsableCommand {
   @OptionGroup var data: DataOptions
   @Option(name: .long, help: "Item tokens of a history, oldest first, comma-separated.") var history: String?
   @Option(name: .long, help: "User tokens whose full histories to use, comma-separated.") var users: String?
-  @Option(name: .long, help: "How many items to return.") var k: Int = 10
+  @Option(name: [.short, .long], help: "How many items to return.") var k: Int = 10
   @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH used in training (default 50).") var maxLength: Int = 50
 
   func validate() throws {
