@@ -30,7 +30,7 @@ let package = Package(
     ),
     .target(name: "SSMAutograd", dependencies: ["SSMTensor"]),
     .target(name: "SSMKernels", dependencies: ["SSMTensor", "CKernels", "CBLAS"]),
-    .target(name: "SSMLayers", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels"]),
+    .target(name: "SSMLayers", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "CKernels"]),
     .target(name: "SSMMetrics", dependencies: ["SSMTensor"]),
     .target(
       name: "SSMRecommenders",

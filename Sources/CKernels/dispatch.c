@@ -111,6 +111,15 @@ void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq
                        float *dbias) {
   table()->conv_backward(x, weight_t, seq_idx, g, begin, end, L, C, K, dx, dweight_t, dbias);
 }
+void ssm_gru_forward_step(const float *xw, long xw_stride, const float *hw, const float *h_prev, long rows,
+                         long H, float *r, float *z, float *n, float *hn, float *h) {
+  table()->gru_forward_step(xw, xw_stride, hw, h_prev, rows, H, r, z, n, hn, h);
+}
+void ssm_gru_backward_step(const float *dh, const float *r, const float *z, const float *n, const float *hn,
+                          const float *h_prev, long rows, long H, float *dxw, long dxw_stride, float *dhw,
+                          float *dh_prev) {
+  table()->gru_backward_step(dh, r, z, n, hn, h_prev, rows, H, dxw, dxw_stride, dhw, dh_prev);
+}
 
 #if defined(__GLIBC__)
 #include <malloc.h>

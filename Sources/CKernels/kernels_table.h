@@ -33,6 +33,10 @@ typedef struct {
                        long, long, float *);
   void (*conv_backward)(const float *, const float *, const int32_t *, const float *, long, long, long,
                         long, long, float *, float *, float *);
+  void (*gru_forward_step)(const float *, long, const float *, const float *, long, long, float *, float *,
+                           float *, float *, float *);
+  void (*gru_backward_step)(const float *, const float *, const float *, const float *, const float *,
+                            const float *, long, long, float *, long, float *, float *);
 } ssm_kernel_table;
 
 extern const ssm_kernel_table ssm_table_portable;

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif
+import CKernels
 
 /// A single-direction GRU over `[B, L, input]` sequences with PyTorch's gate order (r, z, n) and
 /// parameter names `weight_ih_l{k}`, `weight_hh_l{k}` (and `bias_ih_l{k}`, `bias_hh_l{k}`):
@@ -66,114 +62,100 @@ extension Variable {
   /// The GRU recurrence given the input projections `[B, L, 3H]` (gate order r, z, n, input
   /// biases included), `W_hh` `[3H, H]` and optionally `b_hh` `[3H]`; returns `h` `[B, L, H]`.
   ///
-  /// One tape node. Memory kept: r, z, n, `W_hn·h + b_hn` and h for every step (5·B·L·H floats).
+  /// One tape node. Each step is one `sgemm` for `h_{t−1}·W_hhᵀ` and one SIMD pass over the
+  /// gates (CKernels); the backward runs the same steps in reverse (SPEC §4.2). Memory kept:
+  /// r, z, n, `W_hn·h + b_hn` and h for every step (5·B·L·H floats).
   public static func gruRecurrence(inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?) -> Variable {
     let (batch, length, threeH) = (inputProjection.shape[0], inputProjection.shape[1], inputProjection.shape[2])
     let hidden = threeH / 3
     precondition(hiddenWeight.shape == [threeH, hidden], "gruRecurrence: W_hh \(hiddenWeight.shape) must be [3H, H] for projections \(inputProjection.shape)")
     let xw = inputProjection.value, whh = hiddenWeight.value
     let bhh = hiddenBias?.value ?? Tensor(zeros: [threeH])
-    let stepSize = batch * hidden
-    var r = [Float](repeating: 0, count: length * stepSize)
-    var z = r, n = r, hn = r
-    var hs = [Float](repeating: 0, count: length * stepSize)  // [L, B, H]
+    let step = batch * hidden
+    var saved = [Float](repeating: 0, count: 5 * length * step)  // r, z, n, hn, h: each [L, B, H]
     var hw = [Float](repeating: 0, count: batch * threeH)
+    let xStride = length * threeH
     xw.withUnsafeBufferPointer { xp in
       whh.withUnsafeBufferPointer { wp in
         bhh.withUnsafeBufferPointer { bp in
-          for t in 0..<length {
+          saved.withUnsafeMutableBufferPointer { sp in
             hw.withUnsafeMutableBufferPointer { hwp in
-              if t == 0 {
-                for i in 0..<(batch * threeH) { hwp[i] = bp[i % threeH] }
-              } else {
-                for bi in 0..<batch { (hwp.baseAddress! + bi * threeH).update(from: bp.baseAddress!, count: threeH) }
-                hs.withUnsafeBufferPointer { hp in
+              let (r, z, n, hn, h) = (
+                sp.baseAddress!, sp.baseAddress! + length * step, sp.baseAddress! + 2 * length * step,
+                sp.baseAddress! + 3 * length * step, sp.baseAddress! + 4 * length * step
+              )
+              for t in 0..<length {
+                for b in 0..<batch { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
+                if t > 0 {
                   BLAS.gemm(
-                    transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1,
-                    a: hp.baseAddress! + (t - 1) * stepSize, lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1,
-                    c: hwp.baseAddress!, ldc: threeH)
+                    transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
+                    lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
                 }
-              }
-            }
-            for bi in 0..<batch {
-              let xRow = xp.baseAddress! + (bi * length + t) * threeH
-              let hRow = bi * threeH
-              for j in 0..<hidden {
-                let i = t * stepSize + bi * hidden + j
-                let rv = 1 / (1 + expf(-(xRow[j] + hw[hRow + j])))
-                let zv = 1 / (1 + expf(-(xRow[hidden + j] + hw[hRow + hidden + j])))
-                let hnv = hw[hRow + 2 * hidden + j]
-                let nv = tanhf(xRow[2 * hidden + j] + rv * hnv)
-                let prev: Float = t > 0 ? hs[i - stepSize] : 0
-                r[i] = rv
-                z[i] = zv
-                n[i] = nv
-                hn[i] = hnv
-                hs[i] = (1 - zv) * nv + zv * prev
+                let o = t * step
+                ssm_gru_forward_step(
+                  xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, batch, hidden,
+                  r + o, z + o, n + o, hn + o, h + o)
               }
             }
           }
         }
       }
     }
-    // [L, B, H] → [B, L, H]
-    let output = Tensor(shape: [length, batch, hidden], scalars: hs).permuted([1, 0, 2])
+    let output = Tensor(shape: [length, batch, hidden], scalars: Array(saved[(4 * length * step)...])).permuted([1, 0, 2])
     var inputs = [inputProjection, hiddenWeight]
     if let hiddenBias { inputs.append(hiddenBias) }
     return record(value: output, inputs: inputs) {
-      { [r, z, n, hn, hs] g in
-        let gl = g.permuted([1, 0, 2]).scalars  // [L, B, H]
-        var dxw = [Float](repeating: 0, count: batch * length * threeH)
+      { [saved] g in
+        var dxw = Tensor(zeros: [batch, length, threeH])
         var dW = Tensor(zeros: [threeH, hidden])
         var db = [Float](repeating: 0, count: threeH)
-        var dh = [Float](repeating: 0, count: stepSize)
+        var dh = [Float](repeating: 0, count: step)
+        var carry = [Float](repeating: 0, count: step)
         var dhw = [Float](repeating: 0, count: batch * threeH)
-        for t in stride(from: length - 1, through: 0, by: -1) {
-          for i in 0..<stepSize { dh[i] += gl[t * stepSize + i] }
-          var carry = [Float](repeating: 0, count: stepSize)
-          for bi in 0..<batch {
-            for j in 0..<hidden {
-              let i = t * stepSize + bi * hidden + j
-              let prev: Float = t > 0 ? hs[i - stepSize] : 0
-              let d = dh[bi * hidden + j]
-              let dn = d * (1 - z[i]) * (1 - n[i] * n[i])
-              let dz = d * (prev - n[i]) * z[i] * (1 - z[i])
-              let dr = dn * hn[i] * r[i] * (1 - r[i])
-              let dhn = dn * r[i]
-              let xRow = (bi * length + t) * threeH
-              dxw[xRow + j] = dr
-              dxw[xRow + hidden + j] = dz
-              dxw[xRow + 2 * hidden + j] = dn
-              dhw[bi * threeH + j] = dr
-              dhw[bi * threeH + hidden + j] = dz
-              dhw[bi * threeH + 2 * hidden + j] = dhn
-              carry[bi * hidden + j] = d * z[i]
-            }
-          }
-          for bi in 0..<batch { for c in 0..<threeH { db[c] += dhw[bi * threeH + c] } }
-          whh.withUnsafeBufferPointer { wp in
-            dhw.withUnsafeBufferPointer { dp in
-              carry.withUnsafeMutableBufferPointer { cp in
-                // dh_{t−1} = z∘dh + dHW·W_hh
-                BLAS.gemm(
-                  transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1, a: dp.baseAddress!,
-                  lda: threeH, b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!, ldc: hidden)
-              }
-              if t > 0 {
-                hs.withUnsafeBufferPointer { hp in
-                  dW.withUnsafeMutableBufferPointer { dwp in
-                    // dW_hh += dHWᵀ·h_{t−1}
-                    BLAS.gemm(
-                      transposeA: true, transposeB: false, m: threeH, n: hidden, k: batch, alpha: 1, a: dp.baseAddress!,
-                      lda: threeH, b: hp.baseAddress! + (t - 1) * stepSize, ldb: hidden, beta: 1, c: dwp.baseAddress!, ldc: hidden)
+        saved.withUnsafeBufferPointer { sp in
+          let (r, z, n, hn, h) = (
+            sp.baseAddress!, sp.baseAddress! + length * step, sp.baseAddress! + 2 * length * step,
+            sp.baseAddress! + 3 * length * step, sp.baseAddress! + 4 * length * step
+          )
+          g.withUnsafeBufferPointer { gp in
+            whh.withUnsafeBufferPointer { wp in
+              dxw.withUnsafeMutableBufferPointer { dxp in
+                dW.withUnsafeMutableBufferPointer { dwp in
+                  for t in stride(from: length - 1, through: 0, by: -1) {
+                    for b in 0..<batch {
+                      for j in 0..<hidden { dh[b * hidden + j] += gp[(b * length + t) * hidden + j] }
+                    }
+                    let o = t * step
+                    dh.withUnsafeBufferPointer { dhp in
+                      dhw.withUnsafeMutableBufferPointer { dhwp in
+                        carry.withUnsafeMutableBufferPointer { cp in
+                          ssm_gru_backward_step(
+                            dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, batch, hidden,
+                            dxp.baseAddress! + t * threeH, xStride, dhwp.baseAddress!, cp.baseAddress!)
+                          // dh_{t−1} = z∘dh + dHW·W_hh
+                          BLAS.gemm(
+                            transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1,
+                            a: dhwp.baseAddress!, lda: threeH, b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!,
+                            ldc: hidden)
+                          if t > 0 {
+                            // dW_hh += dHWᵀ·h_{t−1}
+                            BLAS.gemm(
+                              transposeA: true, transposeB: false, m: threeH, n: hidden, k: batch, alpha: 1,
+                              a: dhwp.baseAddress!, lda: threeH, b: h + o - step, ldb: hidden, beta: 1, c: dwp.baseAddress!,
+                              ldc: hidden)
+                          }
+                          for b in 0..<batch { for c in 0..<threeH { db[c] += dhwp[b * threeH + c] } }
+                        }
+                      }
+                    }
+                    swap(&dh, &carry)
                   }
                 }
               }
             }
           }
-          dh = carry
         }
-        var grads: [Tensor?] = [Tensor(shape: [batch, length, threeH], scalars: dxw), dW]
+        var grads: [Tensor?] = [dxw, dW]
         if hiddenBias != nil { grads.append(Tensor(db)) }
         return grads
       }

@@ -136,6 +136,17 @@ void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq
                        long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
                        float *dbias);
 
+/// One GRU time step's gates (order r, z, n) for `rows` sequences: xw [rows, 3H] with row stride
+/// xw_stride, hw [rows, 3H] (h_{t−1}·W_hhᵀ + b_hh), h_prev [rows, H] or NULL; writes r, z, n, hn
+/// and h, each [rows, H].
+void ssm_gru_forward_step(const float *xw, long xw_stride, const float *hw, const float *h_prev, long rows,
+                         long H, float *r, float *z, float *n, float *hn, float *h);
+/// The backward of one GRU step given dh [rows, H]: writes dxw (row stride dxw_stride), dhw
+/// [rows, 3H] and the direct part of dh_{t−1} (z∘dh).
+void ssm_gru_backward_step(const float *dh, const float *r, const float *z, const float *n, const float *hn,
+                          const float *h_prev, long rows, long H, float *dxw, long dxw_stride, float *dhw,
+                          float *dh_prev);
+
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
 /// applied. Called once by SSMTensor before its first allocation.
 int ssm_configure_allocator(void);
