@@ -260,10 +260,17 @@ struct Bench: ParsableCommand {
   @Option(name: .long, help: "Sequence length L.") var length: Int = 50
   @Option(name: .long, help: "Item ids V (including padding).") var items: Int = 3417
   @Option(name: .long, help: "Timed repeats after one warm-up.") var repeats: Int = 10
+  @Option(name: .long, help: "Embedding / model width (default: the model's official setting).") var hiddenSize: Int?
+  @Option(name: .long, help: "Number of layers (default: the model's official setting).") var layers: Int?
   @Flag(name: .long, help: "Print one JSON object.") var json = false
 
+  func validate() throws {
+    if batch <= 0 || length <= 1 || items <= 1 || repeats <= 0 { throw ValidationError("--batch, --length, --items and --repeats must be positive (length and items at least 2)") }
+  }
+
   func run() throws {
-    let recommender = try model.makeModel(itemCount: items, overrides: .init(maximumLength: length), seed: 1)
+    let recommender = try model.makeModel(
+      itemCount: items, overrides: .init(hiddenSize: hiddenSize, layers: layers, maximumLength: length), seed: 1)
     var rng = SplitMix64(seed: 7)
     // Histories of random lengths up to L (at least half full), random items.
     let histories = (0..<batch).map { _ in
