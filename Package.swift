@@ -28,7 +28,7 @@ let package = Package(
       dependencies: ["CBLAS", "CKernels"],
       linkerSettings: [.linkedLibrary("m", .when(platforms: [.linux]))]
     ),
-    .target(name: "SSMAutograd", dependencies: ["SSMTensor"]),
+    .target(name: "SSMAutograd", dependencies: ["SSMTensor", "CKernels"]),
     .target(name: "SSMKernels", dependencies: ["SSMTensor", "CKernels", "CBLAS"]),
     .target(name: "SSMLayers", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "CKernels"]),
     .target(name: "SSMMetrics", dependencies: ["SSMTensor"]),

@@ -46,7 +46,7 @@ public enum ModelKind: String, CaseIterable, Codable, Sendable {
       return try SASRec(configuration: c, seed: seed)
     case .gru4rec:
       var c = GRU4Rec.Configuration(itemCount: itemCount)
-      if let d = overrides.hiddenSize { c.embeddingSize = d }
+      if let d = overrides.hiddenSize { c.hiddenSize = d }
       if let l = overrides.layers { c.layers = l }
       if let p = overrides.dropout { c.dropout = p }
       return try GRU4Rec(configuration: c, seed: seed)

@@ -119,6 +119,23 @@ final class GradientTests: XCTestCase {
     XCTAssertEqual(Variable(x).dropout(probability: 0.5, training: false, using: &rng).value, x)
   }
 
+  /// The C fast path for SplitMix64 draws exactly the masks of the generic loop.
+  func testDropoutFastPathMatchesGenericGenerator() {
+    struct Wrapped: RandomNumberGenerator {
+      var inner: SplitMix64
+      mutating func next() -> UInt64 { inner.next() }
+    }
+    let x = r([7, 13], 21)
+    var fast = SplitMix64(seed: 5)
+    var generic = Wrapped(inner: SplitMix64(seed: 5))
+    for _ in 0..<3 {
+      let a = Variable(x).dropout(probability: 0.3, training: true, using: &fast).value
+      let b = Variable(x).dropout(probability: 0.3, training: true, using: &generic).value
+      XCTAssertEqual(a, b)
+    }
+    XCTAssertEqual(fast, generic.inner, "both leave the generator in the same state")
+  }
+
   func testFusedLayerNormSoftmaxAndCrossEntropy() {
     let x = r([5, 7], 14, -2...2)
     let gamma = r([7], 15, 0.5...1.5)

@@ -147,6 +147,10 @@ void ssm_gru_backward_step(const float *dh, const float *r, const float *z, cons
                           const float *h_prev, long rows, long H, float *dxw, long dxw_stride, float *dhw,
                           float *dh_prev);
 
+/// An inverted-dropout mask from a SplitMix64 state (advanced in place): mask[i] = scale where
+/// the i-th uniform draw (24 bits, as Swift's nextUnitFloat) is ≥ probability, else 0.
+void ssm_dropout_mask(uint64_t *state, float probability, float scale, float *mask, long n);
+
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
 /// applied. Called once by SSMTensor before its first allocation.
 int ssm_configure_allocator(void);
