@@ -48,27 +48,51 @@ public final class FeatureExtractionGRU: Layer {
   public func callAsFunction(_ x: Variable) -> Variable { gru(convolution(x)) }
 }
 
+/// SIGMA's mixing layer (official form, SPEC §4.2): three raw, trainable weights combine the
+/// gated forward branch, the gated flipped branch and the FE-GRU branch, then a Linear projects
+/// the sum. Parameter names `combining_weights` (order: GRU, flipped, forward; initially
+/// `[0.1, 0.1, 0.8]`, used without normalisation) and `projection`.
+public final class BranchMixing: Layer {
+  public let combiningWeights: Parameter
+  public let projection: Linear
+
+  public init(dimension: Int, initialWeights: [Float] = [0.1, 0.1, 0.8], using generator: inout some RandomNumberGenerator) {
+    precondition(initialWeights.count == 3, "BranchMixing needs three initial weights")
+    combiningWeights = Parameter(Tensor(initialWeights))
+    projection = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+  }
+
+  public func namedParameters() -> [(path: String, parameter: Parameter)] {
+    [("combining_weights", combiningWeights)] + prefixed("projection", projection.namedParameters())
+  }
+
+  /// `projection(c₂·forward + c₁·flipped + c₀·features)`.
+  public func callAsFunction(forward: Variable, flipped: Variable, features: Variable) -> Variable {
+    let c = combiningWeights.variable
+    return projection(
+      forward * c.slice(alongAxis: 0, 2..<3) + flipped * c.slice(alongAxis: 0, 1..<2) + features * c.slice(alongAxis: 0, 0..<1))
+  }
+}
+
 /// SIGMA's G-Mamba block (SPEC §4.2, official code): Partially Flipped Mamba (one Mamba module
 /// on the input and on its partial flip, the flipped output not flipped back), the DS gate on
 /// each direction, the FE-GRU branch, the three raw mixing weights and the projection.
 /// Parameter names as `gmamba.*` of the official `state_dict`.
 public final class PartiallyFlippedMambaBlock: Layer {
   public let mamba: MambaBlock
-  public let dense1, dense2, projection: Linear
+  public let dense1, dense2: Linear
   public let gate: DenseSelectiveGate
   public let featureExtractor: FeatureExtractionGRU
-  /// `[gru, flipped, forward]` mixing weights, initially `[0.1, 0.1, 0.8]`, used raw.
-  public let combiningWeights: Parameter
+  public let mixing: BranchMixing
   public let flip: FlipStrategy
 
   public init(
     dimension: Int, stateSize: Int, convolutionWidth: Int, expansion: Int, flip: FlipStrategy, gateDropout: Float,
     featureKernelSize: Int, gruBias: Bool, using generator: inout some RandomNumberGenerator
   ) {
-    combiningWeights = Parameter(Tensor([0.1, 0.1, 0.8]))
     dense1 = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
     dense2 = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
-    projection = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
+    mixing = BranchMixing(dimension: dimension, using: &generator)
     mamba = MambaBlock(modelDimension: dimension, stateSize: stateSize, convolutionWidth: convolutionWidth, expansion: expansion, using: &generator)
     featureExtractor = FeatureExtractionGRU(dimension: dimension, kernelSize: featureKernelSize, gruBias: gruBias, using: &generator)
     gate = DenseSelectiveGate(dimension: dimension, dropout: gateDropout, using: &generator)
@@ -76,8 +100,7 @@ public final class PartiallyFlippedMambaBlock: Layer {
   }
 
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    [("combining_weights", combiningWeights)] + prefixed("dense1", dense1.namedParameters())
-      + prefixed("dense2", dense2.namedParameters()) + prefixed("projection", projection.namedParameters())
+    mixing.namedParameters() + prefixed("dense1", dense1.namedParameters()) + prefixed("dense2", dense2.namedParameters())
       + prefixed("mamba", mamba.namedParameters()) + featureExtractor.namedParameters() + gate.namedParameters()
   }
 
@@ -96,10 +119,6 @@ public final class PartiallyFlippedMambaBlock: Layer {
     let backward = mamba(flipped)
     let g1 = gate(h1, sigmoidInput: h1, context: &context)
     let g2 = gate(h2, sigmoidInput: g1, context: &context)
-    let features = featureExtractor(x)
-    let c = combiningWeights.variable
-    let mixed = forward * (g1 + 1) * c.slice(alongAxis: 0, 2..<3) + backward * (g2 + 1) * c.slice(alongAxis: 0, 1..<2)
-      + features * c.slice(alongAxis: 0, 0..<1)
-    return projection(mixed)
+    return mixing(forward: forward * (g1 + 1), flipped: backward * (g2 + 1), features: featureExtractor(x))
   }
 }

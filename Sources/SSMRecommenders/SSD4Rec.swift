@@ -62,31 +62,11 @@ public final class SSD4Rec: SequentialRecommender {
     }
   }
 
-  /// One bidirectional SSD layer: the shared Mamba-2 block, its LayerNorm and the FFN.
-  public final class BidirectionalSSDLayer: Layer {
-    public let ssd: Mamba2Block
-    public let norm: LayerNorm
-    public let feedForward: FeedForward
-
-    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
-      ssd = Mamba2Block(configuration: c.block, using: &generator)
-      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
-      feedForward = FeedForward(
-        dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon,
-        arrangement: .normThenDropout, using: &generator)
-    }
-
-    public func namedParameters() -> [(path: String, parameter: Parameter)] {
-      prefixed("forward_ssd", ssd.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
-        + prefixed("ffn", feedForward.namedParameters())
-    }
-  }
-
   public static let kind = "ssd4rec"
   public let configuration: Configuration
   public let items: Embedding
   public let embeddingNorm: LayerNorm
-  public let layers: [BidirectionalSSDLayer]
+  public let layers: [BidirectionalSSD]
   public let dropout: Dropout
   public var itemEmbedding: Parameter { items.weight }
 
@@ -98,7 +78,11 @@ public final class SSD4Rec: SequentialRecommender {
     self.configuration = configuration
     items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: nil, using: &generator)
     embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
-    layers = (0..<configuration.layers).map { _ in BidirectionalSSDLayer(configuration, using: &generator) }
+    layers = (0..<configuration.layers).map { _ in
+      BidirectionalSSD(
+        block: configuration.block, innerSize: configuration.innerSize, dropout: configuration.dropout,
+        backwardWeight: configuration.backwardWeight, epsilon: configuration.layerNormEpsilon, using: &generator)
+    }
     dropout = Dropout(probability: configuration.dropout)
     applyBlanketInitialization(using: &generator)
   }
@@ -137,12 +121,8 @@ public final class SSD4Rec: SequentialRecommender {
     let (packedItems, sequenceIndex, lastTokens) = Self.pack(batch)
     var x = items(packedItems)
     if configuration.normalizeEmbeddings { x = embeddingNorm(dropout(x, context: &context)) }
-    let segments = [batch.lengths]
     for layer in layers {
-      let forward = layer.ssd(x, sequenceIndex: sequenceIndex)
-      let backward = layer.ssd(x.flippingSegments(segments), sequenceIndex: sequenceIndex)
-      let mixed = dropout(layer.norm(forward + backward * configuration.backwardWeight + x), context: &context)
-      x = layer.feedForward(mixed, context: &context)
+      x = layer(x, sequenceIndex: sequenceIndex, segmentLengths: batch.lengths, context: &context)
     }
     return x.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
   }

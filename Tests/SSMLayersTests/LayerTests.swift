@@ -133,6 +133,20 @@ final class LayerTests: XCTestCase {
     XCTAssertThrowsError(try bad.validate())
   }
 
+  func testBidirectionalSSD() {
+    var rng = SplitMix64(seed: 6)
+    var c = Mamba2Block.Configuration(modelDimension: 4)
+    (c.stateSize, c.headDimension, c.chunkSize) = (2, 2, 3)
+    let layer = BidirectionalSSD(block: c, innerSize: 8, dropout: 0.1, using: &rng)
+    XCTAssertEqual(layer.namedParameters().count, 8 + 2 + 6)
+    XCTAssertEqual(storedParameterCount(layer), 0)
+    let seq = IndexTensor(shape: [1, 6], values: [0, 0, 0, 1, 1, 1])
+    checkLayer(layer, input: Tensor.random([1, 6, 4], seed: 22), step: 3e-3) { x in
+      var context = ForwardContext.evaluation
+      return layer(x, sequenceIndex: seq, segmentLengths: [3, 3], context: &context)
+    }
+  }
+
   func testSIGMAComponents() {
     var rng = SplitMix64(seed: 5)
     let gate = DenseSelectiveGate(dimension: 3, using: &rng)
@@ -147,12 +161,18 @@ final class LayerTests: XCTestCase {
     let fe = FeatureExtractionGRU(dimension: 3, using: &rng)
     assertParameters(fe, [("gru.weight_ih_l0", [9, 3]), ("gru.weight_hh_l0", [9, 3]), ("conv1d.weight", [3, 3, 3]), ("conv1d.bias", [3])], direct: 0)
     checkLayer(fe, input: Tensor.random([2, 4, 3], seed: 17)) { fe($0) }
+    let mixing = BranchMixing(dimension: 3, using: &rng)
+    assertParameters(mixing, [("combining_weights", [3]), ("projection.weight", [3, 3]), ("projection.bias", [3])], direct: 1)
+    let (flippedBranch, featureBranch) = (Tensor.random([2, 3], seed: 19), Tensor.random([2, 3], seed: 20))
+    checkLayer(mixing, input: Tensor.random([2, 3], seed: 21)) { x in
+      mixing(forward: x, flipped: Variable(flippedBranch), features: Variable(featureBranch))
+    }
     for flip in [FlipStrategy.prefix(count: 3), .keepingLast(keep: 1)] {
       let block = PartiallyFlippedMambaBlock(
         dimension: 4, stateSize: 2, convolutionWidth: 2, expansion: 1, flip: flip, gateDropout: 0.2, featureKernelSize: 3,
         gruBias: false, using: &rng)
       XCTAssertEqual(block.namedParameters().count, 1 + 6 + 9 + 4 + 4)
-      XCTAssertEqual(storedParameterCount(block), 1)
+      XCTAssertEqual(storedParameterCount(block), 0)
       checkLayer(block, input: Tensor.random([2, 5, 4], seed: 18)) { x in
         var context = ForwardContext.evaluation
         return block(x, lengths: [5, 3], context: &context)
