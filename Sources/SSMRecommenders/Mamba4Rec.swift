@@ -38,7 +38,7 @@ public final class Mamba4Rec: SequentialRecommender {
   }
 
   /// One Mamba layer: the block, its LayerNorm and the feed-forward network.
-  public final class MambaLayer: Layer {
+  public final class MambaLayer: StackLayer {
     public let mamba: MambaBlock
     public let norm: LayerNorm
     public let feedForward: FeedForward
@@ -56,15 +56,16 @@ public final class Mamba4Rec: SequentialRecommender {
       prefixed("mamba", mamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
         + prefixed("ffn", feedForward.namedParameters())
     }
+
+    func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable { mamba(h) }
   }
 
   public static let kind = "mamba4rec"
   public let configuration: Configuration
-  public let items: Embedding
-  public let embeddingNorm: LayerNorm
-  public let layers: [MambaLayer]
-  public let dropout: Dropout
-  public var itemEmbedding: Parameter { items.weight }
+  let stack: EncoderStack<MambaLayer>
+  public var items: Embedding { stack.items }
+  public var layers: [MambaLayer] { stack.layers }
+  public var itemEmbedding: Parameter { stack.items.weight }
 
   /// Builds the model with the official initialisation (module defaults, then RecBole's blanket
   /// init over every Linear, Embedding and LayerNorm, which zeroes `dt_proj.bias`).
@@ -72,25 +73,17 @@ public final class Mamba4Rec: SequentialRecommender {
     try configuration.validate()
     var generator = SplitMix64(seed: seed)
     self.configuration = configuration
-    items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator)
-    embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
-    layers = (0..<configuration.layers).map { _ in MambaLayer(configuration, using: &generator) }
-    dropout = Dropout(probability: configuration.dropout)
+    stack = EncoderStack(
+      items: Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator),
+      embeddingNorm: LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon),
+      layers: (0..<configuration.layers).map { _ in MambaLayer(configuration, using: &generator) },
+      dropout: Dropout(probability: configuration.dropout), layerPrefix: "mamba_layers")
     applyBlanketInitialization(using: &generator)
   }
 
-  public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
-      + layers.enumerated().flatMap { prefixed("mamba_layers.\($0.offset)", $0.element.namedParameters()) }
-  }
+  public func namedParameters() -> [(path: String, parameter: Parameter)] { stack.namedParameters() }
 
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    var h = embeddingNorm(dropout(items(batch.items), context: &context))
-    for layer in layers {
-      let m = dropout(layer.mamba(h), context: &context)
-      h = layer.norm(layers.count == 1 ? m : m + h)
-      h = layer.feedForward(h, context: &context)
-    }
-    return h.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    stack.encode(batch, context: &context)
   }
 }

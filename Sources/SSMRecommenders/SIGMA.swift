@@ -51,13 +51,13 @@ public final class SIGMA: SequentialRecommender {
   }
 
   /// One SIGMA layer: the G-Mamba block, its LayerNorm and the feed-forward network.
-  public final class SIGMALayer: Layer {
-    public let block: PartiallyFlippedMambaBlock
+  public final class SIGMALayer: StackLayer {
+    public let gMamba: PartiallyFlippedMambaBlock
     public let norm: LayerNorm
     public let feedForward: FeedForward
 
     init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
-      block = PartiallyFlippedMambaBlock(
+      gMamba = PartiallyFlippedMambaBlock(
         dimension: c.hiddenSize, stateSize: c.stateSize, convolutionWidth: c.convolutionWidth, expansion: c.expansion,
         flip: c.flip, gateDropout: c.gateDropout, featureKernelSize: c.featureKernelSize, gruBias: c.gruBias, using: &generator)
       norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
@@ -65,42 +65,37 @@ public final class SIGMA: SequentialRecommender {
     }
 
     public func namedParameters() -> [(path: String, parameter: Parameter)] {
-      prefixed("gmamba", block.namedParameters()) + prefixed("LayerNorm", norm.namedParameters()) + prefixed("ffn", feedForward.namedParameters())
+      prefixed("gmamba", gMamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters()) + prefixed("ffn", feedForward.namedParameters())
+    }
+
+    func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable {
+      gMamba(h, lengths: lengths, context: &context)
     }
   }
 
   public static let kind = "sigma"
   public let configuration: Configuration
-  public let items: Embedding
-  public let embeddingNorm: LayerNorm
-  public let layers: [SIGMALayer]
-  public let dropout: Dropout
-  public var itemEmbedding: Parameter { items.weight }
+  let stack: EncoderStack<SIGMALayer>
+  public var items: Embedding { stack.items }
+  public var layers: [SIGMALayer] { stack.layers }
+  public var itemEmbedding: Parameter { stack.items.weight }
 
   /// Builds the model with the official initialisation (module defaults, then the blanket init).
   public init(configuration: Configuration, seed: UInt64 = 2020) throws {
     try configuration.validate()
     var generator = SplitMix64(seed: seed)
     self.configuration = configuration
-    items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator)
-    embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
-    layers = (0..<configuration.layers).map { _ in SIGMALayer(configuration, using: &generator) }
-    dropout = Dropout(probability: configuration.dropout)
+    stack = EncoderStack(
+      items: Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator),
+      embeddingNorm: LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon),
+      layers: (0..<configuration.layers).map { _ in SIGMALayer(configuration, using: &generator) },
+      dropout: Dropout(probability: configuration.dropout), layerPrefix: "mamba_layers")
     applyBlanketInitialization(using: &generator)
   }
 
-  public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
-      + layers.enumerated().flatMap { prefixed("mamba_layers.\($0.offset)", $0.element.namedParameters()) }
-  }
+  public func namedParameters() -> [(path: String, parameter: Parameter)] { stack.namedParameters() }
 
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    var h = embeddingNorm(dropout(items(batch.items), context: &context))
-    for layer in layers {
-      let g = dropout(layer.block(h, lengths: batch.lengths, context: &context), context: &context)
-      h = layer.norm(layers.count == 1 ? g : g + h)
-      h = layer.feedForward(h, context: &context)
-    }
-    return h.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    stack.encode(batch, context: &context)
   }
 }

@@ -41,19 +41,10 @@ public struct IndexTensor: Sendable, Equatable, CustomStringConvertible {
 
   /// Reads or writes one index by its multi-index.
   public subscript(indices: Int...) -> Int {
-    get { Int(values[flatIndex(indices)]) }
-    set { values[flatIndex(indices)] = Int32(newValue) }
+    get { Int(values[shape.flatIndex(indices)]) }
+    set { values[shape.flatIndex(indices)] = Int32(newValue) }
   }
 
-  private func flatIndex(_ indices: [Int]) -> Int {
-    precondition(indices.count == shape.rank, "Index \(indices) does not match shape \(shape)")
-    var flat = 0
-    for (axis, index) in indices.enumerated() {
-      precondition(index >= 0 && index < shape[axis], "Index \(indices) is out of bounds for shape \(shape)")
-      flat = flat * shape[axis] + index
-    }
-    return flat
-  }
 
   /// The same values under another shape with the same element count.
   public func reshaped(to newShape: Shape) -> IndexTensor {

@@ -138,10 +138,7 @@ public struct SafeTensorsFile: Sendable {
 
   /// A tensor converted to `Float`, optionally checked against an expected shape.
   public func tensor(_ name: String, shape expected: Shape? = nil) throws -> Tensor {
-    guard let entry = entries[name] else { throw SafeTensorsError.missingTensor(name) }
-    if let expected, expected != entry.shape {
-      throw SafeTensorsError.shapeMismatch(tensor: name, expected: expected, found: entry.shape)
-    }
+    let entry = try entry(name, shape: expected)
     let count = entry.shape.elementCount
     let base = dataStart + entry.range.lowerBound
     var values = [Float](repeating: 0, count: count)
@@ -159,10 +156,7 @@ public struct SafeTensorsFile: Sendable {
 
   /// An integer tensor (I64 or I32) as indices.
   public func indices(_ name: String, shape expected: Shape? = nil) throws -> IndexTensor {
-    guard let entry = entries[name] else { throw SafeTensorsError.missingTensor(name) }
-    if let expected, expected != entry.shape {
-      throw SafeTensorsError.shapeMismatch(tensor: name, expected: expected, found: entry.shape)
-    }
+    let entry = try entry(name, shape: expected)
     let count = entry.shape.elementCount
     let base = dataStart + entry.range.lowerBound
     var values = [Int32](repeating: 0, count: count)
@@ -179,6 +173,15 @@ public struct SafeTensorsFile: Sendable {
     default: throw SafeTensorsError.dtypeMismatch(tensor: name, expected: "I64 or I32", found: entry.dtype)
     }
     return IndexTensor(shape: entry.shape, values: values)
+  }
+
+  /// The entry of `name`, checked against an expected shape.
+  private func entry(_ name: String, shape expected: Shape?) throws -> Entry {
+    guard let entry = entries[name] else { throw SafeTensorsError.missingTensor(name) }
+    if let expected, expected != entry.shape {
+      throw SafeTensorsError.shapeMismatch(tensor: name, expected: expected, found: entry.shape)
+    }
+    return entry
   }
 
   private func readU16(_ i: Int) -> UInt16 { UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8 }

@@ -55,6 +55,18 @@ public struct Shape: Hashable, Sendable, ExpressibleByArrayLiteral, CustomString
 
   public var description: String { "[" + dimensions.map(String.init).joined(separator: ", ") + "]" }
 
+  /// The row-major position of a multi-index.
+  /// - Precondition: one index per axis, each within its extent.
+  public func flatIndex(_ indices: [Int]) -> Int {
+    precondition(indices.count == rank, "Index \(indices) does not match shape \(self)")
+    var flat = 0
+    for (axis, index) in indices.enumerated() {
+      precondition(index >= 0 && index < dimensions[axis], "Index \(indices) is out of bounds for shape \(self)")
+      flat = flat * dimensions[axis] + index
+    }
+    return flat
+  }
+
   /// The shape that NumPy broadcasting of `self` and `other` produces, or `nil` if they do not
   /// broadcast (trailing axes must be equal or one of them 1).
   public func broadcast(with other: Shape) -> Shape? {

@@ -75,19 +75,10 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 
   /// Reads or writes one element by its multi-index.
   public subscript(indices: Int...) -> Float {
-    get { storage[flatIndex(indices)] }
-    set { storage[flatIndex(indices)] = newValue }
+    get { storage[shape.flatIndex(indices)] }
+    set { storage[shape.flatIndex(indices)] = newValue }
   }
 
-  private func flatIndex(_ indices: [Int]) -> Int {
-    precondition(indices.count == shape.rank, "Index \(indices) does not match shape \(shape)")
-    var flat = 0
-    for (axis, index) in indices.enumerated() {
-      precondition(index >= 0 && index < shape[axis], "Index \(indices) is out of bounds for shape \(shape)")
-      flat = flat * shape[axis] + index
-    }
-    return flat
-  }
 
   /// Calls `body` with a pointer to the contiguous elements. The pointer must not escape.
   @inlinable

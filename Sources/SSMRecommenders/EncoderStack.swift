@@ -1,0 +1,36 @@
+/// A layer of the encoder stack Mamba4Rec and SIGMA share: a sequence block, a LayerNorm and a
+/// feed-forward network.
+protocol StackLayer: Layer {
+  var norm: LayerNorm { get }
+  var feedForward: FeedForward { get }
+  /// The layer's sequence block (Mamba, or SIGMA's G-Mamba) applied to `[B, L, D]`.
+  func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable
+}
+
+/// The encoder of Mamba4Rec and SIGMA (SPEC §4.3, §5.2):
+///
+///     H = LN(Drop(E[items]))
+///     per layer: H = LN(Drop(block(H)) [+ H if more than one layer]);  H = PFFN(H)
+///     s = H[b, ℓ_b − 1]
+struct EncoderStack<Layer: StackLayer> {
+  let items: Embedding
+  let embeddingNorm: LayerNorm
+  let layers: [Layer]
+  let dropout: Dropout
+  let layerPrefix: String
+
+  func namedParameters() -> [(path: String, parameter: Parameter)] {
+    prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
+      + layers.enumerated().flatMap { prefixed("\(layerPrefix).\($0.offset)", $0.element.namedParameters()) }
+  }
+
+  func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    var h = embeddingNorm(dropout(items(batch.items), context: &context))
+    for layer in layers {
+      let m = dropout(layer.block(h, lengths: batch.lengths, context: &context), context: &context)
+      h = layer.norm(layers.count == 1 ? m : m + h)
+      h = layer.feedForward(h, context: &context)
+    }
+    return h.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}
