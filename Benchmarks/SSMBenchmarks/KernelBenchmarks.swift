@@ -37,8 +37,10 @@ final class KernelBenchmarks: XCTestCase {
         blackHole(SelectiveScan.forward(x))
         blackHole(SelectiveScan.backward(outputGradient: g, x))
       }
-      let slowForward = Benchmark.time(repeats: 3, warmup: 0) { blackHole(SelectiveScan.referenceForward(scalar)) }
-      let slowBoth = Benchmark.time(repeats: 3, warmup: 0) {
+      // The scalar loops take seconds to minutes at full size: fewer repeats there.
+      let slowRepeats = Benchmark.isFull ? 1 : 3
+      let slowForward = Benchmark.time(repeats: slowRepeats, warmup: 0) { blackHole(SelectiveScan.referenceForward(scalar)) }
+      let slowBoth = Benchmark.time(repeats: slowRepeats, warmup: 0) {
         blackHole(SelectiveScan.referenceForward(scalar))
         blackHole(SelectiveScan.referenceBackward(scalar, outputGradient: gs))
       }
