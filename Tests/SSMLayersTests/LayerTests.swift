@@ -31,20 +31,7 @@ final class LayerTests: XCTestCase {
 
   /// Gradient check of a layer's output with respect to its input and every parameter.
   func checkLayer(_ layer: Layer, input: Tensor, step: Float = 1e-2, file: StaticString = #filePath, line: UInt = #line, _ run: (Variable) -> Variable) {
-    let params = layer.namedParameters().map(\.parameter)
-    let originals = params.map(\.value)
-    GradientCheck.assertGradients([input] + originals, step: step, globalScale: true, file: file, line: line) { v in
-      for (p, value) in zip(params, v.dropFirst()) { p.value = value.value }
-      // Route each parameter through its variable so the check sees its gradient.
-      return LayerTests.withSubstitutedParameters(params, v.dropFirst().map { $0 }) { run(v[0]) }
-    }
-    for (p, value) in zip(params, originals) { p.value = value }
-  }
-
-  /// Runs the layer (whose parameters already hold the leaves' values) and connects the leaves
-  /// to the result, so each leaf receives its parameter's gradient (see `ParameterBridge`).
-  static func withSubstitutedParameters(_ params: [Parameter], _ leaves: [Variable], _ body: () -> Variable) -> Variable {
-    ParameterBridge.attach(body(), params: params, leaves: leaves)
+    GradientCheck.assertLayerGradients(layer, input: input, step: step, file: file, line: line, run)
   }
 
   func testLinearEmbeddingNorms() {
@@ -181,17 +168,3 @@ final class LayerTests: XCTestCase {
   }
 }
 
-/// Connects leaf variables to parameters for gradient checks: the forward reads the parameters
-/// (whose values were set from the leaves), and the op's pullback hands each leaf the gradient
-/// its parameter accumulated during the backward pass of the wrapped output.
-enum ParameterBridge {
-  static func attach(_ output: Variable, params: [Parameter], leaves: [Variable]) -> Variable {
-    for p in params { p.zeroGradient() }
-    return Variable.record(value: output.value, inputs: [output] + leaves) {
-      { g in
-        output.backward(seed: g)
-        return [nil] + params.map { $0.gradient ?? Tensor(zeros: $0.shape) }
-      }
-    }
-  }
-}

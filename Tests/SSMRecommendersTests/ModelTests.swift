@@ -65,6 +65,29 @@ final class ModelTests: XCTestCase {
     XCTAssertThrowsError(try SequenceBatch(items: IndexTensor(rows: [[1, 2]]), lengths: [3]))
   }
 
+  /// Finite differences through whole models cover the layers only they use (SASRec's
+  /// attention and feed-forward sublayers) besides the per-layer checks of SSMLayersTests. The
+  /// input is a dummy scalar added to the embeddings path; the parameters are what is checked.
+  func testModelGradientsMatchFiniteDifferences() throws {
+    var sasrec = SASRec.Configuration(itemCount: 7)
+    (sasrec.hiddenSize, sasrec.innerSize, sasrec.maximumLength, sasrec.layers) = (4, 8, 4, 1)
+    var gru = GRU4Rec.Configuration(itemCount: 7)
+    (gru.embeddingSize, gru.hiddenSize) = (3, 4)
+    let batch = try SequenceBatch(histories: [[1, 2, 3], [4, 5]], targets: [4, 6], width: 4)
+    for model in [try SASRec(configuration: sasrec), try GRU4Rec(configuration: gru)] as [any SequentialRecommender] {
+      // Larger weights than the 0.02 initialisation make every gradient large against the
+      // rounding noise of a Float finite difference.
+      var rng = SplitMix64(seed: 4)
+      model.applyBlanketInitialization(standardDeviation: 0.3, using: &rng)
+      // A whole-model loss of magnitude ~2 leaves Float differences ~4e-5 of rounding noise,
+      // hence 3 % of the largest gradient as the tolerance; a wrong formula misses by far more.
+      GradientCheck.assertLayerGradients(model, input: Tensor(zeros: [1]), step: 3e-3, tolerance: 3e-2) { dummy in
+        var context = ForwardContext.evaluation
+        return model.loss(batch, context: &context) + dummy.sum() * 0
+      }
+    }
+  }
+
   /// Appending padding columns to a batch changes no score (the SIGMA flip prefix stays within
   /// the original width, as it must for the official model to see the same window).
   func testPaddingInvarianceForEveryModel() throws {

@@ -76,3 +76,36 @@ extension Tensor {
     set { withUnsafeMutableBufferPointer { $0[index] = newValue } }
   }
 }
+
+extension GradientCheck {
+  /// Checks the gradients of a module's output with respect to its input and every parameter.
+  /// The parameters are moved through the finite-difference points and their accumulated
+  /// gradients are handed back through ``ParameterBridge``.
+  public static func assertLayerGradients(
+    _ container: ParameterContainer, input: Tensor, step: Float = 1e-2, tolerance: Double = 1e-2,
+    file: StaticString = #filePath, line: UInt = #line, _ run: (Variable) -> Variable
+  ) {
+    let params = container.namedParameters().map(\.parameter)
+    let originals = params.map(\.value)
+    assertGradients([input] + originals, step: step, tolerance: tolerance, globalScale: true, file: file, line: line) { v in
+      for (p, value) in zip(params, v.dropFirst()) { p.value = value.value }
+      return ParameterBridge.attach(run(v[0]), params: params, leaves: Array(v.dropFirst()))
+    }
+    for (p, value) in zip(params, originals) { p.value = value }
+  }
+}
+
+/// Connects leaf variables to parameters for gradient checks: the forward reads the parameters
+/// (whose values were set from the leaves), and the op's pullback hands each leaf the gradient
+/// its parameter accumulated during the backward pass of the wrapped output.
+public enum ParameterBridge {
+  public static func attach(_ output: Variable, params: [Parameter], leaves: [Variable]) -> Variable {
+    for p in params { p.zeroGradient() }
+    return Variable.record(value: output.value, inputs: [output] + leaves) {
+      { g in
+        output.backward(seed: g)
+        return [nil] + params.map { $0.gradient ?? Tensor(zeros: $0.shape) }
+      }
+    }
+  }
+}
