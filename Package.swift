@@ -85,6 +85,12 @@ let package = Package(
       path: "Examples/CustomRecommender"
     ),
 
+    .executableTarget(
+      name: "Serving",
+      dependencies: ["SSMRecommenders"],
+      path: "Examples/Serving"
+    ),
+
     // MARK: - Benchmarks
     .testTarget(
       name: "SSMBenchmarks",

@@ -25,6 +25,12 @@ grep -q ndcg@10 "$work/eval.json"
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --history i1,i2,i3 -k 5
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --users u1,u2
 
+# The serving example answers requests from standard input, one line each, errors included.
+swift build --product Serving >/dev/null
+printf 'i1 i2 i3\ni4,i5\nnope i1\n' | "$(swift build --show-bin-path)/Serving" "$work/run/best.safetensors" "$work/tiny.inter" 5 > "$work/served.txt"
+cat "$work/served.txt"
+[ "$(wc -l < "$work/served.txt")" -eq 3 ] && grep -q "^error: unknown item(s) nope" "$work/served.txt"
+
 expect_failure() {
   local name="$1"; shift
   if "$@" > "$work/out.txt" 2>&1; then echo "check-cli: '$name' should have failed" >&2; exit 1; fi
