@@ -36,6 +36,7 @@ public final class BidirectionalSSD: Layer {
   ///   - x: a packed batch, `[1, T, D]`.
   ///   - sequenceIndex: the segment id of every token, `[1, T]`.
   ///   - segmentLengths: the segment lengths, summing to `T`.
+  ///   - context: training mode and the dropout generator.
   public func callAsFunction(
     _ x: Variable, sequenceIndex: IndexTensor, segmentLengths: [Int], context: inout ForwardContext
   ) -> Variable {

@@ -24,7 +24,10 @@ public final class DenseSelectiveGate: Layer {
     prefixed("selective_gate_sig.1", sigmoidBranch.namedParameters()) + prefixed("selective_gate_si.1", siluBranch.namedParameters())
   }
 
-  /// - Parameters: `h` feeds the SiLU branch, `sigmoidInput` the sigmoid branch.
+  /// - Parameters:
+  ///   - h: the direction's input, fed to the SiLU branch.
+  ///   - sigmoidInput: the input of the sigmoid branch.
+  ///   - context: training mode and the dropout generator.
   public func callAsFunction(_ h: Variable, sigmoidInput: Variable, context: inout ForwardContext) -> Variable {
     dropout(siluBranch(h.silu()) + sigmoidBranch(sigmoidInput.sigmoid()), context: &context)
   }
@@ -107,6 +110,7 @@ public final class PartiallyFlippedMambaBlock: Layer {
   /// - Parameters:
   ///   - x: the block input `[B, L, D]`, right-padded.
   ///   - lengths: the sequence lengths (used by the per-sequence flip).
+  ///   - context: training mode and the dropout generator.
   public func callAsFunction(_ x: Variable, lengths: [Int], context: inout ForwardContext) -> Variable {
     let flipped: Variable
     switch flip {

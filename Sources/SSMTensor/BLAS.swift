@@ -21,6 +21,17 @@ public enum BLAS {
   /// - Parameters:
   ///   - transposeA: whether `A` is stored as `[k, m]` (leading dimension `lda`).
   ///   - transposeB: whether `B` is stored as `[n, k]` (leading dimension `ldb`).
+  ///   - m: rows of `op(A)` and `C`.
+  ///   - n: columns of `op(B)` and `C`.
+  ///   - k: columns of `op(A)`, rows of `op(B)`.
+  ///   - alpha: the scale of the product.
+  ///   - a: `A`'s first element.
+  ///   - lda: the distance between `A`'s rows in elements.
+  ///   - b: `B`'s first element.
+  ///   - ldb: the distance between `B`'s rows in elements.
+  ///   - beta: the scale of `C`'s previous contents (0 overwrites them).
+  ///   - c: `C`'s first element.
+  ///   - ldc: the distance between `C`'s rows in elements.
   public static func gemm(
     transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,

@@ -14,7 +14,7 @@ import CKernels
 ///
 /// The fast path is a C kernel with AVX2/AVX-512 variants chosen at run time; each SIMD lane
 /// runs one channel, and work is split over (batch element, channel block) pairs on all cores.
-/// ``reference(_:)`` is the plain Double version of the same function.
+/// A plain Double reference of the same function (`package` access) backs the tests.
 public enum SelectiveScan {
   /// The inputs of one scan, shapes checked at construction.
   public struct Inputs {
@@ -92,7 +92,9 @@ public enum SelectiveScan {
   }
 
   /// Runs the scan.
-  /// - Parameter returnLastState: whether to return the final state `h[L−1]`, shape `[B, E, N]`.
+  /// - Parameters:
+  ///   - inputs: the sequences and parameters of the scan.
+  ///   - returnLastState: whether to return the final state `h[L−1]`, shape `[B, E, N]`.
   /// - Returns: `out`, shape `[B, L, E]`, and the final state when asked for.
   /// - Complexity: O(B·L·E·N) time; O(N) scratch per worker; nothing is kept for the backward
   ///   pass, which recomputes the states.

@@ -20,7 +20,9 @@ public struct SequentialSplit: Sendable {
   /// Item ids including padding (`V`).
   public var itemCount: Int
 
-  /// - Parameter maximumLength: `MAX_ITEM_LIST_LENGTH`; `nil` keeps whole histories (SSD4Rec's `var_len`).
+  /// - Parameters:
+  ///   - dataset: filtered, remapped interactions.
+  ///   - maximumLength: `MAX_ITEM_LIST_LENGTH`; `nil` keeps whole histories (SSD4Rec's `var_len`).
   public init(_ dataset: InteractionDataset, maximumLength: Int?) {
     precondition(maximumLength.map { $0 > 0 } ?? true, "maximumLength must be positive")
     itemCount = dataset.itemCount
@@ -64,6 +66,8 @@ public struct BatchSequence: Sequence, Sendable {
   public let width: Int?
 
   /// - Parameters:
+  ///   - instances: the instances to batch.
+  ///   - batchSize: instances per batch (the last batch may be smaller).
   ///   - shuffleSeed: shuffles with SplitMix64 when given (a new seed per epoch gives a new order).
   ///   - width: pad every batch to this width (RecBole's fixed `MAX_ITEM_LIST_LENGTH`); `nil`
   ///     pads to the longest history in each batch.

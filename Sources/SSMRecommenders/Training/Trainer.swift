@@ -52,7 +52,7 @@ public struct EpochRecord: Codable, Sendable {
   public var improved: Bool
 }
 
-/// The outcome of ``Trainer/fit(progress:)``.
+/// The outcome of ``Trainer/fit(progress:reporter:)``.
 public struct TrainingResult: Codable, Sendable {
   /// Epochs run in this and earlier (resumed) sessions.
   public var epochs: Int
