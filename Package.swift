@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 //
 // SSMRec: state-space-model layers for sequential recommendation on the CPU.
-// No unsafeFlags anywhere: the package must stay usable as a versioned dependency.
+// No unsafe compiler flags anywhere: the package must stay usable as a versioned dependency.
 
 import PackageDescription
 

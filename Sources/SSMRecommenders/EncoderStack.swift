@@ -19,6 +19,19 @@ struct EncoderStack<Layer: StackLayer> {
   let dropout: Dropout
   let layerPrefix: String
 
+  /// The item table (padding id 0), the embedding LayerNorm and `layerCount` layers from
+  /// `makeLayer`, in construction order (so a seeded generator reproduces the initialisation).
+  init(
+    itemCount: Int, hiddenSize: Int, layerCount: Int, dropout: Float, epsilon: Float, layerPrefix: String,
+    using generator: inout SplitMix64, makeLayer: (inout SplitMix64) -> Layer
+  ) {
+    items = Embedding(count: itemCount, dimension: hiddenSize, paddingIndex: 0, using: &generator)
+    embeddingNorm = LayerNorm(dimension: hiddenSize, epsilon: epsilon)
+    layers = (0..<layerCount).map { _ in makeLayer(&generator) }
+    self.dropout = Dropout(probability: dropout)
+    self.layerPrefix = layerPrefix
+  }
+
   func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
       + layers.enumerated().flatMap { prefixed("\(layerPrefix).\($0.offset)", $0.element.namedParameters()) }

@@ -86,10 +86,9 @@ public final class SIGMA: SequentialRecommender {
     var generator = SplitMix64(seed: seed)
     self.configuration = configuration
     stack = EncoderStack(
-      items: Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator),
-      embeddingNorm: LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon),
-      layers: (0..<configuration.layers).map { _ in SIGMALayer(configuration, using: &generator) },
-      dropout: Dropout(probability: configuration.dropout), layerPrefix: "mamba_layers")
+      itemCount: configuration.itemCount, hiddenSize: configuration.hiddenSize, layerCount: configuration.layers,
+      dropout: configuration.dropout, epsilon: configuration.layerNormEpsilon, layerPrefix: "mamba_layers",
+      using: &generator) { SIGMALayer(configuration, using: &$0) }
     applyBlanketInitialization(using: &generator)
   }
 
