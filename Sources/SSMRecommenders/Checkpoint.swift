@@ -99,13 +99,19 @@ public enum Checkpoint {
       }
     }
 
-    /// Loads the parameters into `model` (same kind, same names and shapes; nothing changes on error).
-    public func apply<Model: SequentialRecommender>(to model: Model) throws {
-      guard kind == Model.kind else { throw CheckpointError.modelKindMismatch(expected: Model.kind, found: kind) }
+    /// The stored model parameters by name.
+    public func parameters() throws -> [String: Tensor] {
       var values: [String: Tensor] = [:]
       do {
         for name in file.names where !name.hasPrefix("optimizer/") { values[name] = try file.tensor(name) }
       } catch let e as SafeTensorsError { throw CheckpointError.file(e) }
+      return values
+    }
+
+    /// Loads the parameters into `model` (same kind, same names and shapes; nothing changes on error).
+    public func apply<Model: SequentialRecommender>(to model: Model) throws {
+      guard kind == Model.kind else { throw CheckpointError.modelKindMismatch(expected: Model.kind, found: kind) }
+      let values = try parameters()
       do { try model.loadParameters(values) } catch let e as ParameterLoadingError { throw CheckpointError.parameters(e) }
     }
 

@@ -128,11 +128,7 @@ public final class Trainer<Model: SequentialRecommender> {
       (state.epoch, state.bestScore, state.bestEpoch, state.bestValidation, state.nonImproving, state.secondsTraining)
     let best = outputFolder.appendingPathComponent("best.safetensors")
     if FileManager.default.fileExists(atPath: best.path) {
-      let snapshot = try Checkpoint.Contents(contentsOf: best)
-      let current = model.namedParameters().map { ($0.path, $0.parameter.value) }
-      try snapshot.apply(to: model)
-      bestParameters = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.path, $0.parameter.value) })
-      for (path, value) in current { model.namedParameters().first { $0.path == path }!.parameter.value = value }
+      bestParameters = try Checkpoint.Contents(contentsOf: best).parameters()
     }
     return true
   }
