@@ -30,7 +30,7 @@ extension Tensor {
     return withUnsafeBufferPointer { Float(ssm_sum($0.baseAddress, $0.count) / Double($0.count)) }
   }
 
-  /// The largest element.
+  /// The largest element; NaN values are ignored (IEEE `maxNum`), `-inf` if all are NaN.
   /// - Precondition: the tensor is not empty.
   public func max() -> Float {
     precondition(elementCount > 0, "max of an empty tensor")
