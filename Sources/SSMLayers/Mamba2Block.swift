@@ -70,12 +70,12 @@ public final class Mamba2Block: Layer {
     convolutionWeight = Parameter(Tensor.randomUniform([channels, 1, c.convolutionWidth], lowerBound: -bound, upperBound: bound, using: &generator))
     convolutionBias = c.convolutionBias
       ? Parameter(Tensor.randomUniform([channels], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
-    let (logMin, logMax) = (Foundation_log(0.001), Foundation_log(0.1))
+    let (logMin, logMax) = (libmLog(0.001), libmLog(0.1))
     deltaBias = Parameter(Tensor((0..<h).map { _ in
-      let dt = Swift.max(Foundation_exp(generator.nextUnitFloat() * (logMax - logMin) + logMin), 1e-4)
-      return dt + Foundation_log(-Foundation_expm1(-dt))
+      let dt = Swift.max(libmExp(generator.nextUnitFloat() * (logMax - logMin) + logMin), 1e-4)
+      return dt + libmLog(-libmExpm1(-dt))
     }))
-    logA = Parameter(Tensor((0..<h).map { _ in Foundation_log(1 + 15 * generator.nextUnitFloat()) }))
+    logA = Parameter(Tensor((0..<h).map { _ in libmLog(1 + 15 * generator.nextUnitFloat()) }))
     skip = Parameter(Tensor(ones: [h]))
     norm = GatedRMSNorm(dimension: e, epsilon: c.normEpsilon)
     outputProjection = Linear(inputSize: e, outputSize: c.modelDimension, bias: c.projectionBias, using: &generator)

@@ -46,13 +46,13 @@ public final class MambaBlock: Layer {
     deltaProjection = Linear(inputSize: r, outputSize: e, bias: true, using: &generator)
     let scale = 1 / Float(r).squareRoot()
     deltaProjection.weight.value = Tensor.randomUniform([e, r], lowerBound: -scale, upperBound: scale, using: &generator)
-    let (logMin, logMax) = (Foundation_log(deltaMinimum), Foundation_log(deltaMaximum))
+    let (logMin, logMax) = (libmLog(deltaMinimum), libmLog(deltaMaximum))
     let dt0 = (0..<e).map { _ in
-      Swift.max(Foundation_exp(generator.nextUnitFloat() * (logMax - logMin) + logMin), deltaFloor)
+      Swift.max(libmExp(generator.nextUnitFloat() * (logMax - logMin) + logMin), deltaFloor)
     }
     // softplus⁻¹(y) = y + log(−expm1(−y))
-    deltaProjection.bias!.value = Tensor(dt0.map { $0 + Foundation_log(-Foundation_expm1(-$0)) })
-    logA = Parameter(Tensor(shape: [e, stateSize], scalars: (0..<(e * stateSize)).map { Foundation_log(Float($0 % stateSize + 1)) }))
+    deltaProjection.bias!.value = Tensor(dt0.map { $0 + libmLog(-libmExpm1(-$0)) })
+    logA = Parameter(Tensor(shape: [e, stateSize], scalars: (0..<(e * stateSize)).map { libmLog(Float($0 % stateSize + 1)) }))
     skip = Parameter(Tensor(ones: [e]))
     outputProjection = Linear(inputSize: e, outputSize: modelDimension, bias: projectionBias, using: &generator)
   }
@@ -84,6 +84,6 @@ public final class MambaBlock: Layer {
   }
 }
 
-@inline(__always) func Foundation_log(_ x: Float) -> Float { logf(x) }
-@inline(__always) func Foundation_exp(_ x: Float) -> Float { expf(x) }
-@inline(__always) func Foundation_expm1(_ x: Float) -> Float { expm1f(x) }
+@inline(__always) func libmLog(_ x: Float) -> Float { logf(x) }
+@inline(__always) func libmExp(_ x: Float) -> Float { expf(x) }
+@inline(__always) func libmExpm1(_ x: Float) -> Float { expm1f(x) }

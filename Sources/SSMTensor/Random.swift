@@ -178,12 +178,12 @@ extension Tensor {
     // 1 − u lies in (0, 1], so the logarithm is finite.
     let u1 = 1 - generator.nextUnitDouble()
     let u2 = generator.nextUnitDouble()
-    let radius = (-2 * Foundation_log(u1)).squareRoot()
+    let radius = (-2 * libmLog(u1)).squareRoot()
     let angle = 2 * Double.pi * u2
-    return (radius * Foundation_cos(angle), radius * Foundation_sin(angle))
+    return (radius * libmCos(angle), radius * libmSin(angle))
   }
 }
 
-@inline(__always) private func Foundation_log(_ x: Double) -> Double { log(x) }
-@inline(__always) private func Foundation_cos(_ x: Double) -> Double { cos(x) }
-@inline(__always) private func Foundation_sin(_ x: Double) -> Double { sin(x) }
+@inline(__always) private func libmLog(_ x: Double) -> Double { log(x) }
+@inline(__always) private func libmCos(_ x: Double) -> Double { cos(x) }
+@inline(__always) private func libmSin(_ x: Double) -> Double { sin(x) }

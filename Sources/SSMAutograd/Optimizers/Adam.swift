@@ -110,14 +110,14 @@ public final class Adam: Optimizer {
 
 extension Float {
   static func pow(_ base: Float, _ exponent: Float) -> Float {
-    Float(Foundation_pow(Double(base), Double(exponent)))
+    Float(libmPow(Double(base), Double(exponent)))
   }
 }
 
 #if canImport(Glibc)
   import Glibc
-  @inline(__always) func Foundation_pow(_ a: Double, _ b: Double) -> Double { Glibc.pow(a, b) }
+  @inline(__always) func libmPow(_ a: Double, _ b: Double) -> Double { Glibc.pow(a, b) }
 #elseif canImport(Darwin)
   import Darwin
-  @inline(__always) func Foundation_pow(_ a: Double, _ b: Double) -> Double { Darwin.pow(a, b) }
+  @inline(__always) func libmPow(_ a: Double, _ b: Double) -> Double { Darwin.pow(a, b) }
 #endif

@@ -93,9 +93,15 @@ public struct BatchSequence: Sequence, Sendable {
       guard start < order.count else { return nil }
       let chosen = order[start..<Swift.min(start + batchSize, order.count)].map { instances[$0] }
       start += batchSize
-      return try? SequenceBatch(
-        histories: chosen.map { $0.history.map(Int.init) }, targets: chosen.map { Int($0.target) },
-        width: width ?? chosen.map(\.history.count).max())
+      // Instances always have a history of at least one item, so a failure here is a bug in the
+      // split, not bad input: trap instead of ending the epoch early.
+      do {
+        return try SequenceBatch(
+          histories: chosen.map { $0.history.map(Int.init) }, targets: chosen.map { Int($0.target) },
+          width: width ?? chosen.map(\.history.count).max())
+      } catch {
+        preconditionFailure("BatchSequence: \(error)")
+      }
     }
   }
 }

@@ -138,7 +138,7 @@ public final class Trainer<Model: SequentialRecommender> {
   public func fit(progress: (EpochRecord) -> Void = { _ in }, reporter: ProgressReporter? = nil) throws -> TrainingResult {
     var stoppedEarly = false
     while epoch < configuration.epochs {
-      let record = trainOneEpoch(reporter: reporter)
+      let record = try trainOneEpoch(reporter: reporter)
       progress(record)
       try writeLog(record)
       epoch += 1
@@ -157,7 +157,7 @@ public final class Trainer<Model: SequentialRecommender> {
       stoppedEarly: stoppedEarly, secondsPerEpoch: secondsTraining / Double(Swift.max(epoch, 1)))
   }
 
-  func trainOneEpoch(reporter: ProgressReporter?) -> EpochRecord {
+  func trainOneEpoch(reporter: ProgressReporter?) throws -> EpochRecord {
     let clock = ContinuousClock()
     let started = clock.now
     var masking = SplitMix64(seed: configuration.seed &+ 7919 &* UInt64(epoch + 1))
@@ -189,7 +189,8 @@ public final class Trainer<Model: SequentialRecommender> {
     if improved {
       (bestScore, bestEpoch, bestValidation, nonImproving) = (score, epoch, validation, 0)
       bestParameters = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.path, $0.parameter.value) })
-      try? saveBest()
+      // A checkpoint that cannot be written stops training instead of being lost silently.
+      try saveBest()
     } else {
       nonImproving += 1
     }
