@@ -94,6 +94,12 @@ void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float
                        bias_correction1, bias_correction2);
 }
 long ssm_scan_lanes(void) { return table()->scan_lanes(); }
+long ssm_scan_forward_scratch(long length, long state) {
+  return table()->scan_forward_scratch(length, state);
+}
+long ssm_scan_backward_scratch(long length, long state) {
+  return table()->scan_backward_scratch(length, state);
+}
 void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
                       float *last_state) {
   table()->scan_forward(args, begin, end, scratch, y, last_state);

@@ -29,6 +29,8 @@ typedef struct {
   void (*scan_forward)(const ssm_scan_args *, long, long, float *, float *, float *);
   void (*scan_backward)(const ssm_scan_args *, const float *, long, long, float *, const ssm_scan_grads *);
   long (*scan_lanes)(void);
+  long (*scan_forward_scratch)(long, long);
+  long (*scan_backward_scratch)(long, long);
   void (*conv_forward)(const float *, const float *, const float *, const int32_t *, long, long, long,
                        long, long, float *);
   void (*conv_backward)(const float *, const float *, const int32_t *, const float *, long, long, long,

@@ -6,13 +6,15 @@ import XCTest
 final class SelectiveScanTests: XCTestCase {
   static func inputs(
     batch: Int, length: Int, channels: Int, state: Int, gated: Bool, skip: Bool, bias: Bool, softplus: Bool = true,
-    seed: UInt64
+    growingModes: Bool = false, seed: UInt64
   ) -> SelectiveScan.Inputs {
     var rng = SplitMix64(seed: seed)
     let shape: Shape = [batch, length, channels]
     // A < 0 as in Mamba (A = −exp(A_log)); δ around softplus⁻¹ of typical step sizes, or
     // positive step sizes directly when there is no softplus (Δ > 0 keeps the scan stable).
-    let a = -Tensor.randomUniform([channels, state], lowerBound: 0.5, upperBound: 4, using: &rng)
+    // With growingModes some A entries are slightly positive, which the kernels' cheaper
+    // exponential for non-positive arguments must not be used for.
+    let a = -Tensor.randomUniform([channels, state], lowerBound: growingModes ? -0.05 : 0.5, upperBound: 4, using: &rng)
     let delta = softplus
       ? Tensor.randomUniform(shape, lowerBound: -3, upperBound: 1, using: &rng)
       : Tensor.randomUniform(shape, lowerBound: 0.01, upperBound: 0.5, using: &rng)
@@ -37,11 +39,12 @@ final class SelectiveScanTests: XCTestCase {
       _ = ssm_isa_force(level)
       withEvery("length", in: [1, 2, 7, 50, 200]) { length in
         withEvery("batch", in: [1, 3]) { batch in
-          withEvery("variant", in: 0..<3) { variant in
-            let channels = [5, 19, 16][variant]
+          withEvery("variant", in: 0..<4) { variant in
+            let channels = [5, 19, 16, 16][variant]
             let x = Self.inputs(
-              batch: batch, length: length, channels: channels, state: [3, 8, 4][variant], gated: variant != 1,
-              skip: variant != 2, bias: variant == 0, softplus: variant != 2, seed: UInt64(length * 10 + batch + variant * 1000))
+              batch: batch, length: length, channels: channels, state: [3, 8, 4, 4][variant], gated: variant != 1,
+              skip: variant != 2, bias: variant == 0, softplus: variant != 2, growingModes: variant == 3,
+              seed: UInt64(length * 10 + batch + variant * 1000))
             let fast = SelectiveScan.forward(x, returnLastState: true)
             let ref = SelectiveScan.reference(x, returnLastState: true)
             let g = Tensor.random(x.u.shape, seed: 5)

@@ -118,13 +118,16 @@ typedef struct {
 
 /// Channels per block of the scan kernels (the SIMD width in floats of the variant in use).
 long ssm_scan_lanes(void);
+/// Floats of scratch one worker needs for ssm_scan_forward / ssm_scan_backward.
+long ssm_scan_forward_scratch(long length, long state);
+long ssm_scan_backward_scratch(long length, long state);
 /// Forward scan over tasks [begin, end), a task being (batch element, block of
-/// ssm_scan_lanes() channels) in row-major order. scratch: 2·N·lanes floats. Writes y [B, L, E]
+/// ssm_scan_lanes() channels) in row-major order. scratch: ssm_scan_forward_scratch floats. Writes y [B, L, E]
 /// (with D·u and the silu(z) gate applied) and, if last_state is not NULL, the final state [B, E, N].
 void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
                       float *last_state);
 /// Backward scan over tasks [begin, end) given dy [B, L, E]; recomputes the states per block.
-/// scratch: (2·L·N + L + 3·N)·lanes floats.
+/// scratch: ssm_scan_backward_scratch floats.
 void ssm_scan_backward(const ssm_scan_args *args, const float *dy, long begin, long end,
                        float *scratch, const ssm_scan_grads *grads);
 /// Causal depthwise convolution of batch elements [begin, end); x, y [B, L, C]; weight_t [K, C];

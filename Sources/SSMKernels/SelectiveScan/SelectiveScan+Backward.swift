@@ -5,7 +5,7 @@ extension SelectiveScan {
   /// respect to the scan's output.
   ///
   /// Per (batch element, channel block) the forward states and decay factors are recomputed into
-  /// 2·L·N·lanes floats of scratch per worker, then the state adjoint runs backwards in time (SPEC §1.5):
+  /// ≈2·L·N·lanes floats of scratch per worker, then the state adjoint runs backwards in time (SPEC §1.5):
   ///
   ///     λ[t] = g[t]·C[t] + exp(Δ[t+1]·A)·λ[t+1]
   ///
@@ -28,7 +28,7 @@ extension SelectiveScan {
     var dz: Tensor? = inputs.z.map { Tensor(zeros: $0.shape) }
     let perTask = length * state * lanes * 40
     let workers = Swift.max(1, Parallel.workers(count: tasks, minimumPerWorker: Swift.max(1, 2_000_000 / Swift.max(perTask, 1))))
-    let scratchPerWorker = (2 * length * state + length + 3 * state) * lanes
+    let scratchPerWorker = ssm_scan_backward_scratch(length, state)
     var scratch = [Float](repeating: 0, count: workers * scratchPerWorker)
     // Per-worker accumulators: A (as [N, E]), B, C, D, bias.
     let sizes = (a: state * channels, bc: batch * length * state, e: channels)

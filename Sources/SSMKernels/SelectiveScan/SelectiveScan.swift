@@ -109,7 +109,8 @@ public enum SelectiveScan {
     if tasks == 0 || length == 0 { return (output, lastState) }
     let perTask = length * state * lanes * 20  // ≈ flops of one task
     let workers = Parallel.workers(count: tasks, minimumPerWorker: Swift.max(1, 2_000_000 / Swift.max(perTask, 1)))
-    var scratch = [Float](repeating: 0, count: workers * 2 * state * lanes)
+    let scratchPerWorker = ssm_scan_forward_scratch(length, state)
+    var scratch = [Float](repeating: 0, count: workers * scratchPerWorker)
     withArguments(inputs, aTransposed) { args in
       output.withUnsafeMutableBufferPointer { y in
         scratch.withUnsafeMutableBufferPointer { s in
@@ -117,7 +118,7 @@ public enum SelectiveScan {
             nonisolated(unsafe) let p = (args, y.baseAddress!, s.baseAddress!, last)
             Parallel.forEachWorker(count: tasks, minimumPerWorker: Swift.max(1, tasks / workers)) { worker, range in
               var a = p.0
-              ssm_scan_forward(&a, range.lowerBound, range.upperBound, p.2 + worker * 2 * state * lanes, p.1, p.3)
+              ssm_scan_forward(&a, range.lowerBound, range.upperBound, p.2 + worker * scratchPerWorker, p.1, p.3)
             }
           }
         }
