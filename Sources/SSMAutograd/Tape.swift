@@ -18,9 +18,15 @@ final class Node {
   let parameter: Parameter?
   /// Kept after `backward()` for intermediate nodes only when asked for.
   var retainsGradient: Bool
+  /// The recording function, for ``OperationProfile``.
+  let operation: StaticString
 
-  init(inputs: [Node?], pullback: ((Tensor) -> [Tensor?])?, parameter: Parameter? = nil) {
+  init(
+    inputs: [Node?], pullback: ((Tensor) -> [Tensor?])?, parameter: Parameter? = nil,
+    operation: StaticString = "parameter"
+  ) {
     self.inputs = inputs
+    self.operation = operation
     self.pullback = pullback
     self.parameter = parameter
     self.retainsGradient = parameter != nil
@@ -113,6 +119,7 @@ extension Variable {
       }
     }
     order.sort { $0.depth > $1.depth }
+    let profile = OperationProfile.current
     for current in order {
       defer {
         current.release()
@@ -125,6 +132,8 @@ extension Variable {
         continue
       }
       guard let pullback = current.pullback else { continue }
+      let start = profile == nil ? nil : ContinuousClock.now
+      defer { if let profile, let start { profile.chargeBackward(current.operation, since: start) } }
       let inputGradients = pullback(gradient)
       precondition(
         inputGradients.count == current.inputs.count,

@@ -73,13 +73,17 @@ public struct Variable {
   ///     let y = Variable.record(
   ///       value: x.value.squared(), inputs: [x],
   ///       makePullback: { [xv = x.value] in { g in [g * xv * 2] } })
+  ///
+  /// `operation` names the op in an ``OperationProfile``; it defaults to the calling function.
   public static func record(
-    value: Tensor, inputs: [Variable], makePullback: () -> (Tensor) -> [Tensor?]
+    value: Tensor, inputs: [Variable], operation: StaticString = #function,
+    makePullback: () -> (Tensor) -> [Tensor?]
   ) -> Variable {
+    OperationProfile.current?.chargeForward(operation)
     guard GradientMode.isEnabled, inputs.contains(where: { $0.node != nil }) else {
       return Variable(value)
     }
-    let node = Node(inputs: inputs.map(\.node), pullback: makePullback())
+    let node = Node(inputs: inputs.map(\.node), pullback: makePullback(), operation: operation)
     return Variable(value: value, node: node)
   }
 }

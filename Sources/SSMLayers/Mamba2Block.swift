@@ -95,14 +95,14 @@ public final class Mamba2Block: Layer {
     let c = configuration
     let (e, h, g, n, p) = (c.innerDimension, c.heads, c.groups, c.stateSize, c.headDimension)
     let (batch, length) = (u.shape[0], u.shape[1])
-    let projected = inputProjection(u)
-    let z = projected.slice(alongAxis: -1, 0..<e)
-    let xbc = projected.slice(alongAxis: -1, e..<(2 * e + 2 * g * n))
+    let projected = inputProjection(u).split(alongAxis: -1, sizes: [e, e + 2 * g * n, h])
+    let (z, dt) = (projected[0], projected[2])
+    let xbc = projected[1]
       .causalConv1d(weight: convolutionWeight.variable, bias: convolutionBias?.variable, sequenceIndex: sequenceIndex).silu()
-    let dt = projected.slice(alongAxis: -1, (2 * e + 2 * g * n)..<(2 * e + 2 * g * n + h))
-    let x = xbc.slice(alongAxis: -1, 0..<e).reshaped(to: [batch, length, h, p])
-    let b = xbc.slice(alongAxis: -1, e..<(e + g * n)).reshaped(to: [batch, length, g, n])
-    let cm = xbc.slice(alongAxis: -1, (e + g * n)..<(e + 2 * g * n)).reshaped(to: [batch, length, g, n])
+      .split(alongAxis: -1, sizes: [e, g * n, g * n])
+    let x = xbc[0].reshaped(to: [batch, length, h, p])
+    let b = xbc[1].reshaped(to: [batch, length, g, n])
+    let cm = xbc[2].reshaped(to: [batch, length, g, n])
     let y = Variable.chunkedSSD(
       x: x, dt: dt, A: -logA.variable.exp(), B: b, C: cm, D: skip.variable, dtBias: deltaBias.variable,
       sequenceIndex: sequenceIndex, chunkSize: c.chunkSize)

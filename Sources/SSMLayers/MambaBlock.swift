@@ -67,14 +67,11 @@ public final class MambaBlock: Layer {
   /// - Parameter u: shape `[B, L, D]`. - Returns: shape `[B, L, D]`.
   public func callAsFunction(_ u: Variable) -> Variable {
     let e = innerDimension
-    let xz = inputProjection(u)
-    let x = xz.slice(alongAxis: -1, 0..<e)
-    let z = xz.slice(alongAxis: -1, e..<(2 * e))
+    let xz = inputProjection(u).split(alongAxis: -1, sizes: [e, e])
+    let (x, z) = (xz[0], xz[1])
     let convolved = x.causalConv1d(weight: convolutionWeight.variable, bias: convolutionBias?.variable).silu()
-    let projected = stateProjection(convolved)
-    let delta = projected.slice(alongAxis: -1, 0..<deltaRank)
-    let b = projected.slice(alongAxis: -1, deltaRank..<(deltaRank + stateSize))
-    let c = projected.slice(alongAxis: -1, (deltaRank + stateSize)..<(deltaRank + 2 * stateSize))
+    let projected = stateProjection(convolved).split(alongAxis: -1, sizes: [deltaRank, stateSize, stateSize])
+    let (delta, b, c) = (projected[0], projected[1], projected[2])
     let rawDelta = Variable.matmul(delta, deltaProjection.weight.variable, transposeB: true)
     let a = -logA.variable.exp()
     let y = Variable.selectiveScan(

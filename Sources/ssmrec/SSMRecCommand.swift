@@ -263,6 +263,7 @@ struct Bench: ParsableCommand {
   @Option(name: .long, help: "Embedding / model width (default: the model's official setting).") var hiddenSize: Int?
   @Option(name: .long, help: "Number of layers (default: the model's official setting).") var layers: Int?
   @Flag(name: .long, help: "Print one JSON object.") var json = false
+  @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
 
   func validate() throws {
     if batch <= 0 || length <= 1 || items <= 1 || repeats <= 0 { throw ValidationError("--batch, --length, --items and --repeats must be positive (length and items at least 2)") }
@@ -279,6 +280,7 @@ struct Bench: ParsableCommand {
     let targets = (0..<batch).map { _ in 1 + Int(rng.next() % UInt64(items - 1)) }
     let sequences = try SequenceBatch(histories: histories, targets: targets, width: length)
     let (train, infer) = measure(recommender, sequences)
+    if profile { printProfile(recommender, sequences) }
     let result: [String: Any] = [
       "model": model.rawValue, "batch": batch, "length": length, "items": items, "train_step_ms": train.median,
       "train_step_min_ms": train.minimum, "train_step_max_ms": train.maximum, "infer_batch_ms": infer.median,
@@ -293,6 +295,36 @@ struct Bench: ParsableCommand {
   }
 
   struct Timing { var median, minimum, maximum: Double }
+
+  /// Runs `repeats` training steps under an ``OperationProfile`` and prints the operations that
+  /// took the most time, per step (to standard error when the main output is JSON).
+  func printProfile<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch) {
+    let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
+    var context = ForwardContext.training(seed: 1)
+    let profile = OperationProfile()
+    var optimizer = Duration.zero
+    let start = ContinuousClock.now
+    for _ in 0..<repeats {
+      model.zeroGradients()
+      profile.measure { model.loss(batch, context: &context).backward() }
+      let before = ContinuousClock.now
+      adam.step()
+      optimizer += ContinuousClock.now - before
+    }
+    let perStep = { (d: Duration) in milliseconds(d) / Double(repeats) }
+    let step = perStep(ContinuousClock.now - start)
+    var lines = ["operation                                   calls  forward ms  backward ms  share"]
+    for entry in profile.entries.prefix(25) {
+      lines.append(
+        String(
+          format: "%-42@ %6d %11.2f %12.2f %5.1f%%", String(entry.operation.prefix(42)), entry.calls / repeats,
+          perStep(entry.forward), perStep(entry.backward), 100 * perStep(entry.total) / step))
+    }
+    lines.append(String(format: "%-42@ %6d %11.2f %12s %5.1f%%", "optimizer step", 1, perStep(optimizer), "", 100 * perStep(optimizer) / step))
+    lines.append(String(format: "training step (all of the above and the rest) %.2f ms", step))
+    let text = lines.joined(separator: "\n") + "\n"
+    if json { FileHandle.standardError.write(Data(text.utf8)) } else { print(text, terminator: "") }
+  }
 
   func measure<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch) -> (Timing, Timing) {
     let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
@@ -309,8 +341,7 @@ struct Bench: ParsableCommand {
       for _ in 0..<Swift.max(repeats, 1) {
         let start = ContinuousClock.now
         body()
-        let d = ContinuousClock.now - start
-        samples.append((Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) * 1e3)
+        samples.append(milliseconds(ContinuousClock.now - start))
       }
       samples.sort()
       return Timing(median: samples[samples.count / 2], minimum: samples[0], maximum: samples[samples.count - 1])
@@ -318,4 +349,8 @@ struct Bench: ParsableCommand {
     let infer = time(inference)
     return (time(step), infer)
   }
+}
+
+func milliseconds(_ d: Duration) -> Double {
+  (Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) * 1e3
 }

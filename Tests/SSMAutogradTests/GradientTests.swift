@@ -74,6 +74,20 @@ final class GradientTests: XCTestCase {
       GradientCheck.assertGradients([x]) { v in v[0].flipped(alongAxis: axis) * Variable(r([2, 3, 4], 9)) }
       GradientCheck.assertGradients([x]) { v in v[0].padded(alongAxis: axis, before: 1, after: 2, value: 5) * 2 }
     }
+    // Splits: every piece used, one piece unused (its part of the gradient is zero), a piece of
+    // extent 0, a piece used twice, and the pieces equal to slices.
+    withEvery("axis", in: [0, 1, 2]) { axis in
+      let extent = x.shape[axis]
+      let sizes = [1, 0, extent - 1]
+      GradientCheck.assertGradients([x]) { v in
+        let p = v[0].split(alongAxis: axis, sizes: sizes)
+        return Variable.concatenate([p[2] * 3, p[0], p[2] * p[2]], alongAxis: axis)
+      }
+      GradientCheck.assertGradients([x]) { v in v[0].split(alongAxis: axis, sizes: sizes)[2] * 2 }
+      let pieces = Variable(x).split(alongAxis: axis, sizes: sizes)
+      XCTAssertEqual(pieces[2].value, x.slice(alongAxis: axis, 1..<extent))
+      XCTAssertEqual(pieces[1].shape[axis], 0)
+    }
     let y = r([2, 5, 4], 10)
     GradientCheck.assertGradients([x, y]) { v in Variable.concatenate([v[0], v[1] * 2, v[0]], alongAxis: 1) }
     GradientCheck.assertGradients([x, x * 2]) { v in Variable.stack([v[0], v[1]], alongAxis: 1) }
@@ -125,15 +139,17 @@ final class GradientTests: XCTestCase {
       var inner: SplitMix64
       mutating func next() -> UInt64 { inner.next() }
     }
-    let x = r([7, 13], 21)
-    var fast = SplitMix64(seed: 5)
-    var generic = Wrapped(inner: SplitMix64(seed: 5))
-    for _ in 0..<3 {
-      let a = Variable(x).dropout(probability: 0.3, training: true, using: &fast).value
-      let b = Variable(x).dropout(probability: 0.3, training: true, using: &generic).value
-      XCTAssertEqual(a, b)
+    // 7×13 runs on one worker; 300×700 is split between workers, whose draws must join up.
+    for x in [r([7, 13], 21), r([300, 700], 22)] {
+      var fast = SplitMix64(seed: 5)
+      var generic = Wrapped(inner: SplitMix64(seed: 5))
+      for _ in 0..<3 {
+        let a = Variable(x).dropout(probability: 0.3, training: true, using: &fast).value
+        let b = Variable(x).dropout(probability: 0.3, training: true, using: &generic).value
+        XCTAssertEqual(a, b)
+      }
+      XCTAssertEqual(fast, generic.inner, "both leave the generator in the same state")
     }
-    XCTAssertEqual(fast, generic.inner, "both leave the generator in the same state")
   }
 
   func testFusedLayerNormSoftmaxAndCrossEntropy() {

@@ -150,9 +150,12 @@ void ssm_gru_backward_step(const float *dh, const float *r, const float *z, cons
                           const float *h_prev, long rows, long H, float *dxw, long dxw_stride, float *dhw,
                           float *dh_prev);
 
-/// An inverted-dropout mask from a SplitMix64 state (advanced in place): mask[i] = scale where
-/// the i-th uniform draw (24 bits, as Swift's nextUnitFloat) is ≥ probability, else 0.
-void ssm_dropout_mask(uint64_t *state, float probability, float scale, float *mask, long n);
+/// Inverted dropout of elements [begin, end): draw i of the SplitMix64 stream that starts at
+/// `state` (the generator's state before the op) keeps element i when its unit float is ≥
+/// probability; writes mask[i] (scale or 0) and y[i] = x[i]·mask[i]. The caller advances its
+/// generator by the element count.
+void ssm_dropout(uint64_t state, float probability, float scale, const float *x, float *y, float *mask,
+                 long begin, long end);
 
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
 /// applied. Called once by SSMTensor before its first allocation.

@@ -40,6 +40,48 @@ extension Variable {
     }
   }
 
+  /// Consecutive pieces along `axis` with the given extents (which must add up to the axis's
+  /// extent): the same values as one ``slice(alongAxis:_:)`` per piece, with a cheaper backward
+  /// pass.
+  ///
+  /// Separate slices each send back a full-size gradient, mostly zeros, and the tape adds them
+  /// up: for a projection split in two, three full-size passes. Here the pieces hand their
+  /// gradients to one join node, which assembles the input's gradient in a single pass (and
+  /// zero-fills only pieces that received none).
+  public func split(alongAxis axis: Int, sizes: [Int]) -> [Variable] {
+    let a = shape.normalizedAxis(axis)
+    precondition(
+      sizes.allSatisfy { $0 >= 0 } && sizes.reduce(0, +) == shape[a],
+      "split sizes \(sizes) must add up to extent \(shape[a]) of axis \(a) of \(shape)")
+    var starts = [0]
+    for size in sizes.dropLast() { starts.append(starts.last! + size) }
+    let pieces = zip(starts, sizes).map { value.slice(alongAxis: a, $0..<($0 + $1)) }
+    guard GradientMode.isEnabled, requiresGradient else { return pieces.map(Variable.init) }
+    final class Collected {
+      var gradients: [Tensor?]
+      init(count: Int) { gradients = Array(repeating: nil, count: count) }
+    }
+    let collected = Collected(count: sizes.count)
+    // The join has the input's value and depth + 1; the pieces sit one level deeper, so the
+    // depth-ordered backward pass runs every piece's pullback before the join's.
+    let join = Variable.record(value: value, inputs: [self]) {
+      { [pieceShapes = pieces.map(\.shape)] _ in
+        defer { collected.gradients = [] }
+        let parts = collected.gradients.enumerated().map { i, g in g ?? Tensor(zeros: pieceShapes[i]) }
+        return [Tensor.concatenate(parts, alongAxis: a)]
+      }
+    }
+    return pieces.enumerated().map { i, piece in
+      Variable.record(value: piece, inputs: [join]) {
+        { g in
+          collected.gradients[i] = g
+          // The join ignores what it receives; this only marks it as reached.
+          return [Tensor(0)]
+        }
+      }
+    }
+  }
+
   /// Variables joined along an existing axis.
   public static func concatenate(_ variables: [Variable], alongAxis axis: Int) -> Variable {
     precondition(!variables.isEmpty, "concatenate needs at least one variable")
