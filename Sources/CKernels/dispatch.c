@@ -126,21 +126,11 @@ void ssm_gru_backward_step(const float *dh, const float *r, const float *z, cons
                           float *dh_prev) {
   table()->gru_backward_step(dh, r, z, n, hn, h_prev, rows, H, dxw, dxw_stride, dhw, dh_prev);
 }
-void ssm_dropout(uint64_t state, float probability, float scale, const float *x, float *y, float *mask,
+void ssm_dropout(uint64_t key, float probability, float scale, const float *x, float *y, float *mask,
                  long begin, long end) {
-  // SplitMix64 is a counter hashed: draw i comes from state + (i + 1)·γ, so any range of draws
-  // can be made independently (by several workers) and still equal the sequential stream. The
-  // float is drawn exactly as Swift's `nextUnitFloat()` does (top 24 bits).
-  for (long i = begin; i < end; i++) {
-    uint64_t z = state + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    float u = (float)(z >> 40) * 0x1p-24f;
-    float m = u >= probability ? scale : 0.0f;
-    mask[i] = m;
-    y[i] = x[i] * m;
-  }
+  double t = (double)probability * 4294967296.0;
+  uint32_t threshold = t >= 4294967295.0 ? 4294967295u : (uint32_t)t;
+  table()->dropout(key, threshold, scale, x, y, mask, begin, end);
 }
 
 #if defined(__GLIBC__)

@@ -39,6 +39,7 @@ typedef struct {
                            float *, float *, float *);
   void (*gru_backward_step)(const float *, const float *, const float *, const float *, const float *,
                             const float *, long, long, float *, long, float *, float *);
+  void (*dropout)(uint64_t, uint32_t, float, const float *, float *, float *, long, long);
 } ssm_kernel_table;
 
 extern const ssm_kernel_table ssm_table_portable;

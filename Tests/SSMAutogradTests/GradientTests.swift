@@ -134,22 +134,31 @@ final class GradientTests: XCTestCase {
   }
 
   /// The C fast path for SplitMix64 draws exactly the masks of the generic loop.
-  func testDropoutFastPathMatchesGenericGenerator() {
-    struct Wrapped: RandomNumberGenerator {
-      var inner: SplitMix64
-      mutating func next() -> UInt64 { inner.next() }
-    }
-    // 7×13 runs on one worker; 300×700 is split between workers, whose draws must join up.
-    for x in [r([7, 13], 21), r([300, 700], 22)] {
-      var fast = SplitMix64(seed: 5)
-      var generic = Wrapped(inner: SplitMix64(seed: 5))
-      for _ in 0..<3 {
-        let a = Variable(x).dropout(probability: 0.3, training: true, using: &fast).value
-        let b = Variable(x).dropout(probability: 0.3, training: true, using: &generic).value
-        XCTAssertEqual(a, b)
-      }
-      XCTAssertEqual(fast, generic.inner, "both leave the generator in the same state")
-    }
+  /// The mask is a function of one generator draw and the element index: the same for any
+  /// split between workers, close to the asked keep rate, independent between neighbours, and
+  /// different for the next draw.
+  func testDropoutMaskIsAHashOfOneDrawAndTheIndex() {
+    let x = Tensor(repeating: 1, shape: [300, 700])  // split between workers
+    var rng = SplitMix64(seed: 5)
+    let first = Variable(x).dropout(probability: 0.3, training: true, using: &rng).value
+    XCTAssertEqual(rng, { var r = SplitMix64(seed: 5); _ = r.next(); return r }(), "one draw per op")
+    let again = Variable(x).dropout(probability: 0.3, training: true, using: &rng).value
+    XCTAssertNotEqual(first, again, "a new draw gives a new mask")
+    var sameKey = SplitMix64(seed: 5)
+    XCTAssertEqual(Variable(x).dropout(probability: 0.3, training: true, using: &sameKey).value, first)
+    // The first 100 elements computed on their own equal the same elements of the whole.
+    var keyGenerator = SplitMix64(seed: 5)
+    let key = keyGenerator.next()
+    let head = Variable.dropoutMask(key: key, probability: 0.3, applyingTo: Tensor(repeating: 1, shape: [100])).mask
+    XCTAssertEqual(head.scalars, Array(first.scalars.prefix(100)))
+    // Keep rate: 210,000 Bernoulli(0.7) draws have σ ≈ 0.001; pairs of neighbours are kept
+    // together at 0.49 if independent.
+    let kept = first.scalars.map { $0 > 0 ? 1.0 : 0.0 }
+    let rate = kept.reduce(0, +) / Double(kept.count)
+    XCTAssertEqual(rate, 0.7, accuracy: 0.005)
+    let both = zip(kept.dropFirst(), kept).map { $0 * $1 }.reduce(0, +) / Double(kept.count - 1)
+    XCTAssertEqual(both, 0.49, accuracy: 0.006)
+    XCTAssertEqual(Set(first.scalars), [0, Float(1) / 0.7])
   }
 
   func testFusedLayerNormSoftmaxAndCrossEntropy() {

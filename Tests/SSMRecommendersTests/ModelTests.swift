@@ -106,10 +106,10 @@ final class ModelTests: XCTestCase {
     let targets = [4, 6, 10, 11, 5]
     let batch = try SequenceBatch(histories: histories, targets: targets)
     for model in try Self.tinyModels() {
-      let adam = Adam(parameters: model.namedParameters(), learningRate: 0.02)
+      let adam = Adam(parameters: model.namedParameters(), learningRate: 0.01)
       var context = ForwardContext.training(seed: 1)
       var last: Float = 0
-      for _ in 0..<200 {
+      for _ in 0..<300 {
         model.zeroGradients()
         let loss = model.loss(batch, context: &context)
         loss.backward()

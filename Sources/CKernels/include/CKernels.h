@@ -150,11 +150,10 @@ void ssm_gru_backward_step(const float *dh, const float *r, const float *z, cons
                           const float *h_prev, long rows, long H, float *dxw, long dxw_stride, float *dhw,
                           float *dh_prev);
 
-/// Inverted dropout of elements [begin, end): draw i of the SplitMix64 stream that starts at
-/// `state` (the generator's state before the op) keeps element i when its unit float is ≥
-/// probability; writes mask[i] (scale or 0) and y[i] = x[i]·mask[i]. The caller advances its
-/// generator by the element count.
-void ssm_dropout(uint64_t state, float probability, float scale, const float *x, float *y, float *mask,
+/// Inverted dropout of elements [begin, end): element i is kept (mask[i] = scale, else 0) when
+/// a 32-bit counter-based hash of (key, i) is ≥ probability·2³²; writes mask and y = x∘mask.
+/// Any split of the range gives the same result.
+void ssm_dropout(uint64_t key, float probability, float scale, const float *x, float *y, float *mask,
                  long begin, long end);
 
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if

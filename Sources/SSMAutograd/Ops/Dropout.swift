@@ -5,42 +5,42 @@ import CKernels
 extension Variable {
   /// Inverted dropout: in training each element is kept with probability `1 − probability` and
   /// scaled by `1/(1 − probability)`, else zeroed; in evaluation (or with probability 0) the
-  /// identity. The mask comes from `generator`, so a seeded run is reproducible.
+  /// identity.
+  ///
+  /// The op takes one 64-bit draw from `generator` as a key; element `i` is kept when a
+  /// counter-based hash of (key, i) clears the threshold. A seeded run is therefore
+  /// reproducible, every element's decision is independent of the others, and the mask is made
+  /// by both workers in SIMD.
   /// - Precondition: `0 ≤ probability < 1`.
   public func dropout<Generator: RandomNumberGenerator>(
     probability: Float, training: Bool, using generator: inout Generator
   ) -> Variable {
     precondition(probability >= 0 && probability < 1, "dropout probability \(probability) is not in [0, 1)")
     guard training && probability > 0 else { return self }
+    let (mask, output) = Self.dropoutMask(
+      key: generator.next(), probability: probability, applyingTo: value)
+    return Variable.record(value: output, inputs: [self]) { { g in [g * mask] } }
+  }
+
+  /// The keep mask (`scale` or 0 per element) for `key`, and `x` times it.
+  package static func dropoutMask(key: UInt64, probability: Float, applyingTo x: Tensor) -> (mask: Tensor, output: Tensor) {
     let scale = 1 / (1 - probability)
-    let count = value.elementCount
-    let maskTensor: Tensor
-    let output: Tensor
-    if var fast = generator as? SplitMix64 {
-      // The same draws as the generic loop below, made in C by both workers at once (a
-      // SplitMix64 draw depends only on its index), with the multiply fused in.
-      let start = fast.state
-      var mask: Tensor?
-      let out = value.withUnsafeBufferPointer { x in
-        Tensor(shape: shape, unsafeUninitializedCapacity: { y in
-          mask = Tensor(shape: shape, unsafeUninitializedCapacity: { m in
-            nonisolated(unsafe) let p = (x.baseAddress, y.baseAddress, m.baseAddress)
-            Parallel.forEachChunk(count: count, minimumPerWorker: 1 << 16) { range in
-              ssm_dropout(start, probability, scale, p.0, p.1, p.2, range.lowerBound, range.upperBound)
-            }
-          })
+    let count = x.elementCount
+    var mask: Tensor?
+    let output = x.withUnsafeBufferPointer { input in
+      Tensor(
+        shape: x.shape,
+        unsafeUninitializedCapacity: { y in
+          mask = Tensor(
+            shape: x.shape,
+            unsafeUninitializedCapacity: { m in
+              nonisolated(unsafe) let p = (input.baseAddress, y.baseAddress, m.baseAddress)
+              Parallel.forEachChunk(count: count, minimumPerWorker: 1 << 16) { range in
+                ssm_dropout(key, probability, scale, p.0, p.1, p.2, range.lowerBound, range.upperBound)
+              }
+            })
         })
-      }
-      fast.state = start &+ UInt64(count) &* 0x9E37_79B9_7F4A_7C15
-      generator = fast as! Generator
-      maskTensor = mask!
-      output = out
-    } else {
-      var mask = [Float](repeating: 0, count: count)
-      for i in mask.indices where generator.nextUnitFloat() >= probability { mask[i] = scale }
-      maskTensor = Tensor(shape: shape, scalars: mask)
-      output = value * maskTensor
     }
-    return Variable.record(value: output, inputs: [self]) { { g in [g * maskTensor] } }
+    return (mask!, output)
   }
 }
