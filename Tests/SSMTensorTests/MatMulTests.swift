@@ -71,6 +71,35 @@ final class MatMulTests: XCTestCase {
     }
   }
 
+  /// A long reduction into a small C is split along k between workers; with every
+  /// transposition, an odd k, beta ≠ 0 and a C whose rows are padded (ldc > n).
+  func testLongReductionsSplitAlongKAgreeWithTheReference() {
+    let (m, n, k, ldc) = (8, 16, 16_385, 19)
+    withEvery("transposeA", in: [false, true]) { ta in
+      withEvery("transposeB", in: [false, true]) { tb in
+        let a = Tensor.random(ta ? [k, m] : [m, k], seed: 20)
+        let b = Tensor.random(tb ? [n, k] : [k, n], seed: 21)
+        let initial = Tensor.random([m, ldc], seed: 22)
+        let product = Self.reference(a, b, transposeA: ta, transposeB: tb, batch: 1)
+        var c = initial
+        a.withUnsafeBufferPointer { ap in
+          b.withUnsafeBufferPointer { bp in
+            c.withUnsafeMutableBufferPointer { cp in
+              BLAS.gemm(
+                transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 2, a: ap.baseAddress!, lda: ta ? m : k,
+                b: bp.baseAddress!, ldb: tb ? k : n, beta: 0.5, c: cp.baseAddress!, ldc: ldc)
+            }
+          }
+        }
+        var expected = initial.scalars.map(Double.init)
+        for i in 0..<m {
+          for j in 0..<n { expected[i * ldc + j] = 2 * product[i * n + j] + 0.5 * Double(initial.scalars[i * ldc + j]) }
+        }
+        assertClose(c, expected: expected, shape: [m, ldc], rtol: 1e-4, atol: 1e-3)
+      }
+    }
+  }
+
   func testFourDimensionalBatch() {
     let a = Tensor.random([2, 3, 4, 5], seed: 1)
     let b = Tensor.random([2, 3, 5, 6], seed: 2)
