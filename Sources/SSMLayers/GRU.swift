@@ -108,10 +108,12 @@ extension Variable {
       { [saved] g in
         var dxw = Tensor(zeros: [batch, length, threeH])
         var dW = Tensor(zeros: [threeH, hidden])
-        var db = [Float](repeating: 0, count: threeH)
         var dh = [Float](repeating: 0, count: step)
         var carry = [Float](repeating: 0, count: step)
-        var dhw = [Float](repeating: 0, count: batch * threeH)
+        // The gradients of h_{t−1}·W_hhᵀ + b_hh for every step, [L, B, 3H]: the weight and bias
+        // gradients are then one long product and one column sum after the loop instead of a
+        // small product per step.
+        var dhwAll = Tensor(zeros: [length * batch, threeH])
         saved.withUnsafeBufferPointer { sp in
           let (r, z, n, hn, h) = (
             sp.baseAddress!, sp.baseAddress! + length * step, sp.baseAddress! + 2 * length * step,
@@ -120,43 +122,44 @@ extension Variable {
           g.withUnsafeBufferPointer { gp in
             whh.withUnsafeBufferPointer { wp in
               dxw.withUnsafeMutableBufferPointer { dxp in
-                dW.withUnsafeMutableBufferPointer { dwp in
+                dhwAll.withUnsafeMutableBufferPointer { dhwp in
                   for t in stride(from: length - 1, through: 0, by: -1) {
-                    for b in 0..<batch {
-                      for j in 0..<hidden { dh[b * hidden + j] += gp[(b * length + t) * hidden + j] }
-                    }
                     let o = t * step
-                    dh.withUnsafeBufferPointer { dhp in
-                      dhw.withUnsafeMutableBufferPointer { dhwp in
-                        carry.withUnsafeMutableBufferPointer { cp in
-                          ssm_gru_backward_step(
-                            dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, batch, hidden,
-                            dxp.baseAddress! + t * threeH, xStride, dhwp.baseAddress!, cp.baseAddress!)
-                          // dh_{t−1} = z∘dh + dHW·W_hh
-                          BLAS.gemm(
-                            transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1,
-                            a: dhwp.baseAddress!, lda: threeH, b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!,
-                            ldc: hidden)
-                          if t > 0 {
-                            // dW_hh += dHWᵀ·h_{t−1}
-                            BLAS.gemm(
-                              transposeA: true, transposeB: false, m: threeH, n: hidden, k: batch, alpha: 1,
-                              a: dhwp.baseAddress!, lda: threeH, b: h + o - step, ldb: hidden, beta: 1, c: dwp.baseAddress!,
-                              ldc: hidden)
-                          }
-                          for b in 0..<batch { for c in 0..<threeH { db[c] += dhwp[b * threeH + c] } }
-                        }
+                    let dhw = dhwp.baseAddress! + t * batch * threeH
+                    dh.withUnsafeMutableBufferPointer { dhp in
+                      for b in 0..<batch {
+                        ssm_accumulate(dhp.baseAddress! + b * hidden, gp.baseAddress! + (b * length + t) * hidden, hidden)
+                      }
+                      carry.withUnsafeMutableBufferPointer { cp in
+                        ssm_gru_backward_step(
+                          dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, batch, hidden,
+                          dxp.baseAddress! + t * threeH, xStride, dhw, cp.baseAddress!)
+                        // dh_{t−1} = z∘dh + dHW·W_hh
+                        BLAS.gemm(
+                          transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1,
+                          a: dhw, lda: threeH, b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!,
+                          ldc: hidden)
                       }
                     }
                     swap(&dh, &carry)
+                  }
+                  // dW_hh = Σ_{t≥1} dHW_tᵀ·h_{t−1}: rows t ≥ 1 of dHW against rows t ≤ L−2 of h.
+                  if length > 1 {
+                    dW.withUnsafeMutableBufferPointer { dwp in
+                      BLAS.gemm(
+                        transposeA: true, transposeB: false, m: threeH, n: hidden, k: (length - 1) * batch, alpha: 1,
+                        a: dhwp.baseAddress! + batch * threeH, lda: threeH, b: h, ldb: hidden, beta: 0,
+                        c: dwp.baseAddress!, ldc: hidden)
+                    }
                   }
                 }
               }
             }
           }
         }
+        let db = hiddenBias == nil ? nil : dhwAll.sum(alongAxis: 0)
         var grads: [Tensor?] = [dxw, dW]
-        if hiddenBias != nil { grads.append(Tensor(db)) }
+        if let db { grads.append(db) }
         return grads
       }
     }

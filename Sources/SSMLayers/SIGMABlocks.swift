@@ -119,8 +119,10 @@ public final class PartiallyFlippedMambaBlock: Layer {
     }
     let h1 = dense1(x) + x
     let h2 = dense2(flipped) + flipped
-    let forward = mamba(x)
-    let backward = mamba(flipped)
+    // One Mamba pass over both directions stacked along the batch: the same weights, half the
+    // operations, products twice as tall.
+    let directions = mamba(Variable.concatenate([x, flipped], alongAxis: 0)).split(alongAxis: 0, sizes: [x.shape[0], x.shape[0]])
+    let (forward, backward) = (directions[0], directions[1])
     let g1 = gate(h1, sigmoidInput: h1, context: &context)
     let g2 = gate(h2, sigmoidInput: g1, context: &context)
     return mixing(forward: forward * (g1 + 1), flipped: backward * (g2 + 1), features: featureExtractor(x))
