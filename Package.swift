@@ -94,7 +94,7 @@ let package = Package(
     // MARK: - Benchmarks
     .testTarget(
       name: "SSMBenchmarks",
-      dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMTestSupport", "CBLAS", "CKernels"],
+      dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMRecommenders", "SSMTestSupport", "CBLAS", "CKernels"],
       path: "Benchmarks/SSMBenchmarks"
     ),
   ],

@@ -30,6 +30,11 @@ public final class OperationProfile: Sendable {
     public var backward: Duration
     /// Forward plus backward.
     public var total: Duration { forward + backward }
+
+    /// An entry with the given times.
+    public init(operation: String, calls: Int, forward: Duration, backward: Duration) {
+      (self.operation, self.calls, self.forward, self.backward) = (operation, calls, forward, backward)
+    }
   }
 
   private struct State {

@@ -41,6 +41,7 @@ public enum BLAS {
     _ = configured
     if m == 0 || n == 0 { return }
     let flops = 2 * m * n * k
+    FLOPCounter.add(flops)
     let workers = flops >= parallelFlopThreshold ? Parallel.workerCount : 1
     if workers == 1 {
       rawGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -100,6 +101,7 @@ public enum BLAS {
   ) {
     _ = configured
     if m == 0 || n == 0 { return }
+    FLOPCounter.add(2 * m * n * k)
     rawGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
   }
 
@@ -196,6 +198,7 @@ extension Tensor {
   ) {
     let flopsEach = 2 * m * n * k
     if flopsEach >= BLAS.parallelFlopThreshold || batch == 1 {
+      // BLAS.gemm counts each product.
       for i in 0..<batch {
         BLAS.gemm(
           transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: 1,
@@ -206,6 +209,7 @@ extension Tensor {
     nonisolated(unsafe) let (a, b, c) = (a, b, c)
     let perWorker = Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(flopsEach, 1))
     BLAS.configureOnce()
+    FLOPCounter.add(batch * flopsEach)
     Parallel.forEachChunk(count: batch, minimumPerWorker: perWorker) { items in
       for i in items {
         BLAS.rawGemm(

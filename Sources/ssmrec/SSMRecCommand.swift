@@ -143,7 +143,7 @@ struct Train: ParsableCommand {
       "model": model.rawValue, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
       "epochs": result.epochs, "best_epoch": result.bestEpoch, "seconds_per_epoch": result.secondsPerEpoch,
       "stopped_early": result.stoppedEarly, "test_groups": result.testGroups.mapValues(paperNames),
-      "peak_resident_mib": Double(peakResidentKiB()) / 1024,
+      "peak_resident_mib": Double(StepBenchmark.peakResidentKiB()) / 1024,
     ]
     try jsonString(metrics).write(to: folder.appendingPathComponent("metrics.json"), atomically: true, encoding: .utf8)
   }
@@ -163,17 +163,6 @@ struct Train: ParsableCommand {
   }
 }
 
-func peakResidentKiB() -> Int {
-  var usage = rusage()
-  getrusage(RUSAGE_SELF_VALUE, &usage)
-  return usage.ru_maxrss
-}
-
-#if canImport(Glibc)
-  let RUSAGE_SELF_VALUE = Int32(RUSAGE_SELF.rawValue)
-#else
-  let RUSAGE_SELF_VALUE = RUSAGE_SELF
-#endif
 
 struct Evaluate: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Evaluate a checkpoint on a dataset's test split (full ranking).")
@@ -254,103 +243,80 @@ struct Recommend: ParsableCommand {
 }
 
 struct Bench: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Time one training step and one inference batch on random data.")
-  @Option(name: .long, help: "mamba4rec, sigma, ssd4rec, sasrec or gru4rec.") var model: ModelKind = .mamba4rec
+  static let configuration = CommandConfiguration(
+    abstract: "Time training steps and inference batches on random data.",
+    discussion: """
+      Without --model, --length or --items, runs every model at L 50 and 200 and V 1683 and 3417 \
+      (B 256, official hyperparameters). Options may be repeated. With --json, prints one JSON \
+      object per case (train_step_ms and infer_batch_ms are medians).
+      """)
+  @Option(name: .long, help: "mamba4rec, sigma, ssd4rec, sasrec or gru4rec (repeatable; default: all).") var model: [ModelKind] = []
   @Option(name: .long, help: "Batch size.") var batch: Int = 256
-  @Option(name: .long, help: "Sequence length L.") var length: Int = 50
-  @Option(name: .long, help: "Item ids V (including padding).") var items: Int = 3417
+  @Option(name: .long, help: "Sequence length L (repeatable; default: 50 and 200).") var length: [Int] = []
+  @Option(name: .long, help: "Item ids V including padding (repeatable; default: 1683 and 3417).") var items: [Int] = []
   @Option(name: .long, help: "Timed repeats after one warm-up.") var repeats: Int = 10
   @Option(name: .long, help: "Embedding / model width (default: the model's official setting).") var hiddenSize: Int?
   @Option(name: .long, help: "Number of layers (default: the model's official setting).") var layers: Int?
-  @Flag(name: .long, help: "Print one JSON object.") var json = false
+  @Flag(name: .long, help: "Print one JSON object per case.") var json = false
   @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
 
   func validate() throws {
-    if batch <= 0 || length <= 1 || items <= 1 || repeats <= 0 { throw ValidationError("--batch, --length, --items and --repeats must be positive (length and items at least 2)") }
+    if batch <= 0 || repeats <= 0 || length.contains(where: { $0 <= 1 }) || items.contains(where: { $0 <= 1 }) {
+      throw ValidationError("--batch and --repeats must be positive, --length and --items at least 2")
+    }
+  }
+
+  var cases: [StepBenchmark.Case] {
+    let models = model.isEmpty ? ModelKind.allCases : model
+    let lengths = length.isEmpty ? [50, 200] : length
+    let itemCounts = items.isEmpty ? [1683, 3417] : items
+    return models.flatMap { m in
+      lengths.flatMap { l in
+        itemCounts.map { v in StepBenchmark.Case(model: m, batch: batch, length: l, items: v, hiddenSize: hiddenSize, layers: layers) }
+      }
+    }
   }
 
   func run() throws {
-    let recommender = try model.makeModel(
-      itemCount: items, overrides: .init(hiddenSize: hiddenSize, layers: layers, maximumLength: length), seed: 1)
-    var rng = SplitMix64(seed: 7)
-    // Histories of random lengths up to L (at least half full), random items.
-    let histories = (0..<batch).map { _ in
-      (0..<(length / 2 + Int(rng.next() % UInt64(length - length / 2 + 1)))).map { _ in 1 + Int(rng.next() % UInt64(items - 1)) }
+    if !json {
+      print("model      B    L     V   train ms (min–max)        infer ms (min–max)     GFLOP/step  GFLOP/s  peak MiB")
     }
-    let targets = (0..<batch).map { _ in 1 + Int(rng.next() % UInt64(items - 1)) }
-    let sequences = try SequenceBatch(histories: histories, targets: targets, width: length)
-    let (train, infer) = measure(recommender, sequences)
-    if profile { printProfile(recommender, sequences) }
-    let result: [String: Any] = [
-      "model": model.rawValue, "batch": batch, "length": length, "items": items, "train_step_ms": train.median,
-      "train_step_min_ms": train.minimum, "train_step_max_ms": train.maximum, "infer_batch_ms": infer.median,
-      "infer_batch_min_ms": infer.minimum, "infer_batch_max_ms": infer.maximum, "repeats": repeats,
-      "peak_resident_mib": Double(peakResidentKiB()) / 1024, "parameters": recommender.parameterCount,
-    ]
-    if json {
-      print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
-    } else {
-      print("\(model.rawValue) B=\(batch) L=\(length) V=\(items): train step \(String(format: "%.1f", train.median)) ms (min \(String(format: "%.1f", train.minimum))), inference batch \(String(format: "%.1f", infer.median)) ms (min \(String(format: "%.1f", infer.minimum))), peak RSS \(peakResidentKiB() / 1024) MiB")
+    for c in cases {
+      let r = try StepBenchmark.run(c, repeats: repeats)
+      if json {
+        print(String(decoding: try JSONSerialization.data(withJSONObject: r.dictionary, options: [.sortedKeys]), as: UTF8.self))
+      } else {
+        print(
+          String(
+            format: "%@ %4d %4d %5d %8.1f (%.1f–%.1f) %10.1f (%.1f–%.1f) %9.2f %8.1f %9.0f",
+            c.model.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0), c.batch, c.length, c.items, r.train.median,
+            r.train.minimum, r.train.maximum, r.inference.median, r.inference.minimum, r.inference.maximum,
+            Double(r.trainOperations) / 1e9, r.trainGigaflopsPerSecond, r.peakResidentMiB))
+      }
+      if profile { try printProfile(c) }
     }
   }
 
-  struct Timing { var median, minimum, maximum: Double }
-
-  /// Runs `repeats` training steps under an ``OperationProfile`` and prints the operations that
-  /// took the most time, per step (to standard error when the main output is JSON).
-  func printProfile<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch) {
-    let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
-    var context = ForwardContext.training(seed: 1)
-    let profile = OperationProfile()
-    var optimizer = Duration.zero
-    let start = ContinuousClock.now
-    for _ in 0..<repeats {
-      model.zeroGradients()
-      profile.measure { model.loss(batch, context: &context).backward() }
-      let before = ContinuousClock.now
-      adam.step()
-      optimizer += ContinuousClock.now - before
+  /// Prints the operations that took the most time in a training step (to standard error when
+  /// the main output is JSON).
+  func printProfile(_ c: StepBenchmark.Case) throws {
+    let (entries, optimizer, step) = try StepBenchmark.profile(c, repeats: repeats)
+    let stepMs = milliseconds(step)
+    func row(_ name: String, _ calls: Int, _ forward: Double, _ backward: Double?) -> String {
+      let total = forward + (backward ?? 0)
+      return name.padding(toLength: 44, withPad: " ", startingAt: 0)
+        + String(format: "%6d %11.2f ", calls, forward)
+        + (backward.map { String(format: "%12.2f", $0) } ?? String(repeating: " ", count: 12))
+        + String(format: " %6.1f%%", 100 * total / stepMs)
     }
-    let perStep = { (d: Duration) in milliseconds(d) / Double(repeats) }
-    let step = perStep(ContinuousClock.now - start)
-    var lines = ["operation                                   calls  forward ms  backward ms  share"]
-    for entry in profile.entries.prefix(25) {
-      lines.append(
-        String(
-          format: "%-42@ %6d %11.2f %12.2f %5.1f%%", String(entry.operation.prefix(42)), entry.calls / repeats,
-          perStep(entry.forward), perStep(entry.backward), 100 * perStep(entry.total) / step))
+    var lines = ["operation".padding(toLength: 44, withPad: " ", startingAt: 0) + " calls  forward ms  backward ms   share"]
+    for e in entries.prefix(25) {
+      lines.append(row(e.operation, e.calls, milliseconds(e.forward), milliseconds(e.backward)))
     }
-    lines.append(String(format: "%-42@ %6d %11.2f %12s %5.1f%%", "optimizer step", 1, perStep(optimizer), "", 100 * perStep(optimizer) / step))
-    lines.append(String(format: "training step (all of the above and the rest) %.2f ms", step))
+    lines.append(row("optimizer step", 1, milliseconds(optimizer), nil))
+    lines.append(String(format: "training step (all of the above and the rest): %.2f ms", stepMs))
     let text = lines.joined(separator: "\n") + "\n"
     if json { FileHandle.standardError.write(Data(text.utf8)) } else { print(text, terminator: "") }
   }
-
-  func measure<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch) -> (Timing, Timing) {
-    let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
-    var context = ForwardContext.training(seed: 1)
-    func step() {
-      model.zeroGradients()
-      model.loss(batch, context: &context).backward()
-      adam.step()
-    }
-    func inference() { _ = model.recommend(batch, k: 10) }
-    func time(_ body: () -> Void) -> Timing {
-      body()
-      var samples: [Double] = []
-      for _ in 0..<Swift.max(repeats, 1) {
-        let start = ContinuousClock.now
-        body()
-        samples.append(milliseconds(ContinuousClock.now - start))
-      }
-      samples.sort()
-      return Timing(median: samples[samples.count / 2], minimum: samples[0], maximum: samples[samples.count - 1])
-    }
-    let infer = time(inference)
-    return (time(step), infer)
-  }
 }
 
-func milliseconds(_ d: Duration) -> Double {
-  (Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) * 1e3
-}

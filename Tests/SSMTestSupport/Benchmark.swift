@@ -12,6 +12,11 @@ public enum Benchmark {
     public var minimum: Double
     public var maximum: Double
     public var samples: [Double]
+
+    /// A summary measured elsewhere (in seconds), without its samples.
+    public init(median: Double, minimum: Double, maximum: Double, samples: [Double] = []) {
+      (self.median, self.minimum, self.maximum, self.samples) = (median, minimum, maximum, samples)
+    }
   }
 
   /// Runs `body` `warmup` times untimed, then `repeats` times timed.

@@ -119,7 +119,7 @@ public enum ChunkedSSD {
         withOptionalMutablePointer(&final) { fp in
           nonisolated(unsafe) let (yp, finalP) = (yb.baseAddress!, fp)
           Parallel.forEachWorker(count: tasks, minimumPerWorker: plan.minimumTasksPerWorker) { _, range in
-            var work = Workspace(plan)
+            let work = Workspace(plan)
             for task in range {
               let (b, h) = (task / d.heads, task % d.heads)
               work.runForward(p, b: b, h: h, y: yp, finalState: finalP, storeChunkStates: false)

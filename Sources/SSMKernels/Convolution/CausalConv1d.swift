@@ -23,6 +23,7 @@ public enum CausalConv1d {
     let weightT = weight.reshaped(to: [channels, width]).transposed()
     var y = Tensor(zeros: x.shape)
     if x.elementCount == 0 { return y }
+    FLOPCounter.add(2 * x.elementCount * width)
     x.withUnsafeBufferPointer { xb in
       weightT.withUnsafeBufferPointer { wb in
         withOptionalPointer(bias) { bp in
@@ -48,6 +49,7 @@ public enum CausalConv1d {
     precondition(outputGradient.shape == x.shape, "CausalConv1d.backward: gradient \(outputGradient.shape) must match x \(x.shape)")
     let weightT = weight.reshaped(to: [channels, width]).transposed()
     var dx = Tensor(zeros: x.shape)
+    FLOPCounter.add(4 * x.elementCount * width)
     let workers = Swift.max(1, Parallel.workers(count: batch, minimumPerWorker: Swift.max(1, 65536 / Swift.max(length * channels, 1))))
     var dw = [Float](repeating: 0, count: workers * width * channels)
     var db = [Float](repeating: 0, count: workers * channels)

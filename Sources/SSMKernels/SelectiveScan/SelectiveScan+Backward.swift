@@ -38,6 +38,7 @@ extension SelectiveScan {
     var accD = [Float](repeating: 0, count: workers * sizes.e)
     var accBias = [Float](repeating: 0, count: workers * sizes.e)
     if tasks > 0 && length > 0 {
+      FLOPCounter.add(backwardOperationsPerStateElement * batch * length * channels * state)
       withArguments(inputs, aTransposed) { args in
         outputGradient.withUnsafeBufferPointer { g in
           du.withUnsafeMutableBufferPointer { duP in

@@ -107,6 +107,7 @@ public enum SelectiveScan {
     let aTransposed = inputs.A.transposed()
     var output = Tensor(zeros: inputs.u.shape)
     if tasks == 0 || length == 0 { return (output, lastState) }
+    FLOPCounter.add(forwardOperationsPerStateElement * batch * length * channels * state)
     let perTask = length * state * lanes * 20  // ≈ flops of one task
     let workers = Parallel.workers(count: tasks, minimumPerWorker: Swift.max(1, 2_000_000 / Swift.max(perTask, 1)))
     let scratchPerWorker = ssm_scan_forward_scratch(length, state)
@@ -128,6 +129,13 @@ public enum SelectiveScan {
   }
 
   /// Calls `body` with the C argument block pointing into the inputs' storage.
+  /// Operations per (batch, time, channel, state) element counted in ``FLOPCounter``: the
+  /// exponent product, the exponential (as one), the decay multiply, the input multiply-add and
+  /// the output multiply-add.
+  static let forwardOperationsPerStateElement = 7
+  /// The backward pass: the forward recomputed (7) and 15 for the reverse sweep.
+  static let backwardOperationsPerStateElement = 22
+
   static func withArguments<R>(_ inputs: Inputs, _ aTransposed: Tensor, _ body: (ssm_scan_args) -> R) -> R {
     let (batch, length, channels, state) = inputs.dimensions
     return inputs.u.withUnsafeBufferPointer { u in

@@ -1,0 +1,207 @@
+import Foundation
+import SSMAutograd
+import SSMLayers
+import SSMTensor
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Times one training step (forward, full-softmax loss, backward, Adam) and one inference batch
+/// (scores over all items, top 10) of a built-in recommender on random data, the measurement
+/// behind `ssmrec bench` and the model cases of the package's benchmarks.
+///
+///     let result = try StepBenchmark.run(.init(model: .mamba4rec, length: 200), repeats: 10)
+///     print(result.train.median, result.trainGigaflopsPerSecond)
+public enum StepBenchmark {
+  /// One configuration: a model at its official hyperparameters (or the overridden width and
+  /// depth) and the batch shape.
+  public struct Case: Sendable, Hashable {
+    /// The recommender.
+    public var model: ModelKind
+    /// Sequences per batch.
+    public var batch: Int
+    /// The padded history length L (also the model's maximum length).
+    public var length: Int
+    /// Item ids V, padding included.
+    public var items: Int
+    /// The embedding width, or `nil` for the official setting.
+    public var hiddenSize: Int?
+    /// The number of layers, or `nil` for the official setting.
+    public var layers: Int?
+
+    /// A case; the defaults are the reference configuration of the performance comparison.
+    public init(model: ModelKind, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil) {
+      (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers) = (model, batch, length, items, hiddenSize, layers)
+    }
+  }
+
+  /// Wall-clock statistics of repeated runs, in milliseconds.
+  public struct Timing: Sendable, Equatable {
+    /// The median run.
+    public var median: Double
+    /// The fastest run.
+    public var minimum: Double
+    /// The slowest run.
+    public var maximum: Double
+
+    init(samples: [Double]) {
+      let sorted = samples.sorted()
+      median = sorted[sorted.count / 2]
+      minimum = sorted.first!
+      maximum = sorted.last!
+    }
+  }
+
+  /// The measurements of one case.
+  public struct Result: Sendable {
+    /// What was measured.
+    public var configuration: Case
+    /// One training step.
+    public var train: Timing
+    /// One inference batch.
+    public var inference: Timing
+    /// Floating-point operations of one training step, as ``FLOPCounter`` counts them (matrix
+    /// products and the scan/SSD/convolution kernels; elementwise work is not counted).
+    public var trainOperations: Int
+    /// Floating-point operations of one inference batch, counted the same way.
+    public var inferenceOperations: Int
+    /// The process's peak resident memory while this case ran, in MiB (on Linux the peak is
+    /// reset before each case; elsewhere it is the process's peak so far).
+    public var peakResidentMiB: Double
+    /// The model's trainable parameters.
+    public var parameters: Int
+
+    /// Counted operations per second of the median training step, in GFLOP/s.
+    public var trainGigaflopsPerSecond: Double { Double(trainOperations) / train.median / 1e6 }
+    /// Counted operations per second of the median inference batch, in GFLOP/s.
+    public var inferenceGigaflopsPerSecond: Double { Double(inferenceOperations) / inference.median / 1e6 }
+
+    /// The result as a flat JSON-friendly dictionary (times in ms, `train_step_ms` and
+    /// `infer_batch_ms` being the medians).
+    public var dictionary: [String: Any] {
+      var d: [String: Any] = [
+        "model": configuration.model.rawValue, "batch": configuration.batch, "length": configuration.length,
+        "items": configuration.items, "train_step_ms": train.median, "train_step_min_ms": train.minimum,
+        "train_step_max_ms": train.maximum, "infer_batch_ms": inference.median, "infer_batch_min_ms": inference.minimum,
+        "infer_batch_max_ms": inference.maximum, "train_step_gflop": Double(trainOperations) / 1e9,
+        "train_gflops_per_s": trainGigaflopsPerSecond, "infer_batch_gflop": Double(inferenceOperations) / 1e9,
+        "infer_gflops_per_s": inferenceGigaflopsPerSecond, "peak_resident_mib": peakResidentMiB, "parameters": parameters,
+      ]
+      if let h = configuration.hiddenSize { d["hidden_size"] = h }
+      if let l = configuration.layers { d["layers"] = l }
+      return d
+    }
+  }
+
+  /// Builds the case's model (seed 1) and a batch of random histories (at least half full) and
+  /// targets.
+  public static func prepare(_ c: Case) throws -> (model: any SequentialRecommender, batch: SequenceBatch) {
+    let model = try c.model.makeModel(
+      itemCount: c.items, overrides: .init(hiddenSize: c.hiddenSize, layers: c.layers, maximumLength: c.length), seed: 1)
+    var rng = SplitMix64(seed: 7)
+    let histories = (0..<c.batch).map { _ in
+      (0..<(c.length / 2 + Int(rng.next() % UInt64(c.length - c.length / 2 + 1)))).map { _ in
+        1 + Int(rng.next() % UInt64(c.items - 1))
+      }
+    }
+    let targets = (0..<c.batch).map { _ in 1 + Int(rng.next() % UInt64(c.items - 1)) }
+    return (model, try SequenceBatch(histories: histories, targets: targets, width: c.length))
+  }
+
+  /// Measures a case: one warm-up of each kind, then `repeats` timed inference batches and
+  /// `repeats` timed training steps.
+  /// - Throws: ``ModelKind``'s configuration errors for sizes a model cannot take.
+  public static func run(_ c: Case, repeats: Int) throws -> Result {
+    precondition(repeats > 0 && c.batch > 0 && c.length > 1 && c.items > 1, "StepBenchmark: bad case \(c)")
+    resetPeakResidentMemory()
+    let (model, batch) = try prepare(c)
+    return measure(model, batch, c, repeats: repeats)
+  }
+
+  private static func measure<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch, _ c: Case, repeats: Int) -> Result {
+    let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
+    var context = ForwardContext.training(seed: 1)
+    func step() {
+      model.zeroGradients()
+      model.loss(batch, context: &context).backward()
+      adam.step()
+    }
+    func inference() { _ = model.recommend(batch, k: 10) }
+    func time(_ body: () -> Void) -> (Timing, operations: Int) {
+      let operations = FLOPCounter.measure(body).operations  // the warm-up
+      var samples: [Double] = []
+      for _ in 0..<repeats {
+        let start = ContinuousClock.now
+        body()
+        samples.append(milliseconds(ContinuousClock.now - start))
+      }
+      return (Timing(samples: samples), operations)
+    }
+    let (inferenceTiming, inferenceOperations) = time(inference)
+    let (trainTiming, trainOperations) = time(step)
+    return Result(
+      configuration: c, train: trainTiming, inference: inferenceTiming, trainOperations: trainOperations,
+      inferenceOperations: inferenceOperations, peakResidentMiB: Double(peakResidentKiB()) / 1024,
+      parameters: model.parameterCount)
+  }
+
+  /// Runs `repeats` training steps of a case under an ``OperationProfile``: the time per step
+  /// of every recorded operation, the optimizer step and the whole step.
+  public static func profile(_ c: Case, repeats: Int) throws -> (entries: [OperationProfile.Entry], optimizer: Duration, step: Duration) {
+    let (model, batch) = try prepare(c)
+    return profile(model, batch, repeats: repeats)
+  }
+
+  private static func profile<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch, repeats: Int) -> (entries: [OperationProfile.Entry], optimizer: Duration, step: Duration) {
+    let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
+    var context = ForwardContext.training(seed: 1)
+    let operations = OperationProfile()
+    var optimizer = Duration.zero
+    let start = ContinuousClock.now
+    for _ in 0..<repeats {
+      model.zeroGradients()
+      operations.measure { model.loss(batch, context: &context).backward() }
+      let before = ContinuousClock.now
+      adam.step()
+      optimizer += ContinuousClock.now - before
+    }
+    let total = ContinuousClock.now - start
+    let perStep = operations.entries.map { e in
+      OperationProfile.Entry(operation: e.operation, calls: e.calls / repeats, forward: e.forward / repeats, backward: e.backward / repeats)
+    }
+    return (perStep, optimizer / repeats, total / repeats)
+  }
+
+  /// The process's peak resident set size in KiB.
+  public static func peakResidentKiB() -> Int {
+    #if os(Linux)
+      if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+      {
+        return kib
+      }
+    #endif
+    var usage = rusage()
+    #if canImport(Glibc)
+      getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+    #else
+      getrusage(RUSAGE_SELF, &usage)
+    #endif
+    return Int(usage.ru_maxrss)
+  }
+
+  /// Resets the peak resident set size to the current size (Linux; a no-op elsewhere).
+  static func resetPeakResidentMemory() {
+    #if os(Linux)
+      if let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") {
+        handle.write(Data("5".utf8))
+        try? handle.close()
+      }
+    #endif
+  }
+}
+
+/// A duration in milliseconds.
+package func milliseconds(_ d: Duration) -> Double { seconds(d) * 1e3 }
