@@ -137,6 +137,14 @@ void ssm_dropout(uint64_t key, float probability, float scale, const float *x, f
 #include <malloc.h>
 #endif
 
+int ssm_release_free_memory(void) {
+#if defined(__GLIBC__)
+  return malloc_trim(0);
+#else
+  return 0;
+#endif
+}
+
 int ssm_configure_allocator(void) {
 #if defined(__GLIBC__)
   // Tensors up to 32 MB (glibc's largest allowed threshold) come from the heap instead of fresh

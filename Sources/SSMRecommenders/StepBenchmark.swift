@@ -192,8 +192,11 @@ public enum StepBenchmark {
     return Int(usage.ru_maxrss)
   }
 
-  /// Resets the peak resident set size to the current size (Linux; a no-op elsewhere).
+  /// Returns freed heap memory to the system (SSMRec's allocator tuning keeps it for reuse) and
+  /// resets the peak resident set size to the current size (Linux; a no-op elsewhere), so the
+  /// next case's peak is its own.
   static func resetPeakResidentMemory() {
+    releaseFreedHeapMemory()
     #if os(Linux)
       if let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") {
         handle.write(Data("5".utf8))

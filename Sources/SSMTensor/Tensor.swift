@@ -12,6 +12,12 @@ let allocatorConfigured: Bool = {
   return ssm_configure_allocator() == 1
 }()
 
+/// Hands heap memory freed by tensors back to the system. The allocator tuning above keeps it
+/// for reuse, so without this a process's resident size stays at its largest step's.
+package func releaseFreedHeapMemory() {
+  _ = ssm_release_free_memory()
+}
+
 /// A dense, row-major array of `Float` values with a shape.
 ///
 /// `Tensor` is a value type: copies share storage until one of them is mutated (copy-on-write,
