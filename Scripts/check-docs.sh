@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the DocC catalog of every library module with the toolchain's docc (offline) and fails
-# on any documentation warning.
+# on any documentation warning or on a public declaration without a doc comment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A scratch build of its own, so every module is compiled (and its symbol graph emitted) anew.
@@ -12,6 +12,7 @@ swift build --scratch-path "$scratch" --target SSMRec \
 out="$(mktemp -d "${TMPDIR:-/tmp}/ssmrec-docs.XXXXXX")"
 trap 'rm -rf "$out"' EXIT
 status=0
+python3 Scripts/check-doc-comments.py "$graphs" || status=1
 for module in SSMTensor SSMAutograd SSMKernels SSMLayers SSMMetrics SSMRecommenders; do
   module_graphs="$out/graphs-$module"
   mkdir -p "$module_graphs"

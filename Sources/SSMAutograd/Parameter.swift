@@ -5,7 +5,19 @@ public final class Parameter {
   /// RecBole's "blanket init" (every Linear and Embedding weight N(0, 0.02²), Linear biases 0,
   /// LayerNorm 1 and 0), which treat parameters by the kind of module that owns them.
   public enum Role: Sendable, Equatable {
-    case linearWeight, linearBias, embedding, normScale, normShift, other
+    /// A Linear layer's weight matrix; blanket init draws it from N(0, std²).
+    case linearWeight
+    /// A Linear layer's bias; blanket init sets it to 0.
+    case linearBias
+    /// An Embedding table; blanket init draws it from N(0, std²).
+    case embedding
+    /// A LayerNorm scale (γ); blanket init sets it to 1.
+    case normScale
+    /// A LayerNorm shift (β); blanket init sets it to 0.
+    case normShift
+    /// Any other parameter (e.g. an SSM's `A_log`, `D` or an RMSNorm weight); blanket init
+    /// leaves its own initialisation in place.
+    case other
   }
 
   /// The current value.

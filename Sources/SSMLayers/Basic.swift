@@ -1,6 +1,8 @@
 /// A fully connected layer, `y = x·Wᵀ + b`, with `W` stored `[out, in]` as PyTorch does.
 public final class Linear: Layer {
+  /// The weight `W`, shape `[out, in]` (PyTorch `weight`).
   public let weight: Parameter
+  /// The bias `b`, shape `[out]` (PyTorch `bias`), or `nil` for a layer built with `bias: false`.
   public let bias: Parameter?
 
   /// PyTorch's default initialisation: weight and bias `U(±1/√in)`.
@@ -29,7 +31,10 @@ public final class Linear: Layer {
 /// the lookup (PyTorch's `padding_idx`, SPEC §0.3); it still does through any other use, such as
 /// the tied output layer.
 public final class Embedding: Layer {
+  /// The table, shape `[count, dimension]` (PyTorch `weight`); row `i` is the vector of index `i`.
   public let weight: Parameter
+  /// The row that gets no gradient through the lookup and starts at zero (PyTorch `padding_idx`),
+  /// or `nil` for none.
   public let paddingIndex: Int?
 
   /// PyTorch's default initialisation: N(0, 1), padding row zeroed.
@@ -50,10 +55,14 @@ public final class Embedding: Layer {
 
 /// Layer normalisation over the last axis (one fused op; γ = 1, β = 0 initially).
 public final class LayerNorm: Layer {
+  /// The scale γ, shape `[dimension]` (PyTorch `weight`), initially ones.
   public let weight: Parameter
+  /// The shift β, shape `[dimension]` (PyTorch `bias`), initially zeros.
   public let bias: Parameter
+  /// The constant added to the variance before the square root (default 1e-12, the recommenders' value).
   public let epsilon: Float
 
+  /// A norm over vectors of width `dimension`, with γ = 1 and β = 0.
   public init(dimension: Int, epsilon: Float = 1e-12) {
     weight = Parameter(Tensor(ones: [dimension]), role: .normScale)
     bias = Parameter(Tensor(zeros: [dimension]), role: .normShift)
@@ -62,6 +71,7 @@ public final class LayerNorm: Layer {
 
   public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight), ("bias", bias)] }
 
+  /// `(x − μ)/√(σ² + eps) ∘ γ + β` over the last axis of `x` (biased variance); same shape as `x`.
   public func callAsFunction(_ x: Variable) -> Variable {
     x.layerNorm(gamma: weight.variable, beta: bias.variable, epsilon: epsilon)
   }
@@ -70,9 +80,12 @@ public final class LayerNorm: Layer {
 /// Mamba-2's gated RMS normalisation with the gate applied first (`norm_before_gate = false`):
 /// `v = y ∘ silu(z)`, `out = v / √(mean(v²) + eps) ∘ w` over the last axis.
 public final class GatedRMSNorm: Layer {
+  /// The scale `w`, shape `[dimension]` (PyTorch `weight`, `norm.weight` in ``Mamba2Block``), initially ones.
   public let weight: Parameter
+  /// The constant added to `mean(v²)` before the square root (default 1e-5, Mamba-2's value).
   public let epsilon: Float
 
+  /// A norm over vectors of width `dimension`, with `w` = 1.
   public init(dimension: Int, epsilon: Float = 1e-5) {
     weight = Parameter(Tensor(ones: [dimension]), role: .other)
     self.epsilon = epsilon
@@ -80,6 +93,8 @@ public final class GatedRMSNorm: Layer {
 
   public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight)] }
 
+  /// `v / √(mean(v²) + eps) ∘ w` with `v = y ∘ silu(z)`; `y`, the gate `z` and the result share the
+  /// shape `[..., dimension]`.
   public func callAsFunction(_ y: Variable, gate z: Variable) -> Variable {
     let v = y * z.silu()
     let scale = (v.squared().mean(alongAxis: -1, keepingDimension: true) + epsilon).rsqrt()
@@ -89,13 +104,18 @@ public final class GatedRMSNorm: Layer {
 
 /// Inverted dropout, active only in a training context.
 public struct Dropout {
+  /// The probability `p` in [0, 1) of zeroing an element in training; kept elements are scaled by
+  /// `1/(1 − p)`.
   public let probability: Float
 
+  /// A dropout with drop probability `probability`; traps unless it is in [0, 1).
   public init(probability: Float) {
     precondition(probability >= 0 && probability < 1, "Dropout probability \(probability) is not in [0, 1)")
     self.probability = probability
   }
 
+  /// In a training context, `x` with each element zeroed with probability `p` (mask keyed by one draw
+  /// from `context.generator`) and the rest scaled by `1/(1 − p)`; otherwise `x` unchanged.
   public func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
     x.dropout(probability: probability, training: context.isTraining, using: &context.generator)
   }

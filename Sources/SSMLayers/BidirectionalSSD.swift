@@ -7,13 +7,26 @@
 ///
 /// Parameter names `forward_ssd`, `LayerNorm`, `ffn`.
 public final class BidirectionalSSD: Layer {
+  /// `forward_ssd`: the one Mamba-2 block read in both directions.
   public let ssd: Mamba2Block
+  /// `LayerNorm`: over the sum of both directions and the residual, width D.
   public let norm: LayerNorm
+  /// `ffn`: the feed-forward network applied last, arranged `.normThenDropout`.
   public let feedForward: FeedForward
+  /// The dropout after the LayerNorm, with the layer's dropout probability.
   public let dropout: Dropout
   /// β, the weight of the backward direction (0.1 officially).
   public let backwardWeight: Float
 
+  /// A layer around a new Mamba-2 block with its reference initialisation; LayerNorms γ = 1, β = 0.
+  ///
+  /// - Parameters:
+  ///   - block: the Mamba-2 block's configuration; its `modelDimension` is the layer width D.
+  ///   - innerSize: the feed-forward network's inner width (4D officially).
+  ///   - dropout: the probability of this dropout and of the feed-forward network's.
+  ///   - backwardWeight: β, the weight of the backward direction (default 0.1, the official value).
+  ///   - epsilon: the epsilon of both LayerNorms (default 1e-12).
+  ///   - generator: the source of the initial weights.
   public init(
     block: Mamba2Block.Configuration, innerSize: Int, dropout: Float, backwardWeight: Float = 0.1, epsilon: Float = 1e-12,
     using generator: inout some RandomNumberGenerator

@@ -6,14 +6,34 @@
 public final class FeedForward: Layer {
   /// Where dropout and LayerNorm sit.
   public enum Arrangement: String, Codable, Sendable {
-    case postNormResidual, normThenDropout
+    /// `LN(Drop(W₂·Drop(gelu(W₁x + b₁)) + b₂) + x)`: dropout before the residual, LayerNorm last
+    /// (Mamba4Rec, SIGMA).
+    case postNormResidual
+    /// `Drop(LN(W₂·Drop(gelu(W₁x + b₁)) + b₂ + x))`: LayerNorm over the residual sum, dropout last
+    /// (SSD4Rec).
+    case normThenDropout
   }
 
-  public let first, second: Linear
+  /// `w_1`: the expanding projection, weight `[innerDimension, dimension]`, followed by GELU.
+  public let first: Linear
+  /// `w_2`: the projection back to the model width, weight `[dimension, innerDimension]`.
+  public let second: Linear
+  /// `LayerNorm`: over the model width; where it sits depends on ``arrangement``.
   public let norm: LayerNorm
+  /// The dropout used after the GELU and again where ``arrangement`` puts it.
   public let dropout: Dropout
+  /// Where dropout and LayerNorm sit relative to the residual.
   public let arrangement: Arrangement
 
+  /// PyTorch's default initialisation for both projections; LayerNorm γ = 1, β = 0.
+  ///
+  /// - Parameters:
+  ///   - dimension: the model width D.
+  ///   - innerDimension: the hidden width (4D in Mamba4Rec, SIGMA and SSD4Rec).
+  ///   - dropout: the probability of both dropouts.
+  ///   - epsilon: the LayerNorm's epsilon (default 1e-12).
+  ///   - arrangement: where dropout and LayerNorm sit (default `.postNormResidual`).
+  ///   - generator: the source of the initial weights.
   public init(
     dimension: Int, innerDimension: Int, dropout: Float, epsilon: Float = 1e-12, arrangement: Arrangement = .postNormResidual,
     using generator: inout some RandomNumberGenerator
@@ -29,6 +49,8 @@ public final class FeedForward: Layer {
     prefixed("w_1", first.namedParameters()) + prefixed("w_2", second.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
   }
 
+  /// The network at every position of `x` `[B, L, D]`, with dropout active in a training `context`;
+  /// returns `[B, L, D]`.
   public func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
     let hidden = dropout(first(x).gelu(), context: &context)
     switch arrangement {

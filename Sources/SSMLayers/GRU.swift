@@ -11,9 +11,22 @@ import CKernels
 /// The input projections of all steps are one matrix product; the recurrence over time is one
 /// tape node with a hand-written backward through time (SPEC §4.2).
 public final class GRU: Layer {
-  public let inputSize, hiddenSize, layerCount: Int
-  public let inputWeights, hiddenWeights: [Parameter]
-  public let inputBiases, hiddenBiases: [Parameter]?
+  /// The width of each input step, the last extent of `[B, L, input]`.
+  public let inputSize: Int
+  /// The width H of the hidden state and of the output `[B, L, H]`.
+  public let hiddenSize: Int
+  /// The number of stacked layers; each after the first reads the previous layer's hidden states.
+  public let layerCount: Int
+  /// `weight_ih_l{k}` for each layer `k`: `[3H, input]` for the first, `[3H, H]` after; rows in gate
+  /// order r, z, n.
+  public let inputWeights: [Parameter]
+  /// `weight_hh_l{k}` for each layer `k`: `[3H, H]`, rows in gate order r, z, n.
+  public let hiddenWeights: [Parameter]
+  /// `bias_ih_l{k}` for each layer, `[3H]` each, or `nil` for a GRU built with `bias: false`.
+  public let inputBiases: [Parameter]?
+  /// `bias_hh_l{k}` for each layer, `[3H]` each (`b_hn` sits inside the reset product), or `nil` for a
+  /// GRU built with `bias: false`.
+  public let hiddenBiases: [Parameter]?
 
   /// PyTorch's initialisation: every weight and bias `U(±1/√hidden)`.
   public init(inputSize: Int, hiddenSize: Int, layers: Int = 1, bias: Bool = true, using generator: inout some RandomNumberGenerator) {
@@ -171,8 +184,11 @@ extension Variable {
 /// K shifted copies of the input are joined along channels and multiplied by the weight in one
 /// product. Parameter names `weight` `[C_out, C_in, K]` and `bias`.
 public final class Conv1d: Layer {
+  /// The kernel, shape `[C_out, C_in, K]` (PyTorch `weight`).
   public let weight: Parameter
+  /// The bias, shape `[C_out]` (PyTorch `bias`), or `nil` for a layer built with `bias: false`.
   public let bias: Parameter?
+  /// The kernel width K, odd; the input is zero-padded by (K − 1)/2 steps on each side.
   public let kernelSize: Int
 
   /// PyTorch's default initialisation: `U(±1/√(C_in·K))`.

@@ -18,6 +18,8 @@ public struct ForwardContext {
   /// An evaluation context: dropout is the identity.
   public static var evaluation: ForwardContext { ForwardContext(isTraining: false, generator: SplitMix64(seed: 0)) }
 
+  /// A context with an explicit mode and dropout generator (see also ``training(seed:)`` and
+  /// ``evaluation``).
   public init(isTraining: Bool, generator: SplitMix64) {
     self.isTraining = isTraining
     self.generator = generator
@@ -62,8 +64,11 @@ extension ParameterContainer {
 
 /// Why parameters could not be loaded.
 public enum ParameterLoadingError: Error, Equatable, CustomStringConvertible {
+  /// No value was given for the parameter at this path.
   case missingParameter(String)
+  /// A value was given under this name, but no parameter has it (and `allowUnexpected` was false).
   case unexpectedParameter(String)
+  /// The value for the parameter at path `parameter` has shape `found` instead of `expected`.
   case shapeMismatch(parameter: String, expected: Shape, found: Shape)
 
   public var description: String {

@@ -32,9 +32,12 @@ public final class Mamba2Block: Layer {
     /// Whether the projections have biases.
     public var projectionBias: Bool = false
 
+    /// A configuration of width D = `modelDimension` with the module's defaults for everything else.
     public init(modelDimension: Int) { self.modelDimension = modelDimension }
 
+    /// The inner width E = expansion·D (SSD4Rec: 512).
     public var innerDimension: Int { expansion * modelDimension }
+    /// The number of heads H = E / P (SSD4Rec: 32); ``validate()`` checks that P divides E.
     public var heads: Int { innerDimension / headDimension }
 
     /// Reports the first invalid value.
@@ -48,14 +51,24 @@ public final class Mamba2Block: Layer {
     }
   }
 
+  /// The hyperparameters the block was built with.
   public let configuration: Configuration
+  /// `in_proj`: weight `[2E + 2GN + H, D]`; its output splits into the gate Z, the convolution
+  /// input XBC and one raw Δ per head.
   public let inputProjection: Linear
+  /// `conv1d.weight`: the depthwise causal kernel over the XBC channels, shape `[E + 2GN, 1, K]`.
   public let convolutionWeight: Parameter
+  /// `conv1d.bias`, shape `[E + 2GN]`, or `nil` when the configuration's `convolutionBias` is false.
   public let convolutionBias: Parameter?
+  /// `dt_bias`, shape `[H]`: added to the raw Δ before the softplus, `Δ = softplus(dt + dt_bias)`.
   public let deltaBias: Parameter
+  /// `A_log`, shape `[H]`: one decay per head, `A = −exp(A_log) < 0`.
   public let logA: Parameter
+  /// `D`, shape `[H]`: the skip connection, adding `D_h·x` to each head's scan output.
   public let skip: Parameter
+  /// `norm`: the gated RMSNorm over the E channels, gating the scan output with Z before normalising.
   public let norm: GatedRMSNorm
+  /// `out_proj`: weight `[D, E]`, back to the model width.
   public let outputProjection: Linear
 
   /// The reference initialisation (SPEC §2.2): PyTorch defaults for the projections and the
@@ -112,6 +125,7 @@ public final class Mamba2Block: Layer {
 
 /// A configuration value out of range.
 public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
+  /// The message names the offending value and the rule it breaks.
   case invalid(String)
   public var description: String {
     switch self { case .invalid(let m): return "invalid configuration: \(m)" }

@@ -14,14 +14,31 @@
 /// The scan and the convolution are single tape nodes (SSMKernels); everything else is
 /// composed from differentiable ops.
 public final class MambaBlock: Layer {
-  public let modelDimension, stateSize, convolutionWidth, innerDimension, deltaRank: Int
+  /// The model width D of the input and output `[B, L, D]`.
+  public let modelDimension: Int
+  /// The state size N per channel (default 16; 32 in Mamba4Rec and SIGMA).
+  public let stateSize: Int
+  /// The causal convolution's width K (default 4).
+  public let convolutionWidth: Int
+  /// The inner width E = expansion·D.
+  public let innerDimension: Int
+  /// The rank R of the Δ projection (default ⌈D/16⌉).
+  public let deltaRank: Int
+  /// `in_proj`: weight `[2E, D]`; its output splits into the scan input X and the gate Z.
   public let inputProjection: Linear
+  /// `conv1d.weight`: the depthwise causal kernel, shape `[E, 1, K]`.
   public let convolutionWeight: Parameter
+  /// `conv1d.bias`, shape `[E]`, or `nil` for a block built with `convolutionBias: false`.
   public let convolutionBias: Parameter?
+  /// `x_proj`: weight `[R + 2N, E]`, no bias; gives the low-rank δ and the input-dependent B and C.
   public let stateProjection: Linear
+  /// `dt_proj`: weight `[E, R]` and bias `[E]`, `Δ = softplus(δ·W_dtᵀ + b_dt)`.
   public let deltaProjection: Linear
+  /// `A_log`, shape `[E, N]`: `A = −exp(A_log) < 0`.
   public let logA: Parameter
+  /// `D`, shape `[E]`: the skip connection, adding `D ∘ U′` to the scan output.
   public let skip: Parameter
+  /// `out_proj`: weight `[D, E]`, back to the model width.
   public let outputProjection: Linear
 
   /// The reference initialisation of `mamba_simple.py` (SPEC §1.2, left column): PyTorch

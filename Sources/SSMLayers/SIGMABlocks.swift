@@ -11,9 +11,19 @@ public enum FlipStrategy: Codable, Sendable, Equatable {
 /// direction and the forward gate's output for the flipped one. Parameter names
 /// `selective_gate_si.1`, `selective_gate_sig.1`.
 public final class DenseSelectiveGate: Layer {
-  public let siluBranch, sigmoidBranch: Linear
+  /// `selective_gate_si.1` (`W_si`, `b_si`): the Linear `[D, D]` applied to `silu(h)`.
+  public let siluBranch: Linear
+  /// `selective_gate_sig.1` (`W_sg`, `b_sg`): the Linear `[D, D]` applied to `σ(s)`.
+  public let sigmoidBranch: Linear
+  /// The dropout on the gate's output (officially a fixed 0.2, independent of the model's dropout).
   public let dropout: Dropout
 
+  /// PyTorch's default initialisation for both Linears.
+  ///
+  /// - Parameters:
+  ///   - dimension: the width D of the gated direction.
+  ///   - dropout: the gate's dropout probability (default 0.2, the official value).
+  ///   - generator: the source of the initial weights.
   public init(dimension: Int, dropout: Float = 0.2, using generator: inout some RandomNumberGenerator) {
     siluBranch = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
     sigmoidBranch = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
@@ -36,9 +46,18 @@ public final class DenseSelectiveGate: Layer {
 /// SIGMA's Feature-Extract GRU (FE-GRU, official form): a kernel-3 "same" convolution over time
 /// followed by a GRU without biases. Parameter names `conv1d`, `gru`.
 public final class FeatureExtractionGRU: Layer {
+  /// `conv1d`: the "same" convolution over time, weight `[D, D, K]` with bias, applied first.
   public let convolution: Conv1d
+  /// `gru`: a one-layer GRU D → D over the convolved sequence.
   public let gru: GRU
 
+  /// PyTorch's default initialisation for both modules.
+  ///
+  /// - Parameters:
+  ///   - dimension: the width D of the input, the convolution and the hidden state.
+  ///   - kernelSize: the convolution's odd width (default 3, the official value).
+  ///   - gruBias: whether the GRU has biases (default `false`, as officially; the paper's GRU has them).
+  ///   - generator: the source of the initial weights.
   public init(dimension: Int, kernelSize: Int = 3, gruBias: Bool = false, using generator: inout some RandomNumberGenerator) {
     gru = GRU(inputSize: dimension, hiddenSize: dimension, bias: gruBias, using: &generator)
     convolution = Conv1d(inputChannels: dimension, outputChannels: dimension, kernelSize: kernelSize, using: &generator)
@@ -48,6 +67,7 @@ public final class FeatureExtractionGRU: Layer {
     prefixed("gru", gru.namedParameters()) + prefixed("conv1d", convolution.namedParameters())
   }
 
+  /// All hidden states of the GRU over the convolved input `x` `[B, L, D]`: shape `[B, L, D]`.
   public func callAsFunction(_ x: Variable) -> Variable { gru(convolution(x)) }
 }
 
@@ -56,9 +76,19 @@ public final class FeatureExtractionGRU: Layer {
 /// the sum. Parameter names `combining_weights` (order: GRU, flipped, forward; initially
 /// `[0.1, 0.1, 0.8]`, used without normalisation) and `projection`.
 public final class BranchMixing: Layer {
+  /// `combining_weights` `c`, shape `[3]`: raw trainable scalars for the GRU, flipped and forward
+  /// branches, in that order.
   public let combiningWeights: Parameter
+  /// `projection`: the Linear `[D, D]` applied to the weighted sum.
   public let projection: Linear
 
+  /// Mixing weights `c = initialWeights`; PyTorch's default initialisation for the projection.
+  ///
+  /// - Parameters:
+  ///   - dimension: the width D of the branches.
+  ///   - initialWeights: three values, in the order GRU, flipped, forward (default `[0.1, 0.1, 0.8]`,
+  ///     the official values).
+  ///   - generator: the source of the initial weights.
   public init(dimension: Int, initialWeights: [Float] = [0.1, 0.1, 0.8], using generator: inout some RandomNumberGenerator) {
     precondition(initialWeights.count == 3, "BranchMixing needs three initial weights")
     combiningWeights = Parameter(Tensor(initialWeights))
@@ -82,13 +112,35 @@ public final class BranchMixing: Layer {
 /// each direction, the FE-GRU branch, the three raw mixing weights and the projection.
 /// Parameter names as `gmamba.*` of the official `state_dict`.
 public final class PartiallyFlippedMambaBlock: Layer {
+  /// `mamba`: the one Mamba-1 block read over both the input and its partial flip.
   public let mamba: MambaBlock
-  public let dense1, dense2: Linear
+  /// `dense1`: the Linear `[D, D]` giving the forward gate input `h1 = dense1(x) + x`.
+  public let dense1: Linear
+  /// `dense2`: the Linear `[D, D]` giving the flipped gate input `h2 = dense2(x_f) + x_f`.
+  public let dense2: Linear
+  /// The DS gate (`selective_gate_si.1`, `selective_gate_sig.1`), its Linears shared by both directions.
   public let gate: DenseSelectiveGate
+  /// The FE-GRU branch over the unflipped input (`conv1d`, `gru`).
   public let featureExtractor: FeatureExtractionGRU
+  /// The three mixing weights and the output projection (`combining_weights`, `projection`).
   public let mixing: BranchMixing
+  /// How the backward branch reorders the input: the official fixed prefix or the paper's
+  /// per-sequence flip.
   public let flip: FlipStrategy
 
+  /// Each submodule initialised by its own initialiser (the Mamba block's reference one, PyTorch
+  /// defaults elsewhere); mixing weights `[0.1, 0.1, 0.8]`.
+  ///
+  /// - Parameters:
+  ///   - dimension: the model width D.
+  ///   - stateSize: the Mamba state size N (32 officially).
+  ///   - convolutionWidth: the Mamba convolution width K (4 officially).
+  ///   - expansion: the Mamba expansion, E = expansion·D (2 officially).
+  ///   - flip: how the backward branch reorders the input.
+  ///   - gateDropout: the DS gate's dropout probability (0.2 officially).
+  ///   - featureKernelSize: the FE-GRU convolution's odd width (3 officially).
+  ///   - gruBias: whether the FE-GRU's GRU has biases (`false` officially).
+  ///   - generator: the source of the initial weights.
   public init(
     dimension: Int, stateSize: Int, convolutionWidth: Int, expansion: Int, flip: FlipStrategy, gateDropout: Float,
     featureKernelSize: Int, gruBias: Bool, using generator: inout some RandomNumberGenerator

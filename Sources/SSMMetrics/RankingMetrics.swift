@@ -52,6 +52,7 @@ public enum RankingMetric: String, CaseIterable, Codable, Sendable {
   /// `1/K` if `r ≤ K`.
   case precision
 
+  /// The metric for one target at 1-based rank `r` with cut-off `k`: 0 when `r > k`.
   public func value(rank r: Int, k: Int) -> Double {
     guard r <= k else { return 0 }
     switch self {
@@ -65,8 +66,14 @@ public enum RankingMetric: String, CaseIterable, Codable, Sendable {
 
 /// History-length groups of SIGMA's grouped-user analysis: short ≤ 5, medium 6–20, long > 20.
 public enum LengthGroup: String, CaseIterable, Codable, Sendable {
-  case short, medium, long
+  /// Histories of at most 5 items.
+  case short
+  /// Histories of 6 to 20 items.
+  case medium
+  /// Histories of more than 20 items.
+  case long
 
+  /// The group of a user whose input history has `historyLength` items.
   public init(historyLength: Int) {
     self = historyLength <= 5 ? .short : (historyLength <= 20 ? .medium : .long)
   }
@@ -74,7 +81,9 @@ public enum LengthGroup: String, CaseIterable, Codable, Sendable {
 
 /// Accumulates ranks and reports averaged metrics, overall and per history-length group.
 public struct MetricAccumulator: Sendable {
+  /// The metrics computed for every rank added.
   public let metrics: [RankingMetric]
+  /// The cut-offs `K`; each metric is reported at each of them, as `metric@K`.
   public let cutoffs: [Int]
   private var sums: [String: Double] = [:]
   private var groupSums: [LengthGroup: [String: Double]] = [:]
@@ -82,6 +91,8 @@ public struct MetricAccumulator: Sendable {
   /// The number of ranks added.
   public private(set) var count = 0
 
+  /// Creates an empty accumulator; by default HR, NDCG and MRR at 10.
+  /// - Precondition: every cut-off is positive.
   public init(metrics: [RankingMetric] = [.hit, .ndcg, .mrr], cutoffs: [Int] = [10]) {
     precondition(cutoffs.allSatisfy { $0 > 0 }, "cut-offs must be positive")
     self.metrics = metrics
@@ -91,6 +102,8 @@ public struct MetricAccumulator: Sendable {
   /// The key of a metric in results, e.g. `ndcg@10`.
   public static func key(_ metric: RankingMetric, _ k: Int) -> String { "\(metric.rawValue)@\(k)" }
 
+  /// Adds one target's 1-based rank, counted overall and in the ``LengthGroup`` of
+  /// `historyLength` (the number of items in the user's input history).
   public mutating func add(rank: Int, historyLength: Int) {
     count += 1
     let group = LengthGroup(historyLength: historyLength)

@@ -14,8 +14,10 @@ public final class GRU4Rec: SequentialRecommender {
     /// Embedding dropout (0.3).
     public var dropout: Float = 0.3
 
+    /// RecBole's defaults for a dataset of `itemCount` item ids (the padding id included).
     public init(itemCount: Int) { self.itemCount = itemCount }
 
+    /// Throws `ConfigurationError.invalid` naming the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
       try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
@@ -26,9 +28,16 @@ public final class GRU4Rec: SequentialRecommender {
 
   public static let kind = "gru4rec"
   public let configuration: Configuration
+  /// Item embeddings `[V, embeddingSize]` (`item_embedding`, padding row 0), also used to score
+  /// every item.
   public let items: Embedding
+  /// The bias-free GRU from the embedding width to `hiddenSize` (`gru_layers`).
   public let gru: GRU
+  /// Projects GRU states back to the embedding width (`dense`), so they can be scored against the
+  /// item embeddings.
   public let dense: Linear
+  /// Dropout on the item embeddings before the GRU (RecBole `emb_dropout`,
+  /// `configuration.dropout`).
   public let dropout: Dropout
   public var itemEmbedding: Parameter { items.weight }
 

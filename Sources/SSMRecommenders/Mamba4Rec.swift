@@ -25,6 +25,7 @@ public final class Mamba4Rec: SequentialRecommender {
     /// LayerNorm epsilon (1e-12).
     public var layerNormEpsilon: Float = 1e-12
 
+    /// The official defaults for a dataset of `itemCount` item ids (the padding id included).
     public init(itemCount: Int) { self.itemCount = itemCount }
 
     /// Reports the first out-of-range value.
@@ -39,8 +40,12 @@ public final class Mamba4Rec: SequentialRecommender {
 
   /// One Mamba layer: the block, its LayerNorm and the feed-forward network.
   public final class MambaLayer: StackLayer {
+    /// The Mamba block (`mamba`), `[B, L, D]` to `[B, L, D]`.
     public let mamba: MambaBlock
+    /// The LayerNorm after the block's dropout and, with more than one layer, the residual
+    /// (`LayerNorm`).
     public let norm: LayerNorm
+    /// The position-wise feed-forward network (`ffn`), post-norm with a residual.
     public let feedForward: FeedForward
 
     init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
@@ -63,7 +68,9 @@ public final class Mamba4Rec: SequentialRecommender {
   public static let kind = "mamba4rec"
   public let configuration: Configuration
   let stack: EncoderStack<MambaLayer>
+  /// Item embeddings `[V, D]` (`item_embedding`, padding row 0), also used to score every item.
   public var items: Embedding { stack.items }
+  /// The Mamba layers in order (`mamba_layers.<i>`).
   public var layers: [MambaLayer] { stack.layers }
   public var itemEmbedding: Parameter { stack.items.weight }
 

@@ -1,14 +1,30 @@
 /// The five built-in recommenders by name, with their official default configurations (for
 /// tools that pick a model at run time, such as the `ssmrec` command).
 public enum ModelKind: String, CaseIterable, Codable, Sendable {
-  case mamba4rec, sigma, ssd4rec, sasrec, gru4rec
+  /// ``Mamba4Rec``: Mamba blocks with a feed-forward network.
+  case mamba4rec
+  /// ``SIGMA``: G-Mamba blocks with a partial flip, DS gate and FE-GRU.
+  case sigma
+  /// ``SSD4Rec``: bidirectional Mamba-2 (SSD) over packed, unpadded histories.
+  case ssd4rec
+  /// ``SASRec``: the self-attention (Transformer) baseline.
+  case sasrec
+  /// ``GRU4Rec``: the recurrent (GRU) baseline.
+  case gru4rec
 
   /// Hyperparameter overrides a user may give on the command line.
   public struct Overrides: Sendable {
+    /// Model width D; the feed-forward inner width follows as 4·D (GRU4Rec: the GRU width only).
     public var hiddenSize: Int?
+    /// Number of layers (Mamba, G-Mamba, SSD, Transformer or GRU).
     public var layers: Int?
+    /// Dropout probability; SASRec takes it for both hidden and attention dropout, GRU4Rec for the
+    /// embedding dropout.
     public var dropout: Float?
+    /// The padded window (`MAX_ITEM_LIST_LENGTH`): SASRec's position table size and SIGMA's flip
+    /// prefix (`length − 5`); the other models ignore it.
     public var maximumLength: Int?
+    /// Overrides of the given settings; `nil` keeps the model's official value.
     public init(hiddenSize: Int? = nil, layers: Int? = nil, dropout: Float? = nil, maximumLength: Int? = nil) {
       (self.hiddenSize, self.layers, self.dropout, self.maximumLength) = (hiddenSize, layers, dropout, maximumLength)
     }

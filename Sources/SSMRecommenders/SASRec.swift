@@ -29,8 +29,11 @@ public final class SASRec: SequentialRecommender {
     /// LayerNorm epsilon (1e-12).
     public var layerNormEpsilon: Float = 1e-12
 
+    /// RecBole's defaults for a dataset of `itemCount` item ids (the padding id included).
     public init(itemCount: Int) { self.itemCount = itemCount }
 
+    /// Throws `ConfigurationError.invalid` naming the first out-of-range value (`heads` must divide
+    /// `hiddenSize`).
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
       try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
@@ -42,10 +45,22 @@ public final class SASRec: SequentialRecommender {
 
   /// Multi-head self-attention with residual and LayerNorm (RecBole `MultiHeadAttention`).
   public final class MultiHeadAttention: Layer {
-    public let query, key, value, dense: Linear
+    /// Query projection, `D` to `D` (`query`).
+    public let query: Linear
+    /// Key projection, `D` to `D` (`key`).
+    public let key: Linear
+    /// Value projection, `D` to `D` (`value`).
+    public let value: Linear
+    /// Output projection of the concatenated heads, `D` to `D` (`dense`).
+    public let dense: Linear
+    /// LayerNorm of the output plus the residual input (`LayerNorm`).
     public let norm: LayerNorm
+    /// Number of attention heads; each attends over `D / heads` dimensions.
     public let heads: Int
-    public let attentionDropout, hiddenDropout: Dropout
+    /// Dropout on the attention probabilities (RecBole `attn_dropout`).
+    public let attentionDropout: Dropout
+    /// Dropout on the output projection, before the residual (RecBole `out_dropout`).
+    public let hiddenDropout: Dropout
 
     init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
       query = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
@@ -79,8 +94,13 @@ public final class SASRec: SequentialRecommender {
   /// The Transformer's feed-forward sublayer (RecBole `FeedForward`: no dropout between GELU and
   /// the second projection).
   public final class TransformerFeedForward: Layer {
-    public let first, second: Linear
+    /// Expansion from `D` to `innerSize`, followed by GELU (`dense_1`).
+    public let first: Linear
+    /// Projection from `innerSize` back to `D` (`dense_2`).
+    public let second: Linear
+    /// LayerNorm of the output plus the residual input (`LayerNorm`).
     public let norm: LayerNorm
+    /// Dropout on the second projection's output, before the residual (`hiddenDropout`).
     public let dropout: Dropout
 
     init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
@@ -101,11 +121,18 @@ public final class SASRec: SequentialRecommender {
 
   public static let kind = "sasrec"
   public let configuration: Configuration
+  /// Item embeddings `[V, D]` (`item_embedding`, padding row 0), also used to score every item.
   public let items: Embedding
+  /// Learned position embeddings `[maximumLength, D]` (`position_embedding`); row `t` is added to
+  /// the `t`-th history slot, oldest first.
   public let positions: Embedding
+  /// LayerNorm of the item plus position embeddings (`LayerNorm`), before the input dropout.
   public let embeddingNorm: LayerNorm
+  /// Each layer's self-attention sublayer (`trm_encoder.layer.<i>.multi_head_attention`).
   public let attention: [MultiHeadAttention]
+  /// Each layer's feed-forward sublayer (`trm_encoder.layer.<i>.feed_forward`).
   public let feedForward: [TransformerFeedForward]
+  /// Dropout on the normalised input embeddings (`hiddenDropout`).
   public let dropout: Dropout
   public var itemEmbedding: Parameter { items.weight }
 

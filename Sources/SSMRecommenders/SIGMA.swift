@@ -35,8 +35,10 @@ public final class SIGMA: SequentialRecommender {
     /// Whether the FE-GRU's GRU has biases (false officially).
     public var gruBias: Bool = false
 
+    /// The official defaults for a dataset of `itemCount` item ids (the padding id included).
     public init(itemCount: Int) { self.itemCount = itemCount }
 
+    /// Throws `ConfigurationError.invalid` naming the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
       try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
@@ -52,8 +54,12 @@ public final class SIGMA: SequentialRecommender {
 
   /// One SIGMA layer: the G-Mamba block, its LayerNorm and the feed-forward network.
   public final class SIGMALayer: StackLayer {
+    /// The G-Mamba block (`gmamba`), `[B, L, D]` to `[B, L, D]`.
     public let gMamba: PartiallyFlippedMambaBlock
+    /// The LayerNorm after the block's dropout and, with more than one layer, the residual
+    /// (`LayerNorm`).
     public let norm: LayerNorm
+    /// The position-wise feed-forward network (`ffn`), post-norm with a residual.
     public let feedForward: FeedForward
 
     init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
@@ -76,7 +82,9 @@ public final class SIGMA: SequentialRecommender {
   public static let kind = "sigma"
   public let configuration: Configuration
   let stack: EncoderStack<SIGMALayer>
+  /// Item embeddings `[V, D]` (`item_embedding`, padding row 0), also used to score every item.
   public var items: Embedding { stack.items }
+  /// The SIGMA layers in order (`mamba_layers.<i>`, the official name).
   public var layers: [SIGMALayer] { stack.layers }
   public var itemEmbedding: Parameter { stack.items.weight }
 

@@ -40,6 +40,7 @@ public final class SSD4Rec: SequentialRecommender {
     /// LayerNorm epsilon (1e-12).
     public var layerNormEpsilon: Float = 1e-12
 
+    /// The official ML-1M defaults for a dataset of `itemCount` item ids (id 0 included).
     public init(itemCount: Int) { self.itemCount = itemCount }
 
     var block: Mamba2Block.Configuration {
@@ -52,6 +53,8 @@ public final class SSD4Rec: SequentialRecommender {
       return c
     }
 
+    /// Throws `ConfigurationError.invalid` naming the first out-of-range value, the Mamba-2 block's
+    /// settings included.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
       try check(itemCount >= 2, "itemCount must count id 0 and at least one item")
@@ -64,9 +67,15 @@ public final class SSD4Rec: SequentialRecommender {
 
   public static let kind = "ssd4rec"
   public let configuration: Configuration
+  /// Item embeddings `[V, D]` (`item_embedding`), also used to score every item; row 0 is the
+  /// trainable mask token, not padding.
   public let items: Embedding
+  /// LayerNorm of the embeddings after dropout (`LayerNorm`); used only when `normalizeEmbeddings`
+  /// is set.
   public let embeddingNorm: LayerNorm
+  /// The bidirectional SSD layers in order (`BiSSD_layers.<i>`).
   public let layers: [BidirectionalSSD]
+  /// Dropout on the embeddings before `embeddingNorm`; used only when `normalizeEmbeddings` is set.
   public let dropout: Dropout
   public var itemEmbedding: Parameter { items.weight }
 

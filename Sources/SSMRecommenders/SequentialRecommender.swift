@@ -46,8 +46,11 @@ public struct SequenceBatch: Sendable {
 
 /// Why a batch is not valid.
 public enum SequenceBatchError: Error, Equatable, CustomStringConvertible {
+  /// `items` is not `[B, L]`, or `lengths` or `targets` do not have one entry per row.
   case shape(String)
+  /// A length is outside `1...L`: an empty history, or one longer than the padded width.
   case emptyOrTooLong(String)
+  /// An item id is negative.
   case invalidItem(String)
 
   public var description: String {

@@ -52,6 +52,7 @@ public struct SafeTensorsFile: Sendable {
   public struct Entry: Sendable, Equatable {
     /// The dtype as written in the file (`F32`, `I64`, …).
     public var dtype: String
+    /// The tensor's shape, from the header's `shape` list.
     public var shape: Shape
     /// Byte range within the data section.
     public var range: Range<Int>
@@ -210,6 +211,8 @@ public struct SafeTensorsWriter: Sendable {
   /// The `__metadata__` map to write.
   public var metadata: [String: String]
 
+  /// Creates a writer with no tensors yet and an optional `__metadata__` map (omitted from the
+  /// header when empty).
   public init(metadata: [String: String] = [:]) { self.metadata = metadata }
 
   /// Adds a tensor as F32.

@@ -24,9 +24,16 @@ public final class Adam: Optimizer {
   }
 
   public var learningRate: Float
+  /// β₁, the decay rate of the running mean of gradients (`exp_avg`): PyTorch's `betas[0]`,
+  /// default 0.9.
   public let beta1: Float
+  /// β₂, the decay rate of the running mean of squared gradients (`exp_avg_sq`): PyTorch's
+  /// `betas[1]`, default 0.999.
   public let beta2: Float
+  /// ε, added to the denominator after the square root to keep steps finite where `v` is
+  /// near zero: PyTorch's `eps`, default 1e-8.
   public let epsilon: Float
+  /// Whether weight decay is off, L2 (Adam) or decoupled (AdamW), and its strength λ.
   public let weightDecay: WeightDecay
   public private(set) var stepCount = 0
   private let parameters: [(path: String, parameter: Parameter)]

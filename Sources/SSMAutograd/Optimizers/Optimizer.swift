@@ -27,6 +27,7 @@ public struct OptimizerState: Codable, Equatable, Sendable {
   /// Per-parameter buffers: parameter name → buffer name (e.g. `"exp_avg"`) → values.
   public var buffers: [String: [String: [Float]]]
 
+  /// Creates a snapshot from its parts, as ``Optimizer/state()`` does.
   public init(kind: String, stepCount: Int, learningRate: Float, buffers: [String: [String: [Float]]]) {
     self.kind = kind
     self.stepCount = stepCount
@@ -37,9 +38,16 @@ public struct OptimizerState: Codable, Equatable, Sendable {
 
 /// Why an optimizer state could not be restored.
 public enum OptimizerStateError: Error, Equatable, CustomStringConvertible {
+  /// The state was saved by another kind of optimizer (`found`, e.g. `"sgd"`) than the one
+  /// loading it (`expected`); Adam (`"adam"`) and AdamW (`"adamw"`) count as different kinds.
   case kindMismatch(expected: String, found: String)
+  /// The state has no buffers for the named parameter. The built-in optimizers do not raise it:
+  /// a parameter without buffers has had no gradient yet and starts from zero moments.
   case missingParameter(String)
+  /// The state has buffers for a parameter name the optimizer does not hold, e.g. a checkpoint
+  /// of a differently built model.
   case unexpectedParameter(String)
+  /// A saved buffer has `found` values where the parameter has `expected` elements.
   case sizeMismatch(parameter: String, buffer: String, expected: Int, found: Int)
 
   public var description: String {

@@ -7,9 +7,17 @@
 ///     p ← p − lr·g
 public final class SGD: Optimizer {
   public var learningRate: Float
+  /// μ, the factor applied to the momentum buffer each step; 0 (the default) disables momentum
+  /// and keeps no buffer. PyTorch's `momentum`.
   public let momentum: Float
+  /// τ, which scales each new gradient's share of the momentum buffer by `1 − τ` (not on the
+  /// first step); default 0. PyTorch's `dampening`.
   public let dampening: Float
+  /// Whether the step uses Nesterov momentum (`g + μ·b`) rather than the buffer itself;
+  /// default `false`. PyTorch's `nesterov`.
   public let nesterov: Bool
+  /// λ, the L2 penalty whose gradient `λ·p` is added to each gradient; default 0. PyTorch's
+  /// `weight_decay`.
   public let weightDecay: Float
   public private(set) var stepCount = 0
   private let parameters: [(path: String, parameter: Parameter)]

@@ -32,16 +32,23 @@ public protocol LearningRateSchedule: Sendable {
 
 /// The same rate at every step.
 public struct ConstantSchedule: LearningRateSchedule {
+  /// The learning rate returned for every step.
   public var rate: Float
+  /// Creates a schedule that always returns `rate`.
   public init(_ rate: Float) { self.rate = rate }
   public func learningRate(at step: Int) -> Float { rate }
 }
 
 /// `rate · γ^⌊step / stepSize⌋` (`torch.optim.lr_scheduler.StepLR`).
 public struct StepDecaySchedule: LearningRateSchedule {
+  /// The learning rate of the first `stepSize` steps (PyTorch: the optimizer's initial `lr`).
   public var rate: Float
+  /// The number of steps between decays (PyTorch's `step_size`).
   public var stepSize: Int
+  /// The factor the rate is multiplied by every `stepSize` steps (PyTorch's `gamma`).
   public var gamma: Float
+  /// Creates a step decay schedule; `gamma` defaults to PyTorch's 0.1.
+  /// - Precondition: `stepSize > 0`.
   public init(rate: Float, stepSize: Int, gamma: Float = 0.1) {
     precondition(stepSize > 0, "StepDecaySchedule needs a positive step size")
     self.rate = rate
@@ -56,10 +63,16 @@ public struct StepDecaySchedule: LearningRateSchedule {
 /// Linear warm-up from 0 to `rate` over `warmupSteps`, then cosine decay to `minimumRate` at
 /// `totalSteps` (and `minimumRate` after).
 public struct CosineWarmupSchedule: LearningRateSchedule {
+  /// The peak learning rate, reached on the last warm-up step (on step 0 when `warmupSteps` is 0).
   public var rate: Float
+  /// The number of warm-up steps; step `s < warmupSteps` gets `rate·(s + 1)/warmupSteps`.
   public var warmupSteps: Int
+  /// The step at which the cosine decay reaches `minimumRate`, counting the warm-up steps.
   public var totalSteps: Int
+  /// The rate at the end of the decay and after it.
   public var minimumRate: Float
+  /// Creates a warm-up and cosine decay schedule; `minimumRate` defaults to 0.
+  /// - Precondition: `0 ≤ warmupSteps < totalSteps`.
   public init(rate: Float, warmupSteps: Int, totalSteps: Int, minimumRate: Float = 0) {
     precondition(warmupSteps >= 0 && totalSteps > warmupSteps, "CosineWarmupSchedule needs 0 ≤ warm-up < total steps")
     self.rate = rate

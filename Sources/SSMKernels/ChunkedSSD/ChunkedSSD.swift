@@ -92,14 +92,22 @@ public enum ChunkedSSD {
 
   /// Gradients with respect to every input.
   public struct Gradients {
+    /// With respect to `x`, shape `[B, L, H, P]`.
     public var x: Tensor
     /// With respect to the raw `dt` (through bias and softplus).
     public var dt: Tensor
+    /// With respect to the decay rates `A`, shape `[H]`.
     public var A: Tensor
+    /// With respect to `B`, shape `[B, L, G, N]`, summed over the heads that share each group.
     public var B: Tensor
+    /// With respect to `C`, shape `[B, L, G, N]`, summed over the heads that share each group.
     public var C: Tensor
+    /// With respect to the skip weights `D`, shape `[H]`, or `nil` when the inputs had no `D`.
     public var D: Tensor?
+    /// With respect to the `dt` bias, shape `[H]`, or `nil` when the inputs had no bias.
     public var dtBias: Tensor?
+    /// With respect to the initial state, shape `[B, H, P, N]`, or `nil` when the inputs had
+    /// none (a zero start state has no gradient).
     public var initialState: Tensor?
   }
 

@@ -8,12 +8,20 @@ import Foundation
 
 /// Why a dataset could not be read.
 public enum DatasetError: Error, Equatable, CustomStringConvertible {
+  /// No file exists at the given path.
   case fileNotFound(String)
+  /// The file at the given path exists but cannot be opened for reading.
   case unreadable(String)
+  /// The header of `file` (a RecBole `.inter` or CSV file) has no column of the given name.
   case missingColumn(String, file: String)
+  /// Line `line` (1-based) has too few fields, or the file is empty; `detail` says which.
   case malformedLine(line: Int, detail: String)
+  /// The timestamp field of line `line` (1-based) is `value`, which does not parse as a number.
   case badTimestamp(line: Int, value: String)
+  /// The user and item count intervals removed every interaction.
   case emptyAfterFiltering
+  /// No format was given and the file name does not imply one (see
+  /// ``InteractionFileFormat/guess(for:)``).
   case unknownFormat(String)
 
   public var description: String {
@@ -54,11 +62,17 @@ public enum InteractionFileFormat: Equatable, Sendable {
 
 /// An interval of interaction counts, as RecBole writes them: `[5,inf)`, `[5,200)`, `(0,10]`.
 public struct CountInterval: Codable, Sendable, Equatable, CustomStringConvertible {
+  /// The lower bound of the count.
   public var lower: Int
+  /// The upper bound of the count; `nil` is RecBole's `inf` (no upper bound).
   public var upper: Int?
+  /// Whether a count equal to `lower` is inside (`[`) or outside (`(`).
   public var lowerInclusive: Bool
+  /// Whether a count equal to `upper` is inside (`]`) or outside (`)`); irrelevant when `upper`
+  /// is `nil`.
   public var upperInclusive: Bool
 
+  /// An interval from its bounds; the defaults give RecBole's usual lower bound `[lower,inf)`.
   public init(lower: Int, upper: Int? = nil, lowerInclusive: Bool = true, upperInclusive: Bool = false) {
     (self.lower, self.upper, self.lowerInclusive, self.upperInclusive) = (lower, upper, lowerInclusive, upperInclusive)
   }
@@ -75,6 +89,8 @@ public struct CountInterval: Codable, Sendable, Equatable, CustomStringConvertib
     self.init(lower: low, upper: high, lowerInclusive: first == "[", upperInclusive: last == "]")
   }
 
+  /// Whether the count `n` lies inside the interval (filtering keeps the users and items whose
+  /// interaction counts do).
   public func contains(_ n: Int) -> Bool {
     let aboveLower = lowerInclusive ? n >= lower : n > lower
     guard let upper else { return aboveLower }
@@ -96,13 +112,17 @@ public struct InteractionDataset: Sendable {
   public var itemTokens: [String]
   /// One entry per interaction, file order.
   public var users: [Int32]
+  /// The item id of each interaction, aligned with `users`.
   public var items: [Int32]
+  /// The timestamp of each interaction in the file's units (usually Unix seconds), aligned with
+  /// `users`; 0 when the file has no timestamp column.
   public var timestamps: [Double]
 
   /// Users including the padding id (RecBole's count).
   public var userCount: Int { userTokens.count }
   /// Items including the padding id (`V`).
   public var itemCount: Int { itemTokens.count }
+  /// Interactions kept after filtering.
   public var interactionCount: Int { users.count }
 
   /// Reads a file as a stream of lines (memory grows with the interactions kept, not the file
@@ -230,13 +250,19 @@ public struct InteractionDataset: Sendable {
 
   /// Counts and ratios as RecBole logs them.
   public struct Statistics: Codable, Sendable, Equatable {
-    public var users, items, interactions: Int
+    /// Users including the padding id (RecBole's count, as ``InteractionDataset/userCount``).
+    public var users: Int
+    /// Items including the padding id (`V`, as ``InteractionDataset/itemCount``).
+    public var items: Int
+    /// Interactions kept after filtering.
+    public var interactions: Int
     /// Interactions per real user.
     public var averageLength: Double
     /// `1 − interactions / (real users · real items)`.
     public var sparsity: Double
   }
 
+  /// The dataset's counts, average history length and sparsity, as RecBole logs them after loading.
   public var statistics: Statistics {
     let realUsers = userCount - 1, realItems = itemCount - 1
     return Statistics(

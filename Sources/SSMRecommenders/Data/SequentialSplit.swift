@@ -1,9 +1,15 @@
 /// One next-item prediction instance: a history (oldest first) and the item that followed it.
 public struct SequenceInstance: Sendable, Equatable {
+  /// The (remapped) id of the user whose sequence the instance comes from.
   public var user: Int32
+  /// The items before the target, oldest first; never empty in a split, and truncated to the most
+  /// recent `maximumLength` items when the split has one.
   public var history: [Int32]
+  /// The item to predict: the interaction that followed `history`.
   public var target: Int32
 
+  /// An instance of `user`: `history` (oldest first; batching needs at least one item), then
+  /// `target`.
   public init(user: Int32, history: [Int32], target: Int32) {
     (self.user, self.history, self.target) = (user, history, target)
   }
@@ -14,8 +20,13 @@ public struct SequenceInstance: Sendable, Equatable {
 /// recent `maximumLength` items, or not at all), and leave-one-out by time: each user's last
 /// instance is the test instance, the one before the validation instance.
 public struct SequentialSplit: Sendable {
+  /// Training instances: every prefix of each user's sequence except those held out for validation
+  /// and test.
   public var train: [SequenceInstance]
+  /// Each user's second-to-last instance (users with at least four interactions); selects the best
+  /// epoch and drives early stopping.
   public var validation: [SequenceInstance]
+  /// Each user's last instance (users with at least three interactions), for the reported metrics.
   public var test: [SequenceInstance]
   /// Item ids including padding (`V`).
   public var itemCount: Int
@@ -60,9 +71,15 @@ public struct SequentialSplit: Sendable {
 /// Mini-batches of instances, right-padded with 0 to the longest history of the batch (or a
 /// fixed width), in a seeded shuffled or in the given order.
 public struct BatchSequence: Sequence, Sendable {
+  /// The instances to batch, in the order given (`order` indexes into them).
   public let instances: [SequenceInstance]
+  /// Instances per batch; the last batch may be smaller.
   public let batchSize: Int
+  /// The visiting order as indices into `instances`: shuffled when a seed was given, else
+  /// `0..<instances.count`.
   public let order: [Int]
+  /// The padded width L of every batch (RecBole's fixed `MAX_ITEM_LIST_LENGTH`), or `nil` to pad
+  /// each batch to its longest history.
   public let width: Int?
 
   /// - Parameters:

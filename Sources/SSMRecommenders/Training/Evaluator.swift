@@ -2,13 +2,17 @@
 /// history items not masked, and metrics come from each target's rank under the deterministic
 /// tie rule of `FullRanking`. Scores are computed a batch at a time and never sorted.
 public struct Evaluator: Sendable {
+  /// The metrics to compute, each at every cut-off.
   public var metrics: [RankingMetric]
+  /// The cut-offs K; results are keyed `metric@K`, such as `ndcg@10`.
   public var cutoffs: [Int]
+  /// Instances scored at a time; bounds the `[B, V]` score matrix held in memory.
   public var batchSize: Int
   /// Pad every batch to this width (models whose function depends on the padded width, such as
   /// SIGMA's official prefix flip, need the training width); `nil` pads to each batch's longest.
   public var width: Int?
 
+  /// An evaluator; the defaults report HR, NDCG and MRR at 10, scoring 256 instances at a time.
   public init(metrics: [RankingMetric] = [.hit, .ndcg, .mrr], cutoffs: [Int] = [10], batchSize: Int = 256, width: Int? = nil) {
     (self.metrics, self.cutoffs, self.batchSize, self.width) = (metrics, cutoffs, batchSize, width)
   }

@@ -18,6 +18,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   public var validationMetric: String = "ndcg@10"
   /// Reported metrics and cut-offs.
   public var metrics: [RankingMetric] = [.hit, .ndcg, .mrr]
+  /// Cut-offs K of the reported metrics (10); results are keyed `metric@K`.
   public var cutoffs: [Int] = [10]
   /// Seed of initialisation, shuffling and dropout (RecBole default 2020).
   public var seed: UInt64 = 2020
@@ -26,8 +27,12 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   /// Training-time item masking rate (SSD4Rec's `maskratio`; 0 for the other models).
   public var maskRatio: Float = 0
 
+  /// The defaults above; ``ModelKind/defaultTraining`` gives each built-in model's official
+  /// settings.
   public init() {}
 
+  /// Throws `ConfigurationError.invalid` naming the first invalid setting, including a
+  /// `validationMetric` that is not among `metrics` at `cutoffs`.
   public func validate() throws {
     func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
     try check(epochs > 0, "epochs must be positive")
@@ -44,11 +49,17 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
 
 /// One epoch's record, written as a JSON line to the training log.
 public struct EpochRecord: Codable, Sendable {
+  /// The epoch (0-based).
   public var epoch: Int
+  /// Mean training loss over the epoch's mini-batches.
   public var trainLoss: Double
+  /// Wall-clock seconds of the epoch's training, validation excluded.
   public var trainSeconds: Double
+  /// Validation metrics after the epoch, keyed `metric@K` (such as `ndcg@10`).
   public var validation: [String: Double]
+  /// Wall-clock seconds of the validation evaluation.
   public var validationSeconds: Double
+  /// Whether the validation metric matched or beat the best so far, making these weights the best.
   public var improved: Bool
 }
 
@@ -58,11 +69,15 @@ public struct TrainingResult: Codable, Sendable {
   public var epochs: Int
   /// The epoch whose weights were kept (0-based).
   public var bestEpoch: Int
+  /// Validation metrics of the best epoch, keyed `metric@K`.
   public var bestValidation: [String: Double]
+  /// Test metrics of the restored best weights, keyed `metric@K`.
   public var test: [String: Double]
   /// Test metrics per history-length group.
   public var testGroups: [String: [String: Double]]
+  /// Whether early stopping ended training before `epochs`.
   public var stoppedEarly: Bool
+  /// Mean training seconds per epoch (validation excluded), resumed sessions included.
   public var secondsPerEpoch: Double
 }
 
@@ -73,10 +88,15 @@ public struct TrainingResult: Codable, Sendable {
 /// `best.safetensors`, `last.safetensors` (with optimizer state and trainer state, for
 /// `resume`), and `log.jsonl`, all written atomically.
 public final class Trainer<Model: SequentialRecommender> {
+  /// The model, trained in place; it holds the best weights after ``fit(progress:reporter:)``.
   public let model: Model
+  /// The train, validation and test instances.
   public let split: SequentialSplit
+  /// The (validated) training settings.
   public let configuration: TrainingConfiguration
+  /// Adam over all the model's parameters, with L2 weight decay when `weightDecay` is not 0.
   public let optimizer: Adam
+  /// Where checkpoints and `log.jsonl` go (created if needed); `nil` writes nothing.
   public let outputFolder: URL?
   /// Pad to `maximumLength` even where the model would not need it (SIGMA's prefix flip reads
   /// the padded window).
@@ -90,6 +110,8 @@ public final class Trainer<Model: SequentialRecommender> {
   private var nonImproving = 0
   private var secondsTraining = 0.0
 
+  /// Validates `configuration` and sets up Adam; pass `fixedWidth` for models that need it
+  /// (``ModelKind/needsFixedWidth``).
   public init(model: Model, split: SequentialSplit, configuration: TrainingConfiguration, outputFolder: URL? = nil, fixedWidth: Bool = false) throws {
     try configuration.validate()
     self.model = model
@@ -253,6 +275,8 @@ public final class ProgressReporter {
   private var started = ContinuousClock.now
   private var lastPrint = ContinuousClock.now
 
+  /// A reporter that passes its text to `write`: a redrawn bar when `isTerminal` (such as
+  /// `isatty(1) == 1`), plain lines otherwise.
   public init(isTerminal: Bool, write: @escaping (String) -> Void) {
     self.isTerminal = isTerminal
     self.write = write
