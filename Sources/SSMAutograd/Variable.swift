@@ -89,6 +89,8 @@ public struct Variable {
 }
 
 extension Variable: CustomStringConvertible {
+  /// `Variable(Tensor(shape: …, […]))` with the value's shape and first eight elements, plus
+  /// `, requiresGradient` when the variable is on the tape.
   public var description: String {
     "Variable(\(value)\(requiresGradient ? ", requiresGradient" : ""))"
   }

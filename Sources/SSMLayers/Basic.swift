@@ -16,6 +16,7 @@ public final class Linear: Layer {
       : nil
   }
 
+  /// `weight` `[out, in]` and, unless built with `bias: false`, `bias`, as in PyTorch's `nn.Linear`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
   }
@@ -45,6 +46,7 @@ public final class Embedding: Layer {
     self.paddingIndex = paddingIndex
   }
 
+  /// `weight`, the whole `[count, dimension]` table, as in PyTorch's `nn.Embedding`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight)] }
 
   /// The rows of `indices`: shape `indices.shape + [dimension]`.
@@ -69,6 +71,7 @@ public final class LayerNorm: Layer {
     self.epsilon = epsilon
   }
 
+  /// `weight` (γ) and `bias` (β), as in PyTorch's `nn.LayerNorm`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight), ("bias", bias)] }
 
   /// `(x − μ)/√(σ² + eps) ∘ γ + β` over the last axis of `x` (biased variance); same shape as `x`.
@@ -91,6 +94,7 @@ public final class GatedRMSNorm: Layer {
     self.epsilon = epsilon
   }
 
+  /// `weight` (the scale `w`) alone: the norm has no shift.
   public func namedParameters() -> [(path: String, parameter: Parameter)] { [("weight", weight)] }
 
   /// `v / √(mean(v²) + eps) ∘ w` with `v = y ∘ silu(z)`; `y`, the gate `z` and the result share the

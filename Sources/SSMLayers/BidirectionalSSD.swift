@@ -40,6 +40,8 @@ public final class BidirectionalSSD: Layer {
     self.backwardWeight = backwardWeight
   }
 
+  /// `forward_ssd.*` (the one Mamba-2 block of both directions), `LayerNorm.*` and `ffn.*`, the official
+  /// SSD4Rec names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("forward_ssd", ssd.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
       + prefixed("ffn", feedForward.namedParameters())

@@ -45,6 +45,7 @@ public final class FeedForward: Layer {
     self.arrangement = arrangement
   }
 
+  /// `w_1.*`, `w_2.*` and `LayerNorm.*`, the names of the official recommenders' feed-forward module.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("w_1", first.namedParameters()) + prefixed("w_2", second.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
   }

@@ -46,6 +46,8 @@ public final class GRU: Layer {
     (inputBiases, hiddenBiases) = bias ? (bi, bh) : (nil, nil)
   }
 
+  /// For each layer `k` in turn, `weight_ih_l{k}` and `weight_hh_l{k}`, then `bias_ih_l{k}` and
+  /// `bias_hh_l{k}` if the GRU has biases, as in PyTorch's `nn.GRU`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     var result: [(path: String, parameter: Parameter)] = []
     for k in 0..<layerCount {
@@ -200,6 +202,7 @@ public final class Conv1d: Layer {
     self.kernelSize = kernelSize
   }
 
+  /// `weight` `[C_out, C_in, K]` and, unless built with `bias: false`, `bias`, as in PyTorch's `nn.Conv1d`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
   }

@@ -71,6 +71,7 @@ public enum ParameterLoadingError: Error, Equatable, CustomStringConvertible {
   /// The value for the parameter at path `parameter` has shape `found` instead of `expected`.
   case shapeMismatch(parameter: String, expected: Shape, found: Shape)
 
+  /// One line naming the parameter path at fault (with both shapes for a mismatch), for command-line errors.
   public var description: String {
     switch self {
     case .missingParameter(let p): return "parameter \(p) is missing"

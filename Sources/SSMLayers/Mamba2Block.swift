@@ -94,6 +94,8 @@ public final class Mamba2Block: Layer {
     outputProjection = Linear(inputSize: e, outputSize: c.modelDimension, bias: c.projectionBias, using: &generator)
   }
 
+  /// `in_proj.*`, `conv1d.weight`, `conv1d.bias` (if `convolutionBias`), `dt_bias`, `A_log`, `D`,
+  /// `norm.weight` and `out_proj.*`, the official Mamba-2 names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("in_proj", inputProjection.namedParameters()) + [("conv1d.weight", convolutionWeight)]
       + (convolutionBias.map { [("conv1d.bias", $0)] } ?? []) + [("dt_bias", deltaBias), ("A_log", logA), ("D", skip)]
@@ -127,6 +129,7 @@ public final class Mamba2Block: Layer {
 public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
   /// The message names the offending value and the rule it breaks.
   case invalid(String)
+  /// The message after `invalid configuration: `, one line for command-line errors.
   public var description: String {
     switch self { case .invalid(let m): return "invalid configuration: \(m)" }
   }

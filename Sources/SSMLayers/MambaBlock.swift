@@ -74,6 +74,8 @@ public final class MambaBlock: Layer {
     outputProjection = Linear(inputSize: e, outputSize: modelDimension, bias: projectionBias, using: &generator)
   }
 
+  /// `in_proj.*`, `conv1d.weight`, `conv1d.bias` (if any), `x_proj.weight`, `dt_proj.*`, `A_log`, `D` and
+  /// `out_proj.*`, the names of the official Mamba module.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("in_proj", inputProjection.namedParameters()) + [("conv1d.weight", convolutionWeight)]
       + (convolutionBias.map { [("conv1d.bias", $0)] } ?? []) + prefixed("x_proj", stateProjection.namedParameters())

@@ -30,6 +30,7 @@ public final class DenseSelectiveGate: Layer {
     self.dropout = Dropout(probability: dropout)
   }
 
+  /// `selective_gate_sig.1.*` and `selective_gate_si.1.*` (weight and bias each), the official SIGMA names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("selective_gate_sig.1", sigmoidBranch.namedParameters()) + prefixed("selective_gate_si.1", siluBranch.namedParameters())
   }
@@ -63,6 +64,8 @@ public final class FeatureExtractionGRU: Layer {
     convolution = Conv1d(inputChannels: dimension, outputChannels: dimension, kernelSize: kernelSize, using: &generator)
   }
 
+  /// `gru.weight_ih_l0` and `gru.weight_hh_l0` (plus biases with `gruBias`), then `conv1d.weight` and
+  /// `conv1d.bias`, the official SIGMA names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("gru", gru.namedParameters()) + prefixed("conv1d", convolution.namedParameters())
   }
@@ -95,6 +98,7 @@ public final class BranchMixing: Layer {
     projection = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
   }
 
+  /// `combining_weights` `[3]` and `projection.*`, the official SIGMA names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     [("combining_weights", combiningWeights)] + prefixed("projection", projection.namedParameters())
   }
@@ -154,6 +158,8 @@ public final class PartiallyFlippedMambaBlock: Layer {
     self.flip = flip
   }
 
+  /// The official `gmamba.*` keys without that prefix: `combining_weights`, `projection.*`, `dense1.*`,
+  /// `dense2.*`, `mamba.*`, the FE-GRU's `gru.*` and `conv1d.*`, and the DS gate's `selective_gate_*`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     mixing.namedParameters() + prefixed("dense1", dense1.namedParameters()) + prefixed("dense2", dense2.namedParameters())
       + prefixed("mamba", mamba.namedParameters()) + featureExtractor.namedParameters() + gate.namedParameters()

@@ -17,6 +17,8 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
   /// The stored optimizer state does not fit the optimizer.
   case optimizer(String)
 
+  /// One line saying what is wrong (format, model kind, configuration, file, parameters or optimizer state),
+  /// with the underlying error's text.
   public var description: String {
     switch self {
     case .notACheckpoint(let d): return "not an SSMRec checkpoint: \(d)"

@@ -26,7 +26,10 @@ public final class GRU4Rec: SequentialRecommender {
     }
   }
 
+  /// `"gru4rec"`: the `model` tag of its checkpoints, matching ``ModelKind/gru4rec``.
   public static let kind = "gru4rec"
+  /// The validated embedding and GRU widths, layer count and dropout; checkpoints store them as their
+  /// `config` JSON.
   public let configuration: Configuration
   /// Item embeddings `[V, embeddingSize]` (`item_embedding`, padding row 0), also used to score
   /// every item.
@@ -39,6 +42,8 @@ public final class GRU4Rec: SequentialRecommender {
   /// Dropout on the item embeddings before the GRU (RecBole `emb_dropout`,
   /// `configuration.dropout`).
   public let dropout: Dropout
+  /// The table of ``items``, `[V, embeddingSize]` (`item_embedding.weight`), used both to embed histories and
+  /// to score items.
   public var itemEmbedding: Parameter { items.weight }
 
   /// RecBole's initialisation: `xavier_normal_` item embeddings, `xavier_uniform_` for the first
@@ -56,10 +61,13 @@ public final class GRU4Rec: SequentialRecommender {
     dropout = Dropout(probability: configuration.dropout)
   }
 
+  /// `item_embedding.weight`, `gru_layers.weight_ih_l<k>` / `weight_hh_l<k>` and `dense.*`, RecBole's GRU4Rec
+  /// names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("item_embedding", items.namedParameters()) + prefixed("gru_layers", gru.namedParameters()) + prefixed("dense", dense.namedParameters())
   }
 
+  /// The `dense` projection of the GRU state at each sequence's last real position, `[B, embeddingSize]`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     let hidden = gru(dropout(items(batch.items), context: &context))
     return dense(hidden).gatherTimeSteps(batch.lengths.map { $0 - 1 })

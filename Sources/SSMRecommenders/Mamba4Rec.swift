@@ -57,6 +57,7 @@ public final class Mamba4Rec: SequentialRecommender {
         dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon, using: &generator)
     }
 
+    /// `mamba.*`, `LayerNorm.*` and `ffn.*`, the official names under `mamba_layers.<i>`.
     public func namedParameters() -> [(path: String, parameter: Parameter)] {
       prefixed("mamba", mamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
         + prefixed("ffn", feedForward.namedParameters())
@@ -65,13 +66,18 @@ public final class Mamba4Rec: SequentialRecommender {
     func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable { mamba(h) }
   }
 
+  /// `"mamba4rec"`: the `model` tag of its checkpoints, matching ``ModelKind/mamba4rec``.
   public static let kind = "mamba4rec"
+  /// The validated width, layer count, Mamba sizes and dropout; checkpoints store them as their `config`
+  /// JSON.
   public let configuration: Configuration
   let stack: EncoderStack<MambaLayer>
   /// Item embeddings `[V, D]` (`item_embedding`, padding row 0), also used to score every item.
   public var items: Embedding { stack.items }
   /// The Mamba layers in order (`mamba_layers.<i>`).
   public var layers: [MambaLayer] { stack.layers }
+  /// The table of ``items``, `[V, D]` (`item_embedding.weight`), used both to embed histories and to score
+  /// items.
   public var itemEmbedding: Parameter { stack.items.weight }
 
   /// Builds the model with the official initialisation (module defaults, then RecBole's blanket
@@ -87,8 +93,12 @@ public final class Mamba4Rec: SequentialRecommender {
     applyBlanketInitialization(using: &generator)
   }
 
+  /// `item_embedding`, `mamba_layers.<i>.*` and `LayerNorm` under the official Mamba4Rec names, so official
+  /// checkpoints load unchanged.
   public func namedParameters() -> [(path: String, parameter: Parameter)] { stack.namedParameters() }
 
+  /// The last layer's output (after its feed-forward network) at each sequence's last real position,
+  /// `[B, D]`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     stack.encode(batch, context: &context)
   }

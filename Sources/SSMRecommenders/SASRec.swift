@@ -73,6 +73,7 @@ public final class SASRec: SequentialRecommender {
       hiddenDropout = Dropout(probability: c.hiddenDropout)
     }
 
+    /// `query.*`, `key.*`, `value.*`, `dense.*` and `LayerNorm.*`, RecBole's `MultiHeadAttention` names.
     public func namedParameters() -> [(path: String, parameter: Parameter)] {
       prefixed("query", query.namedParameters()) + prefixed("key", key.namedParameters())
         + prefixed("value", value.namedParameters()) + prefixed("dense", dense.namedParameters())
@@ -110,6 +111,7 @@ public final class SASRec: SequentialRecommender {
       dropout = Dropout(probability: c.hiddenDropout)
     }
 
+    /// `dense_1.*`, `dense_2.*` and `LayerNorm.*`, RecBole's `FeedForward` names.
     public func namedParameters() -> [(path: String, parameter: Parameter)] {
       prefixed("dense_1", first.namedParameters()) + prefixed("dense_2", second.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
     }
@@ -119,7 +121,10 @@ public final class SASRec: SequentialRecommender {
     }
   }
 
+  /// `"sasrec"`: the `model` tag of its checkpoints, matching ``ModelKind/sasrec``.
   public static let kind = "sasrec"
+  /// The validated width, maximum length, layer and head counts and dropouts; checkpoints store them as their
+  /// `config` JSON.
   public let configuration: Configuration
   /// Item embeddings `[V, D]` (`item_embedding`, padding row 0), also used to score every item.
   public let items: Embedding
@@ -134,6 +139,8 @@ public final class SASRec: SequentialRecommender {
   public let feedForward: [TransformerFeedForward]
   /// Dropout on the normalised input embeddings (`hiddenDropout`).
   public let dropout: Dropout
+  /// The table of ``items``, `[V, D]` (`item_embedding.weight`), used both to embed histories and to score
+  /// items; the position table is not scored.
   public var itemEmbedding: Parameter { items.weight }
 
   /// RecBole's initialisation (blanket init with std 0.02, the position table included).
@@ -150,6 +157,8 @@ public final class SASRec: SequentialRecommender {
     applyBlanketInitialization(using: &generator)
   }
 
+  /// `item_embedding`, `position_embedding`, `LayerNorm` and
+  /// `trm_encoder.layer.<i>.{multi_head_attention,feed_forward}.*`, RecBole's SASRec names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     var result = prefixed("item_embedding", items.namedParameters()) + prefixed("position_embedding", positions.namedParameters())
       + prefixed("LayerNorm", embeddingNorm.namedParameters())
@@ -172,6 +181,8 @@ public final class SASRec: SequentialRecommender {
     return Tensor(shape: [b, 1, l, l], scalars: mask)
   }
 
+  /// The transformer's output at each sequence's last real position, `[B, D]`; traps if the batch is wider
+  /// than `maximumLength`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     precondition(batch.width <= configuration.maximumLength, "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
     let positionIds = IndexTensor(shape: [batch.width], values: Array(0..<batch.width))

@@ -70,6 +70,7 @@ public final class SIGMA: SequentialRecommender {
       feedForward = FeedForward(dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon, using: &generator)
     }
 
+    /// `gmamba.*`, `LayerNorm.*` and `ffn.*`, the official names under `mamba_layers.<i>`.
     public func namedParameters() -> [(path: String, parameter: Parameter)] {
       prefixed("gmamba", gMamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters()) + prefixed("ffn", feedForward.namedParameters())
     }
@@ -79,13 +80,18 @@ public final class SIGMA: SequentialRecommender {
     }
   }
 
+  /// `"sigma"`: the `model` tag of its checkpoints, matching ``ModelKind/sigma``.
   public static let kind = "sigma"
+  /// The validated width, layer count, Mamba sizes, dropouts and flip strategy; checkpoints store them as
+  /// their `config` JSON.
   public let configuration: Configuration
   let stack: EncoderStack<SIGMALayer>
   /// Item embeddings `[V, D]` (`item_embedding`, padding row 0), also used to score every item.
   public var items: Embedding { stack.items }
   /// The SIGMA layers in order (`mamba_layers.<i>`, the official name).
   public var layers: [SIGMALayer] { stack.layers }
+  /// The table of ``items``, `[V, D]` (`item_embedding.weight`), used both to embed histories and to score
+  /// items.
   public var itemEmbedding: Parameter { stack.items.weight }
 
   /// Builds the model with the official initialisation (module defaults, then the blanket init).
@@ -100,8 +106,12 @@ public final class SIGMA: SequentialRecommender {
     applyBlanketInitialization(using: &generator)
   }
 
+  /// `item_embedding`, `LayerNorm` and `mamba_layers.<i>.*` (the official name, though the blocks are
+  /// G-Mamba), so official checkpoints load unchanged.
   public func namedParameters() -> [(path: String, parameter: Parameter)] { stack.namedParameters() }
 
+  /// The last layer's output (after its feed-forward network) at each sequence's last real position,
+  /// `[B, D]`; `batch.lengths` also drives the paper's `.keepingLast` flip.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     stack.encode(batch, context: &context)
   }

@@ -65,7 +65,10 @@ public final class SSD4Rec: SequentialRecommender {
     }
   }
 
+  /// `"ssd4rec"`: the `model` tag of its checkpoints, matching ``ModelKind/ssd4rec``.
   public static let kind = "ssd4rec"
+  /// The validated width, layer count, Mamba-2 sizes, dropout and mask ratio; checkpoints store them as their
+  /// `config` JSON.
   public let configuration: Configuration
   /// Item embeddings `[V, D]` (`item_embedding`), also used to score every item; row 0 is the
   /// trainable mask token, not padding.
@@ -77,6 +80,8 @@ public final class SSD4Rec: SequentialRecommender {
   public let layers: [BidirectionalSSD]
   /// Dropout on the embeddings before `embeddingNorm`; used only when `normalizeEmbeddings` is set.
   public let dropout: Dropout
+  /// The table of ``items``, `[V, D]` (`item_embedding.weight`, row 0 the mask token), used both to embed
+  /// histories and to score items.
   public var itemEmbedding: Parameter { items.weight }
 
   /// Builds the model with the official initialisation (module defaults, then the blanket init,
@@ -96,6 +101,7 @@ public final class SSD4Rec: SequentialRecommender {
     applyBlanketInitialization(using: &generator)
   }
 
+  /// `item_embedding`, `LayerNorm` and `BiSSD_layers.<i>.*`, the official SSD4Rec names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     prefixed("item_embedding", items.namedParameters()) + prefixed("LayerNorm", embeddingNorm.namedParameters())
       + layers.enumerated().flatMap { prefixed("BiSSD_layers.\($0.offset)", $0.element.namedParameters()) }
@@ -126,6 +132,8 @@ public final class SSD4Rec: SequentialRecommender {
     return result
   }
 
+  /// Packs the batch into one unpadded row (``pack(_:)``) and returns the last layer's output at each
+  /// history's last token, `[B, D]`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     let (packedItems, sequenceIndex, lastTokens) = Self.pack(batch)
     var x = items(packedItems)

@@ -53,6 +53,7 @@ public enum SequenceBatchError: Error, Equatable, CustomStringConvertible {
   /// An item id is negative.
   case invalidItem(String)
 
+  /// The message after `invalid batch: `, one line for command-line errors.
   public var description: String {
     switch self {
     case .shape(let m), .emptyOrTooLong(let m), .invalidItem(let m): return "invalid batch: \(m)"

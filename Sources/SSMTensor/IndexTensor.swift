@@ -55,6 +55,7 @@ public struct IndexTensor: Sendable, Equatable, CustomStringConvertible {
   /// The indices as a `Float` tensor.
   public var asTensor: Tensor { Tensor(shape: shape, scalars: values.map(Float.init)) }
 
+  /// `IndexTensor(shape: …, […])` with the shape and at most the first eight indices.
   public var description: String {
     let preview = values.prefix(8).map { String($0) }.joined(separator: ", ")
     return "IndexTensor(shape: \(shape), [\(preview)\(values.count > 8 ? ", …" : "")])"

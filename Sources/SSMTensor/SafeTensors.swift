@@ -23,6 +23,7 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
   /// Reading or writing the file failed.
   case io(String)
 
+  /// One line naming the tensor, sizes or dtypes at fault; for `.io`, the underlying message as is.
   public var description: String {
     switch self {
     case .truncatedPrefix(let size): return "safetensors file of \(size) bytes is too short to hold its header length"

@@ -46,13 +46,17 @@ public struct Shape: Hashable, Sendable, ExpressibleByArrayLiteral, CustomString
 
   // MARK: RandomAccessCollection
 
+  /// Always 0, the outermost axis.
   public var startIndex: Int { 0 }
+  /// The rank: axes are `0..<rank`.
   public var endIndex: Int { dimensions.count }
+  /// The extent of axis `position` (no negative axes here; see ``normalizedAxis(_:)``), settable in place.
   public subscript(position: Int) -> Int {
     get { dimensions[position] }
     set { dimensions[position] = newValue }
   }
 
+  /// The extents in brackets, such as `[2, 3]`; `[]` for a scalar.
   public var description: String { "[" + dimensions.map(String.init).joined(separator: ", ") + "]" }
 
   /// The row-major position of a multi-index.

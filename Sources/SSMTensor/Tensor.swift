@@ -128,6 +128,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     self = reshaped(to: newShape)
   }
 
+  /// `Tensor(shape: …, […])` with the shape and at most the first eight elements.
   public var description: String {
     let preview = storage.prefix(8).map { String($0) }.joined(separator: ", ")
     return "Tensor(shape: \(shape), [\(preview)\(storage.count > 8 ? ", …" : "")])"

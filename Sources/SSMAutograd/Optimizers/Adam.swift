@@ -23,6 +23,8 @@ public final class Adam: Optimizer {
     case decoupled(Float)
   }
 
+  /// The step size lr (PyTorch's `lr`, default 1e-3) used by the next ``step()``; saved and restored with the
+  /// state.
   public var learningRate: Float
   /// β₁, the decay rate of the running mean of gradients (`exp_avg`): PyTorch's `betas[0]`,
   /// default 0.9.
@@ -35,6 +37,7 @@ public final class Adam: Optimizer {
   public let epsilon: Float
   /// Whether weight decay is off, L2 (Adam) or decoupled (AdamW), and its strength λ.
   public let weightDecay: WeightDecay
+  /// The number of ``step()`` calls so far: t in the bias corrections `1 − β₁ᵗ` and `1 − β₂ᵗ`.
   public private(set) var stepCount = 0
   private let parameters: [(path: String, parameter: Parameter)]
   private var buffers: NamedBuffers
@@ -68,6 +71,8 @@ public final class Adam: Optimizer {
     return "adam"
   }
 
+  /// Updates every parameter that has a gradient in one fused pass, creating its `exp_avg` and `exp_avg_sq`
+  /// at zero on its first gradient; parameters without a gradient are skipped.
   public func step() {
     stepCount += 1
     let t = Float(stepCount)
@@ -103,10 +108,14 @@ public final class Adam: Optimizer {
     }
   }
 
+  /// A snapshot with kind `"adam"` or `"adamw"`, the step count, the learning rate and each parameter's
+  /// `exp_avg` and `exp_avg_sq`.
   public func state() -> OptimizerState {
     OptimizerState(kind: kind, stepCount: stepCount, learningRate: learningRate, buffers: buffers.snapshot())
   }
 
+  /// Restores the step count, learning rate and moments, throwing ``OptimizerStateError`` for another kind
+  /// (Adam and AdamW differ), an unknown parameter name or a buffer of the wrong size.
   public func load(_ state: OptimizerState) throws {
     guard state.kind == kind else { throw OptimizerStateError.kindMismatch(expected: kind, found: state.kind) }
     try buffers.restore(state.buffers, parameters: parameters)

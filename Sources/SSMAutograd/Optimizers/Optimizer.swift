@@ -50,6 +50,7 @@ public enum OptimizerStateError: Error, Equatable, CustomStringConvertible {
   /// A saved buffer has `found` values where the parameter has `expected` elements.
   case sizeMismatch(parameter: String, buffer: String, expected: Int, found: Int)
 
+  /// One line naming the optimizer kinds, parameter or buffer at fault, for command-line errors.
   public var description: String {
     switch self {
     case .kindMismatch(let expected, let found): return "optimizer state is for \(found), not \(expected)"

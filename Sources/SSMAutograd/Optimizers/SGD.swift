@@ -6,6 +6,7 @@
 ///     g ← g + μ·b (Nesterov) or b
 ///     p ← p − lr·g
 public final class SGD: Optimizer {
+  /// The step size lr (PyTorch's `lr`) used by the next ``step()``; saved and restored with the state.
   public var learningRate: Float
   /// μ, the factor applied to the momentum buffer each step; 0 (the default) disables momentum
   /// and keeps no buffer. PyTorch's `momentum`.
@@ -19,6 +20,7 @@ public final class SGD: Optimizer {
   /// λ, the L2 penalty whose gradient `λ·p` is added to each gradient; default 0. PyTorch's
   /// `weight_decay`.
   public let weightDecay: Float
+  /// The number of ``step()`` calls so far; SGD's update does not use it, but it is saved with the state.
   public private(set) var stepCount = 0
   private let parameters: [(path: String, parameter: Parameter)]
   private var buffers: NamedBuffers
@@ -39,6 +41,8 @@ public final class SGD: Optimizer {
     self.buffers = NamedBuffers(names: parameters.map(\.path))
   }
 
+  /// Updates every parameter that has a gradient, keeping a `momentum_buffer` for it only when ``momentum``
+  /// is nonzero; parameters without a gradient are skipped.
   public func step() {
     stepCount += 1
     for (name, parameter) in parameters {
@@ -59,10 +63,14 @@ public final class SGD: Optimizer {
     }
   }
 
+  /// A snapshot with kind `"sgd"`, the step count, the learning rate and each parameter's `momentum_buffer`
+  /// (none without momentum).
   public func state() -> OptimizerState {
     OptimizerState(kind: "sgd", stepCount: stepCount, learningRate: learningRate, buffers: buffers.snapshot())
   }
 
+  /// Restores the step count, learning rate and momentum buffers, throwing ``OptimizerStateError`` for a
+  /// non-`"sgd"` state, an unknown parameter name or a buffer of the wrong size.
   public func load(_ state: OptimizerState) throws {
     guard state.kind == "sgd" else { throw OptimizerStateError.kindMismatch(expected: "sgd", found: state.kind) }
     try buffers.restore(state.buffers, parameters: parameters)

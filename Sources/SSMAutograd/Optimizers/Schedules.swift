@@ -36,6 +36,7 @@ public struct ConstantSchedule: LearningRateSchedule {
   public var rate: Float
   /// Creates a schedule that always returns `rate`.
   public init(_ rate: Float) { self.rate = rate }
+  /// Returns ``rate`` whatever the step.
   public func learningRate(at step: Int) -> Float { rate }
 }
 
@@ -55,6 +56,7 @@ public struct StepDecaySchedule: LearningRateSchedule {
     self.stepSize = stepSize
     self.gamma = gamma
   }
+  /// ``rate`` for steps `0..<stepSize`, then multiplied by ``gamma`` every further `stepSize` steps.
   public func learningRate(at step: Int) -> Float {
     rate * Float(pow(Double(gamma), Double(step / stepSize)))
   }
@@ -80,6 +82,8 @@ public struct CosineWarmupSchedule: LearningRateSchedule {
     self.totalSteps = totalSteps
     self.minimumRate = minimumRate
   }
+  /// `rate·(step + 1)/warmupSteps` during warm-up, then a half cosine from ``rate`` down to ``minimumRate``
+  /// at `totalSteps`, and ``minimumRate`` from there on.
   public func learningRate(at step: Int) -> Float {
     if step < warmupSteps { return rate * Float(step + 1) / Float(warmupSteps) }
     if step >= totalSteps { return minimumRate }

@@ -24,6 +24,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
   /// ``InteractionFileFormat/guess(for:)``).
   case unknownFormat(String)
 
+  /// One line naming the file, column or line at fault, for command-line errors.
   public var description: String {
     switch self {
     case .fileNotFound(let p): return "no dataset file at \(p)"
@@ -97,6 +98,7 @@ public struct CountInterval: Codable, Sendable, Equatable, CustomStringConvertib
     return aboveLower && (upperInclusive ? n <= upper : n < upper)
   }
 
+  /// RecBole's notation, such as `[5,inf)` or `(0,10]`, which ``init(parsing:)`` reads back.
   public var description: String {
     "\(lowerInclusive ? "[" : "(")\(lower),\(upper.map(String.init) ?? "inf")\(upperInclusive ? "]" : ")")"
   }

@@ -104,6 +104,8 @@ public struct BatchSequence: Sequence, Sendable {
   /// The number of batches (the last one may be partial).
   public var count: Int { (instances.count + batchSize - 1) / batchSize }
 
+  /// Batches of up to ``batchSize`` instances in ``order``, with targets, padded to ``width`` or to each
+  /// batch's longest history.
   public func makeIterator() -> AnyIterator<SequenceBatch> {
     var start = 0
     return AnyIterator {
