@@ -31,6 +31,13 @@ package func releaseFreedHeapMemory() {
 public struct Tensor: Sendable, Equatable, CustomStringConvertible {
   /// The extents of the axes.
   public private(set) var shape: Shape
+  /// A tensor whose elements are left unset, for kernels that write every element before
+  /// anything reads them (saves a zero-filling pass over large outputs). Reading an element
+  /// before it is written gives an unspecified value.
+  package init(uninitializedShape shape: Shape) {
+    self.init(shape: shape, unsafeUninitializedCapacity: { _ in })
+  }
+
   /// The elements in row-major order.
   @usableFromInline internal var storage: [Float]
 

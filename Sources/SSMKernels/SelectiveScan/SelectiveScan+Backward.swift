@@ -23,21 +23,27 @@ extension SelectiveScan {
     let blocks = (channels + lanes - 1) / lanes
     let tasks = batch * blocks
     let aTransposed = inputs.A.transposed()
-    var du = Tensor(zeros: inputs.u.shape)
-    var dDelta = Tensor(zeros: inputs.u.shape)
-    var dz: Tensor? = inputs.z.map { Tensor(zeros: $0.shape) }
+    let work = tasks > 0 && length > 0
+    // The kernel writes every element of du, dΔ and dz, so they start uninitialised.
+    var du = work ? Tensor(uninitializedShape: inputs.u.shape) : Tensor(zeros: inputs.u.shape)
+    var dDelta = work ? Tensor(uninitializedShape: inputs.u.shape) : Tensor(zeros: inputs.u.shape)
+    var dz: Tensor? = inputs.z.map { work ? Tensor(uninitializedShape: $0.shape) : Tensor(zeros: $0.shape) }
     let perTask = length * state * lanes * 40
     let workers = Swift.max(1, Parallel.workers(count: tasks, minimumPerWorker: Swift.max(1, 2_000_000 / Swift.max(perTask, 1))))
+    // With at least one batch element per worker, workers own whole batch elements and so
+    // disjoint rows of ∂B and ∂C: one shared copy of each instead of one per worker.
+    let byBatch = batch >= workers
+    let copiesBC = byBatch ? 1 : workers
     let scratchPerWorker = ssm_scan_backward_scratch(length, state)
     var scratch = [Float](repeating: 0, count: workers * scratchPerWorker)
-    // Per-worker accumulators: A (as [N, E]), B, C, D, bias.
+    // Per-worker accumulators: A (as [N, E]), D, bias; B and C per worker or shared.
     let sizes = (a: state * channels, bc: batch * length * state, e: channels)
     var accA = [Float](repeating: 0, count: workers * sizes.a)
-    var accB = [Float](repeating: 0, count: workers * sizes.bc)
-    var accC = [Float](repeating: 0, count: workers * sizes.bc)
+    var accB = [Float](repeating: 0, count: copiesBC * sizes.bc)
+    var accC = [Float](repeating: 0, count: copiesBC * sizes.bc)
     var accD = [Float](repeating: 0, count: workers * sizes.e)
     var accBias = [Float](repeating: 0, count: workers * sizes.e)
-    if tasks > 0 && length > 0 {
+    if work {
       FLOPCounter.add(backwardOperationsPerStateElement * batch * length * channels * state)
       withArguments(inputs, aTransposed) { args in
         outputGradient.withUnsafeBufferPointer { g in
@@ -55,13 +61,17 @@ extension SelectiveScan {
                               a.baseAddress!, b.baseAddress!, c.baseAddress!, d.baseAddress!, bias.baseAddress!
                             )
                             let hasD = inputs.D != nil, hasBias = inputs.deltaBias != nil
-                            Parallel.forEachWorker(count: tasks, minimumPerWorker: Swift.max(1, tasks / workers)) { w, range in
+                            let units = byBatch ? batch : tasks
+                            Parallel.forEachWorker(count: units, minimumPerWorker: Swift.max(1, units / workers)) { w, range in
                               var a = p.0
+                              let bc = byBatch ? 0 : w * sizes.bc
                               var grads = ssm_scan_grads(
-                                du: p.2, ddelta: p.3, dz: p.4, dA_t: p.6 + w * sizes.a, dB: p.7 + w * sizes.bc,
-                                dC: p.8 + w * sizes.bc, dD: hasD ? p.9 + w * sizes.e : nil,
+                                du: p.2, ddelta: p.3, dz: p.4, dA_t: p.6 + w * sizes.a, dB: p.7 + bc,
+                                dC: p.8 + bc, dD: hasD ? p.9 + w * sizes.e : nil,
                                 ddelta_bias: hasBias ? p.10 + w * sizes.e : nil)
-                              ssm_scan_backward(&a, p.1, range.lowerBound, range.upperBound, p.5 + w * scratchPerWorker, &grads)
+                              let taskRange = byBatch ? (range.lowerBound * blocks)..<(range.upperBound * blocks) : range
+                              ssm_scan_backward(
+                                &a, p.1, taskRange.lowerBound, taskRange.upperBound, p.5 + w * scratchPerWorker, &grads)
                             }
                           }
                         }
@@ -75,15 +85,17 @@ extension SelectiveScan {
         }
       }
     }
-    func total(_ acc: [Float], _ size: Int, _ shape: Shape) -> Tensor {
+    func total(_ acc: [Float], copies: Int, _ shape: Shape) -> Tensor {
+      if copies == 1 { return Tensor(shape: shape, scalars: acc) }
+      let size = shape.elementCount
       var sum = Tensor(shape: shape, scalars: Array(acc[0..<size]))
-      for w in 1..<Swift.max(workers, 1) { sum += Tensor(shape: shape, scalars: Array(acc[(w * size)..<((w + 1) * size)])) }
+      for w in 1..<copies { sum += Tensor(shape: shape, scalars: Array(acc[(w * size)..<((w + 1) * size)])) }
       return sum
     }
     return Gradients(
-      u: du, delta: dDelta, A: total(accA, sizes.a, [state, channels]).transposed(),
-      B: total(accB, sizes.bc, [batch, length, state]), C: total(accC, sizes.bc, [batch, length, state]),
-      D: inputs.D == nil ? nil : total(accD, sizes.e, [channels]), z: dz,
-      deltaBias: inputs.deltaBias == nil ? nil : total(accBias, sizes.e, [channels]))
+      u: du, delta: dDelta, A: total(accA, copies: workers, [state, channels]).transposed(),
+      B: total(accB, copies: copiesBC, [batch, length, state]), C: total(accC, copies: copiesBC, [batch, length, state]),
+      D: inputs.D == nil ? nil : total(accD, copies: workers, [channels]), z: dz,
+      deltaBias: inputs.deltaBias == nil ? nil : total(accBias, copies: workers, [channels]))
   }
 }

@@ -105,8 +105,9 @@ public enum SelectiveScan {
     let tasks = batch * blocks
     var lastState = returnLastState ? Tensor(zeros: [batch, channels, state]) : nil
     let aTransposed = inputs.A.transposed()
-    var output = Tensor(zeros: inputs.u.shape)
-    if tasks == 0 || length == 0 { return (output, lastState) }
+    if tasks == 0 || length == 0 { return (Tensor(zeros: inputs.u.shape), lastState) }
+    // The kernel writes every output element.
+    var output = Tensor(uninitializedShape: inputs.u.shape)
     FLOPCounter.add(forwardOperationsPerStateElement * batch * length * channels * state)
     let perTask = length * state * lanes * 20  // ≈ flops of one task
     let workers = Parallel.workers(count: tasks, minimumPerWorker: Swift.max(1, 2_000_000 / Swift.max(perTask, 1)))
