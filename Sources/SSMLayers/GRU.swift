@@ -78,8 +78,9 @@ extension Variable {
   /// biases included), `W_hh` `[3H, H]` and optionally `b_hh` `[3H]`; returns `h` `[B, L, H]`.
   ///
   /// One tape node. Each step is one `sgemm` for `h_{t−1}·W_hhᵀ` and one SIMD pass over the
-  /// gates (CKernels); the backward runs the same steps in reverse (SPEC §4.2). Memory kept:
-  /// r, z, n, `W_hn·h + b_hn` and h for every step (5·B·L·H floats).
+  /// gates (CKernels); the backward runs the same steps in reverse (SPEC §4.2). Memory kept when
+  /// recording: r, z, n, `W_hn·h + b_hn` and h for every step (5·B·L·H floats); without a tape
+  /// only h.
   public static func gruRecurrence(inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?) -> Variable {
     let (batch, length, threeH) = (inputProjection.shape[0], inputProjection.shape[1], inputProjection.shape[2])
     let hidden = threeH / 3
@@ -87,7 +88,11 @@ extension Variable {
     let xw = inputProjection.value, whh = hiddenWeight.value
     let bhh = hiddenBias?.value ?? Tensor(zeros: [threeH])
     let step = batch * hidden
-    var saved = [Float](repeating: 0, count: 5 * length * step)  // r, z, n, hn, h: each [L, B, H]
+    // Recording keeps r, z, n, hn and h of every step ([L, B, H] each) for the backward pass;
+    // without a tape only h is kept and the gates of one step are scratch (5× less memory).
+    let recording = GradientMode.isEnabled && (inputProjection.requiresGradient || hiddenWeight.requiresGradient || (hiddenBias?.requiresGradient ?? false))
+    let gateRegion = recording ? length * step : step
+    var saved = [Float](repeating: 0, count: 4 * gateRegion + length * step)
     var hw = [Float](repeating: 0, count: batch * threeH)
     let xStride = length * threeH
     xw.withUnsafeBufferPointer { xp in
@@ -95,9 +100,9 @@ extension Variable {
         bhh.withUnsafeBufferPointer { bp in
           saved.withUnsafeMutableBufferPointer { sp in
             hw.withUnsafeMutableBufferPointer { hwp in
+              let base = sp.baseAddress!
               let (r, z, n, hn, h) = (
-                sp.baseAddress!, sp.baseAddress! + length * step, sp.baseAddress! + 2 * length * step,
-                sp.baseAddress! + 3 * length * step, sp.baseAddress! + 4 * length * step
+                base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
               )
               for t in 0..<length {
                 for b in 0..<batch { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
@@ -106,17 +111,17 @@ extension Variable {
                     transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
                     lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
                 }
-                let o = t * step
+                let o = t * step, g = recording ? o : 0
                 ssm_gru_forward_step(
                   xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, batch, hidden,
-                  r + o, z + o, n + o, hn + o, h + o)
+                  r + g, z + g, n + g, hn + g, h + o)
               }
             }
           }
         }
       }
     }
-    let output = Tensor(shape: [length, batch, hidden], scalars: Array(saved[(4 * length * step)...])).permuted([1, 0, 2])
+    let output = Tensor(shape: [length, batch, hidden], scalars: Array(saved[(4 * gateRegion)...])).permuted([1, 0, 2])
     var inputs = [inputProjection, hiddenWeight]
     if let hiddenBias { inputs.append(hiddenBias) }
     return record(value: output, inputs: inputs) {
