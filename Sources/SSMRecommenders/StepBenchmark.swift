@@ -178,7 +178,7 @@ public enum StepBenchmark {
     #if os(Linux)
       if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
         let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-        let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        let kib = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
       {
         return kib
       }
@@ -186,10 +186,11 @@ public enum StepBenchmark {
     var usage = rusage()
     #if canImport(Glibc)
       getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+      return Int(usage.ru_maxrss)
     #else
       getrusage(RUSAGE_SELF, &usage)
+      return Int(usage.ru_maxrss) / 1024  // bytes on Darwin
     #endif
-    return Int(usage.ru_maxrss)
   }
 
   /// Returns freed heap memory to the system (SSMRec's allocator tuning keeps it for reuse) and

@@ -33,8 +33,17 @@ public enum Parallel {
   public static func forEachWorker(
     count: Int, minimumPerWorker: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void
   ) {
-    let workers = workers(count: count, minimumPerWorker: minimumPerWorker)
-    if workers == 0 { return }
+    forEachWorker(count: count, workers: workers(count: count, minimumPerWorker: minimumPerWorker), body)
+  }
+
+  /// Runs `body` on exactly `min(workers, count)` contiguous, disjoint sub-ranges of
+  /// `0..<count`, worker indices `0..<min(workers, count)`: for callers that sized per-worker
+  /// buffers for `workers` and must not see a larger index.
+  public static func forEachWorker(
+    count: Int, workers requested: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void
+  ) {
+    let workers = Swift.min(Swift.max(requested, 1), count)
+    if workers <= 0 { return }
     if workers == 1 {
       body(0, 0..<count)
       return

@@ -120,6 +120,30 @@ final class ElementwiseTests: XCTestCase {
     XCTAssertEqual(Tensor([Float.leastNormalMagnitude / 4]).log().scalar, Float(Foundation.log(Double(Float.leastNormalMagnitude / 4))), accuracy: 1e-4)
   }
 
+  /// The kernels compute whole SIMD blocks with vector code and the tail with scalar code: the
+  /// same special values at a block position (1…6) and a tail position (33…38 of 40) give the
+  /// same result (derivatives too), and every function maps NaN to NaN.
+  func testVectorBodiesAndScalarTailsAgreeOnSpecialValues() {
+    let specials: [Float] = [.nan, -.infinity, .infinity, 100, -100, 25]
+    var values = (0..<40).map { Float($0 % 7) * 0.5 - 1.5 }
+    for (i, v) in specials.enumerated() {
+      values[1 + i] = v
+      values[33 + i] = v
+    }
+    let x = Tensor(values)
+    let g = Tensor(repeating: 1, shape: [40])
+    func same(_ a: Float, _ b: Float) -> Bool { a.isNaN ? b.isNaN : a == b }
+    for function in ElementwiseFunction.allCases {
+      let y = x.applying(function).scalars
+      let dy = Tensor.elementwiseGradient(of: function, at: x, outputGradient: g).scalars
+      for i in 0..<specials.count {
+        XCTAssertTrue(same(y[1 + i], y[33 + i]), "\(function)(\(specials[i])): block \(y[1 + i]), tail \(y[33 + i])")
+        XCTAssertTrue(same(dy[1 + i], dy[33 + i]), "\(function)′(\(specials[i])): block \(dy[1 + i]), tail \(dy[33 + i])")
+      }
+      XCTAssertTrue(y[1].isNaN, "\(function)(NaN) = \(y[1])")
+    }
+  }
+
   func testLargeTensorsSplitAcrossWorkersGiveTheSameResult() {
     let n = Parallel.elementwiseThreshold * 2 + 13
     let x = Tensor.random([n], in: -5...5, seed: 3)

@@ -66,7 +66,8 @@ extension Variable {
     // depth-ordered backward pass runs every piece's pullback before the join's.
     let join = Variable.record(value: value, inputs: [self]) {
       { [pieceShapes = pieces.map(\.shape)] _ in
-        defer { collected.gradients = [] }
+        // Hand the gradients over; a later backward() reaching other pieces starts afresh.
+        defer { collected.gradients = Array(repeating: nil, count: pieceShapes.count) }
         let parts = collected.gradients.enumerated().map { i, g in g ?? Tensor(zeros: pieceShapes[i]) }
         return [Tensor.concatenate(parts, alongAxis: a)]
       }

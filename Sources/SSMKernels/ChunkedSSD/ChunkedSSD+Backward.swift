@@ -44,7 +44,7 @@ extension ChunkedSSD {
                           gy.baseAddress!, gFinal, dxb.baseAddress!, ddtb.baseAddress!, dInit, ab.baseAddress!,
                           ac.baseAddress!, ah.baseAddress!
                         )
-                        Parallel.forEachWorker(count: tasks, minimumPerWorker: Swift.max(1, tasks / workers)) { worker, range in
+                        Parallel.forEachWorker(count: tasks, workers: workers) { worker, range in
                           let work = Workspace(plan, backward: true)
                           let sink = GradientSink(
                             dy: out.0, dFinal: out.1, dx: out.2, ddt: out.3, dInitial: out.4,

@@ -62,7 +62,7 @@ public enum CausalConv1d {
                 dw.withUnsafeMutableBufferPointer { dwb in
                   db.withUnsafeMutableBufferPointer { dbb in
                     nonisolated(unsafe) let p = (xb.baseAddress!, wb.baseAddress!, sp, gb.baseAddress!, dxb.baseAddress!, dwb.baseAddress!, dbb.baseAddress!)
-                    Parallel.forEachWorker(count: batch, minimumPerWorker: Swift.max(1, batch / workers)) { w, r in
+                    Parallel.forEachWorker(count: batch, workers: workers) { w, r in
                       ssm_conv_backward(
                         p.0, p.1, p.2, p.3, r.lowerBound, r.upperBound, length, channels, width, p.4,
                         p.5 + w * width * channels, hasBias ? p.6 + w * channels : nil)

@@ -62,7 +62,7 @@ extension SelectiveScan {
                             )
                             let hasD = inputs.D != nil, hasBias = inputs.deltaBias != nil
                             let units = byBatch ? batch : tasks
-                            Parallel.forEachWorker(count: units, minimumPerWorker: Swift.max(1, units / workers)) { w, range in
+                            Parallel.forEachWorker(count: units, workers: workers) { w, range in
                               var a = p.0
                               let bc = byBatch ? 0 : w * sizes.bc
                               var grads = ssm_scan_grads(

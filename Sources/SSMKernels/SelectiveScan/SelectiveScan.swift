@@ -118,7 +118,7 @@ public enum SelectiveScan {
         scratch.withUnsafeMutableBufferPointer { s in
           withOptionalMutablePointer(&lastState) { last in
             nonisolated(unsafe) let p = (args, y.baseAddress!, s.baseAddress!, last)
-            Parallel.forEachWorker(count: tasks, minimumPerWorker: Swift.max(1, tasks / workers)) { worker, range in
+            Parallel.forEachWorker(count: tasks, workers: workers) { worker, range in
               var a = p.0
               ssm_scan_forward(&a, range.lowerBound, range.upperBound, p.2 + worker * scratchPerWorker, p.1, p.3)
             }
