@@ -137,6 +137,14 @@ void ssm_dropout(uint64_t key, float probability, float scale, const float *x, f
 #include <malloc.h>
 #endif
 
+void ssm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 int ssm_release_free_memory(void) {
 #if defined(__GLIBC__)
   return malloc_trim(0);

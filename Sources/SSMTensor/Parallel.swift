@@ -48,14 +48,11 @@ public enum Parallel {
       body(0, 0..<count)
       return
     }
-    withoutActuallyEscaping(body) { escapable in
-      // Workers write disjoint ranges; the closure never outlives this call.
-      nonisolated(unsafe) let run = escapable
-      DispatchQueue.concurrentPerform(iterations: workers) { worker in
-        let start = count * worker / workers
-        let end = count * (worker + 1) / workers
-        if start < end { run(worker, start..<end) }
-      }
+    // Workers write disjoint ranges; the closure never outlives this call.
+    WorkerPool.shared.run(workers: workers) { worker in
+      let start = count * worker / workers
+      let end = count * (worker + 1) / workers
+      if start < end { body(worker, start..<end) }
     }
   }
 }

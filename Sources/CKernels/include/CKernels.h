@@ -158,6 +158,8 @@ void ssm_dropout(uint64_t key, float probability, float scale, const float *x, f
 
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
 /// applied. Called once by SSMTensor before its first allocation.
+/// A spin-wait hint to the processor (x86 `pause`, Arm `yield`).
+void ssm_cpu_relax(void);
 /// Returns freed heap memory to the system (glibc's malloc_trim); 1 if any was released.
 int ssm_release_free_memory(void);
 int ssm_configure_allocator(void);
