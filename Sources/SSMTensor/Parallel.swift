@@ -2,8 +2,9 @@ import Dispatch
 
 /// Splitting work across the machine's cores.
 ///
-/// A `concurrentPerform` region costs 40–60 µs on the 2-core reference machine, so work is split
-/// only when each part carries enough of it; below that it runs on the calling thread.
+/// Work is split only when each part carries enough of it (a region still costs a few
+/// microseconds of hand-over, even to helper threads that are spinning); below that it runs on
+/// the calling thread.
 public enum Parallel {
   /// The number of workers large regions are split into: the active processor count, at most 8.
   public static let workerCount: Int = Swift.max(1, Swift.min(8, ProcessInfoShim.activeProcessorCount))
