@@ -59,7 +59,7 @@ extension Tensor {
       nonisolated(unsafe) let x = source.baseAddress!
       return Tensor(shape: shape) { out in
         nonisolated(unsafe) let y = out.baseAddress!
-        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { r in
+        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
           ssm_unary(function.kernelCode, x + r.lowerBound, y + r.lowerBound, r.count)
         }
       }
@@ -72,7 +72,7 @@ extension Tensor {
     if count == 0 { return }
     withUnsafeMutableBufferPointer { buffer in
       nonisolated(unsafe) let base = buffer.baseAddress!
-      Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { range in
+      Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { range in
         ssm_unary(function.kernelCode, base + range.lowerBound, base + range.lowerBound, range.count)
       }
     }
@@ -93,7 +93,7 @@ extension Tensor {
       result.withUnsafeMutableBufferPointer { g in
         nonisolated(unsafe) let xs = x.baseAddress!
         nonisolated(unsafe) let gs = g.baseAddress!
-        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { r in
+        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
           ssm_unary_backward(
             function.kernelCode, xs + r.lowerBound, gs + r.lowerBound, gs + r.lowerBound, r.count)
         }
@@ -141,7 +141,7 @@ extension Tensor {
     if count == 0 { return result }
     result.withUnsafeMutableBufferPointer { buffer in
       nonisolated(unsafe) let base = buffer.baseAddress!
-      Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { r in
+      Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
         ssm_clamp(base + r.lowerBound, lowerBound, upperBound, base + r.lowerBound, r.count)
       }
     }
@@ -211,7 +211,7 @@ extension Tensor {
       withUnsafeMutableBufferPointer { dst in
         nonisolated(unsafe) let s = src.baseAddress!
         nonisolated(unsafe) let d = dst.baseAddress!
-        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { r in
+        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
           ssm_axpby(alpha, s + r.lowerBound, beta, d + r.lowerBound, r.count)
         }
       }
@@ -275,7 +275,7 @@ extension Tensor {
     _ sb: Int, _ y: UnsafeMutablePointer<Float>, _ count: Int
   ) {
     nonisolated(unsafe) let (a, b, y) = (a, b, y)
-    Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { r in
+    Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
       ssm_binary(
         operation.rawValue, a + sa * r.lowerBound, sa, b + sb * r.lowerBound, sb, y + r.lowerBound,
         r.count)

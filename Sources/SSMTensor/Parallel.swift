@@ -22,11 +22,28 @@ public enum Parallel {
   /// Runs `body` on contiguous, disjoint sub-ranges of `0..<count` that together cover it, using
   /// up to `workerCount` threads when `count / minimumPerWorker` allows.
   ///
+  /// With `piecesPerWorker` above 1 the range is cut into that many pieces per worker (none
+  /// smaller than `minimumPerWorker / piecesPerWorker`), which threads claim one at a time: a
+  /// worker that starts late or runs slow then costs the region less than its full share. Use it
+  /// for loops whose cost does not depend on the piece size (elementwise passes), not for
+  /// matrix products, whose bands lose efficiency when cut finer.
+  ///
   /// `body` must only write to memory that belongs to its own range.
   public static func forEachChunk(
-    count: Int, minimumPerWorker: Int, _ body: (Range<Int>) -> Void
+    count: Int, minimumPerWorker: Int, piecesPerWorker: Int = 1, _ body: (Range<Int>) -> Void
   ) {
-    forEachWorker(count: count, minimumPerWorker: minimumPerWorker) { _, range in body(range) }
+    let workers = workers(count: count, minimumPerWorker: minimumPerWorker)
+    guard workers > 1, piecesPerWorker > 1 else {
+      forEachWorker(count: count, workers: workers) { _, range in body(range) }
+      return
+    }
+    let smallest = Swift.max(1, minimumPerWorker / piecesPerWorker)
+    let pieces = Swift.max(workers, Swift.min(workers * piecesPerWorker, count / smallest))
+    WorkerPool.shared.run(tasks: pieces) { piece in
+      let start = count * piece / pieces
+      let end = count * (piece + 1) / pieces
+      if start < end { body(start..<end) }
+    }
   }
 
   /// Like ``forEachChunk(count:minimumPerWorker:_:)``, also passing the worker's index in
@@ -39,7 +56,8 @@ public enum Parallel {
 
   /// Runs `body` on exactly `min(workers, count)` contiguous, disjoint sub-ranges of
   /// `0..<count`, worker indices `0..<min(workers, count)`: for callers that sized per-worker
-  /// buffers for `workers` and must not see a larger index.
+  /// buffers for `workers` and must not see a larger index. Each index is used by one thread
+  /// at a time, though one thread may run several of them one after another.
   public static func forEachWorker(
     count: Int, workers requested: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void
   ) {
@@ -50,7 +68,7 @@ public enum Parallel {
       return
     }
     // Workers write disjoint ranges; the closure never outlives this call.
-    WorkerPool.shared.run(workers: workers) { worker in
+    WorkerPool.shared.run(tasks: workers) { worker in
       let start = count * worker / workers
       let end = count * (worker + 1) / workers
       if start < end { body(worker, start..<end) }

@@ -173,7 +173,9 @@ extension Tensor {
       nonisolated(unsafe) let x = source.baseAddress!
       return Tensor(shape: shape) { out in
         nonisolated(unsafe) let y = out.baseAddress!
-        Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / n)) { r in
+        Parallel.forEachChunk(
+          count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / n), piecesPerWorker: 4
+        ) { r in
           kernel(x + r.lowerBound * n, r.count, n, y + r.lowerBound * n)
         }
       }

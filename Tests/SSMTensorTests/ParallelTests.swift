@@ -28,6 +28,30 @@ final class ParallelTests: XCTestCase {
     }
   }
 
+  /// Pieces claimed one at a time (several per worker, the caller taking any a late helper has
+  /// not) still cover the range exactly once, with none below the smallest allowed size.
+  func testClaimedPiecesCoverTheRangeOnce() {
+    for count in [1, 5, 100, 4096, 20_011] {
+      for minimum in [1, 64, 10_000] {
+        for repeatIndex in 0..<20 {
+          var visits = [Int](repeating: 0, count: count)
+          let tooSmall = Atomic<Bool>(false)
+          let smallest = Swift.max(1, minimum / 4)
+          visits.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let v = buffer
+            Parallel.forEachChunk(count: count, minimumPerWorker: minimum, piecesPerWorker: 4) { range in
+              if range.count < smallest && range.count != count { tooSmall.store(true, ordering: .relaxed) }
+              for i in range { v[i] += 1 }
+            }
+          }
+          XCTAssertFalse(tooSmall.load(ordering: .relaxed), "count \(count), minimum \(minimum)")
+          XCTAssertEqual(visits.indices.filter { visits[$0] != 1 }, [], "count \(count), minimum \(minimum)")
+          if repeatIndex % 10 == 9 { usleep(2_000) }
+        }
+      }
+    }
+  }
+
   /// A region started inside a region, or from several threads at once, completes (it falls
   /// back to Dispatch instead of waiting on the busy pool) with the right sums.
   func testNestedAndConcurrentRegionsComplete() {
