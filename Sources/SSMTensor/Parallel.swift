@@ -37,8 +37,9 @@ public enum Parallel {
       forEachWorker(count: count, workers: workers) { _, range in body(range) }
       return
     }
-    let smallest = Swift.max(1, minimumPerWorker / piecesPerWorker)
-    let pieces = Swift.max(workers, Swift.min(workers * piecesPerWorker, count / smallest))
+    let perWorker = Swift.min(piecesPerWorker, 64)
+    let smallest = Swift.max(1, minimumPerWorker / perWorker)
+    let pieces = Swift.max(workers, Swift.min(workers * perWorker, count / smallest))
     WorkerPool.shared.run(tasks: pieces) { piece in
       let start = count * piece / pieces
       let end = count * (piece + 1) / pieces
@@ -46,7 +47,7 @@ public enum Parallel {
     }
   }
 
-  /// Like ``forEachChunk(count:minimumPerWorker:_:)``, also passing the worker's index in
+  /// Like ``forEachChunk(count:minimumPerWorker:piecesPerWorker:_:)``, also passing the worker's index in
   /// `0..<workers(count:minimumPerWorker:)`, so each worker can own a private accumulator.
   public static func forEachWorker(
     count: Int, minimumPerWorker: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void

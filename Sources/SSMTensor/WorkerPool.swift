@@ -57,8 +57,8 @@ final class WorkerPool: @unchecked Sendable {
   private let nextTask = Atomic<Int>(0)
   /// Helpers inside the current region, plus `closed` once its caller has run out of tasks:
   /// from then on no helper joins, and the caller waits only for those already inside.
-  private let gate = Atomic<Int>(0)
-  private static let closed = 1 << 32
+  private let gate = Atomic<Int>(WorkerPool.closed)
+  private static let closed = 1 << 30
   // Written by the region's owner before `gate` is reopened (release) and read by helpers after
   // they join through `gate` (acquire).
   private nonisolated(unsafe) var job: ((Int) -> Void)?
@@ -100,13 +100,21 @@ final class WorkerPool: @unchecked Sendable {
       while generation.load(ordering: .acquiring) == seen {
         spins &+= 1
         // The clock is read every 256 spins (a few microseconds apart).
-        if spins & 255 != 0 || Self.monotonicNanoseconds() &- idleSince < Self.spinNanoseconds {
+        if Self.spinNanoseconds > 0
+          && (spins & 255 != 0 || Self.monotonicNanoseconds() &- idleSince < Self.spinNanoseconds)
+        {
           ssm_cpu_relax()
           continue
         }
+        // Each park is ended by exactly one side: the caller that flips `parked` back to false
+        // owes one signal, so a helper that finds the flag already cleared takes that signal
+        // instead of leaving it to end a later park early.
         helper.parked.store(true, ordering: .sequentiallyConsistent)
-        if generation.load(ordering: .sequentiallyConsistent) == seen { helper.wake.wait() }
-        helper.parked.store(false, ordering: .sequentiallyConsistent)
+        if generation.load(ordering: .sequentiallyConsistent) == seen
+          || !helper.parked.exchange(false, ordering: .sequentiallyConsistent)
+        {
+          helper.wake.wait()
+        }
         idleSince = Self.monotonicNanoseconds()
       }
       seen = generation.load(ordering: .acquiring)
@@ -145,6 +153,7 @@ final class WorkerPool: @unchecked Sendable {
   /// claimed by one thread, so per-task buffers need no locking; the calling thread may run
   /// several tasks.
   func run(tasks: Int, _ body: (Int) -> Void) {
+    guard tasks > 0 else { return }
     guard tasks > 1, !helpers.isEmpty,
       busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
     else {
@@ -160,12 +169,18 @@ final class WorkerPool: @unchecked Sendable {
       nextTask.store(0, ordering: .relaxed)
       gate.store(0, ordering: .releasing)
       generation.add(1, ordering: .sequentiallyConsistent)
-      for helper in helpers.prefix(tasks - 1) where helper.parked.load(ordering: .sequentiallyConsistent) {
+      for helper in helpers.prefix(tasks - 1)
+      where helper.parked.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged {
         helper.wake.signal()
       }
       claimTasks()
       gate.bitwiseOr(Self.closed, ordering: .acquiringAndReleasing)
-      while gate.load(ordering: .acquiring) != Self.closed { ssm_cpu_relax() }
+      var spins = 0
+      while gate.load(ordering: .acquiring) != Self.closed {
+        spins += 1
+        // A helper inside the region may have lost its core; give it the chance to get one.
+        if spins % 4096 == 0 { sched_yield() } else { ssm_cpu_relax() }
+      }
       job = nil
     }
     busy.store(false, ordering: .releasing)
