@@ -112,6 +112,9 @@ void ssm_conv_forward(const float *x, const float *weight_t, const float *bias, 
                       long begin, long end, long L, long C, long K, float *y) {
   table()->conv_forward(x, weight_t, bias, seq_idx, begin, end, L, C, K, y);
 }
+void ssm_ssd_decay_mask(const float *cs, const int32_t *seq, long q, long ld, float *L) {
+  table()->ssd_decay_mask(cs, seq, q, ld, L);
+}
 void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq_idx, const float *g,
                        long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
                        float *dbias) {

@@ -39,6 +39,7 @@ typedef struct {
                            float *, float *, float *);
   void (*gru_backward_step)(const float *, const float *, const float *, const float *, const float *,
                             const float *, long, long, float *, long, float *, float *);
+  void (*ssd_decay_mask)(const float *, const int32_t *, long, long, float *);
   void (*dropout)(uint64_t, uint32_t, float, const float *, float *, float *, long, long);
 } ssm_kernel_table;
 

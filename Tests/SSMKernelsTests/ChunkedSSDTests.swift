@@ -1,3 +1,5 @@
+import CKernels
+import Foundation
 import SSMKernels
 import SSMTestSupport
 import XCTest
@@ -53,6 +55,37 @@ final class ChunkedSSDTests: XCTestCase {
   /// recurrence), forward and every gradient, over lengths, chunk sizes (lengths not divisible
   /// by the chunk included) and batches. Tolerance 1e-4 relative to the largest magnitude: the
   /// Float32 chunk products sum ≤ Q terms of decaying factors, measured errors ~1e-6.
+  /// The decay-mask kernel against its definition in Double, at every instruction-set level,
+  /// for chunk lengths around the vector width and segment boundaries inside the chunk.
+  func testDecayMaskMatchesDefinition() {
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      defer { _ = ssm_isa_force(-1) }
+      withEvery("q", in: [1, 3, 16, 17, 40, 64]) { q in
+        var rng = SplitMix64(seed: UInt64(q))
+        var cs = [Float](repeating: 0, count: q)
+        var running: Float = 0
+        for l in 0..<q {
+          running -= Float.random(in: 0...0.5, using: &rng)
+          cs[l] = running
+        }
+        let seq = (0..<q).map { Int32($0 / 7) }
+        let ld = q + 3
+        var mask = [Float](repeating: .nan, count: q * ld)
+        ssm_ssd_decay_mask(cs, seq, q, ld, &mask)
+        var expected = [Double](repeating: 0, count: q * q)
+        var actual = [Float](repeating: 0, count: q * q)
+        for l in 0..<q {
+          for s in 0..<q {
+            expected[l * q + s] = s <= l && seq[s] == seq[l] ? Foundation.exp(Double(cs[l]) - Double(cs[s])) : 0
+            actual[l * q + s] = mask[l * ld + s]
+          }
+        }
+        assertClose(Tensor(shape: [q, q], scalars: actual), expected: expected, shape: [q, q], rtol: 1e-6, atol: 1e-7)
+      }
+    }
+  }
+
   func testFastMatchesReferencesOverGrid() {
     withEvery("length", in: [1, 2, 7, 50, 200]) { length in
       withEvery("chunk", in: [1, 4, 16, 64]) { chunk in

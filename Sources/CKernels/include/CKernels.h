@@ -139,6 +139,10 @@ void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq
                        long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
                        float *dbias);
 
+/// Chunked SSD's decay mask: L[l·ld + s] = exp(cs[l] − cs[s]) when s ≤ l and seq[s] == seq[l],
+/// else 0, for l, s < q.
+void ssm_ssd_decay_mask(const float *cs, const int32_t *seq, long q, long ld, float *L);
+
 /// One GRU time step's gates (order r, z, n) for `rows` sequences: xw [rows, 3H] with row stride
 /// xw_stride, hw [rows, 3H] (h_{t−1}·W_hhᵀ + b_hh), h_prev [rows, H] or NULL; writes r, z, n, hn
 /// and h, each [rows, H].

@@ -162,20 +162,16 @@ extension Workspace {
       // Step 1: Y_diag = M·X̄ with M = (C·Bᵀ) ∘ L.
       gemm(true, false, q, P, q, m, Q, dyRows, pl.xStride, 1, dxb, P)  // += Mᵀ·dY
       gemm(false, true, q, q, P, dyRows, pl.xStride, xb, P, 0, dm, Q)  // dM = dY·X̄ᵀ
+      // L is 0 outside its mask, so the masked entries come out 0 without a test.
       for l in 0..<q {
         var rowSum: Float = 0
         for s in 0..<q {
           let i = l * Q + s
-          if s <= l && seq[s] == seq[l] {
-            let decay = expf(cs[l] - cs[s])
-            let dg = dm[i] * decay  // dGm = dM ∘ L
-            dm[i] = dg
-            let dll = dg * gm[i]  // dL∘L = dM ∘ Gm ∘ L
-            rowSum += dll
-            dcs[s] -= dll
-          } else {
-            dm[i] = 0
-          }
+          let dg = dm[i] * decay[i]  // dGm = dM ∘ L
+          dm[i] = dg
+          let dll = dg * gm[i]  // dL∘L = dM ∘ Gm ∘ L
+          rowSum += dll
+          dcs[s] -= dll
         }
         dcs[l] += rowSum
       }

@@ -1,3 +1,5 @@
+import CKernels
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -13,7 +15,9 @@ final class Workspace {
   let seq: UnsafeMutablePointer<Int32>
   // Q×P, Q×Q, Q×N and P×N blocks.
   let xb, dxb, qp1, qp2: UnsafeMutablePointer<Float>
-  let gm, m, dm: UnsafeMutablePointer<Float>
+  /// C·Bᵀ, the decay mask L (exp of Δ·A sums within a segment, 0 elsewhere), M = C·Bᵀ ∘ L and
+  /// its gradient.
+  let gm, decay, m, dm: UnsafeMutablePointer<Float>
   let qn1, qn2: UnsafeMutablePointer<Float>
   let hin, s, dh, dhin: UnsafeMutablePointer<Float>
   /// States entering each chunk (backward only).
@@ -38,7 +42,7 @@ final class Workspace {
     seq = seqPtr
     list.append(UnsafeMutableRawPointer(seqPtr))
     xb = f(q * p); dxb = f(q * p); qp1 = f(q * p); qp2 = f(q * p)
-    gm = f(q * q); m = f(q * q); dm = f(q * q)
+    gm = f(q * q); decay = f(q * q); m = f(q * q); dm = f(q * q)
     qn1 = f(q * n); qn2 = f(q * n)
     hin = f(p * n); s = f(p * n); dh = f(p * n); dhin = f(p * n)
     chunkStates = f(backward ? plan.chunkCount * p * n : 0)
@@ -67,17 +71,19 @@ final class Workspace {
   }
 
   /// Fills the per-position vectors of chunk rows `[l0, l0 + q)` for task (b, h), `X̄`, the
-  /// masks `e`, `w`, `γ`, and with `scores` the raw `C·Bᵀ` (gm) and masked `M = C·Bᵀ ∘ L` (m).
+  /// masks `e`, `w`, `γ`, and with `scores` the raw `C·Bᵀ` (gm), the decay mask L (decay) and
+  /// the masked `M = C·Bᵀ ∘ L` (m). The softplus and the exponentials run through the vector
+  /// kernels.
   func prepareChunk(_ p: SSDPointers, b: Int, h: Int, l0: Int, q: Int, previousEnd: Int32, scores: Bool) {
     let pl = plan
     let (P, Q) = (pl.headDim, pl.chunk)
     let ah = p.A[h]
     let bias = p.dtBias?[h] ?? 0
+    for l in 0..<q { dtv[l] = p.dt[pl.dtIndex(b, l0 + l, h)] + bias }
+    if pl.softplus { ssm_unary(Int32(SSM_UNARY_SOFTPLUS.rawValue), dtv, dtv, q) }
     var running: Float = 0
     for l in 0..<q {
-      let raw = p.dt[pl.dtIndex(b, l0 + l, h)] + bias
-      let d = pl.softplus ? (raw > 20 ? raw : Float(log1p(Double(exp(Double(raw)))))) : raw
-      dtv[l] = d
+      let d = dtv[l]
       running += d * ah
       cs[l] = running
       seq[l] = p.sequenceIndex?[b * pl.length + l0 + l] ?? 0
@@ -86,21 +92,20 @@ final class Workspace {
     }
     let last = seq[q - 1]
     let total = cs[q - 1]
+    for l in 0..<q { w[l] = total - cs[l] }
+    ssm_unary(Int32(SSM_UNARY_EXP.rawValue), cs, e, q)
+    ssm_unary(Int32(SSM_UNARY_EXP.rawValue), w, w, q)
     for l in 0..<q {
-      e[l] = seq[l] == previousEnd ? expf(cs[l]) : 0
-      w[l] = seq[l] == last ? expf(total - cs[l]) : 0
+      if seq[l] != previousEnd { e[l] = 0 }
+      if seq[l] != last { w[l] = 0 }
     }
     gamma = last == previousEnd ? expf(total) : 0
     guard scores else { return }
     let cRows = p.C + pl.bcRow(b, l0, h)
     let bRows = p.B + pl.bcRow(b, l0, h)
     gemm(false, true, q, q, pl.state, cRows, pl.bcStride, bRows, pl.bcStride, 0, gm, Q)
-    for l in 0..<q {
-      for s in 0..<q {
-        let i = l * Q + s
-        m[i] = (s <= l && seq[s] == seq[l]) ? gm[i] * expf(cs[l] - cs[s]) : 0
-      }
-    }
+    ssm_ssd_decay_mask(cs, seq, q, Q, decay)
+    for i in 0..<(q * Q) { m[i] = gm[i] * decay[i] }
   }
 
   /// Computes the outputs of all chunks of task (b, h) and, optionally, stores the state entering
