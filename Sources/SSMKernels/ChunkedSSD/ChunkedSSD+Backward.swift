@@ -13,7 +13,9 @@ extension ChunkedSSD {
   /// the chunked adjoint of SPEC §2.9 — each step's gradient is an `sgemm` or a masked pass over
   /// a Q×Q block — and the per-position gradients of Δ, x, A, D and the dt bias follow from the
   /// reverse cumulative sum of the decay gradients. `B` and `C` are shared by the heads of a
-  /// group, so their gradients accumulate in one buffer per worker.
+  /// group, so their gradients accumulate in one buffer per worker; the gradient of each chunk's
+  /// shared `C·Bᵀ` is summed over the heads first and reaches `B` and `C` through one pair of
+  /// products per (batch element, group, chunk) at the end.
   public static func backward(outputGradient: Tensor, finalStateGradient: Tensor? = nil, _ inputs: Inputs) -> Gradients {
     let d = inputs.dimensions
     precondition(outputGradient.shape == inputs.x.shape, "ChunkedSSD.backward: gradient \(outputGradient.shape) must match x \(inputs.x.shape)")
@@ -32,6 +34,14 @@ extension ChunkedSSD {
     var accHeads = [Float](repeating: 0, count: workers * 3 * d.heads)  // A, D, bias
     if tasks > 0 && d.length > 0 {
       withPointers(inputs) { p in
+        let scores = plan.computeScores(p)
+        let dScores = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(workers * plan.scoreCount, 1))
+        dScores.initialize(repeating: 0, count: Swift.max(workers * plan.scoreCount, 1))
+        defer {
+          scores.deallocate()
+          dScores.deallocate()
+        }
+        nonisolated(unsafe) let (shared, dShared) = (UnsafePointer(scores), dScores)
         outputGradient.withUnsafeBufferPointer { gy in
           withOptionalPointer(finalStateGradient) { gFinal in
             dx.withUnsafeMutableBufferPointer { dxb in
@@ -49,12 +59,15 @@ extension ChunkedSSD {
                           let sink = GradientSink(
                             dy: out.0, dFinal: out.1, dx: out.2, ddt: out.3, dInitial: out.4,
                             dB: out.5 + worker * bcSize, dC: out.6 + worker * bcSize,
+                            dScores: dShared + worker * plan.scoreCount,
                             dA: out.7 + worker * 3 * d.heads, dD: out.7 + worker * 3 * d.heads + d.heads,
                             dBias: out.7 + worker * 3 * d.heads + 2 * d.heads)
                           for task in range {
-                            work.runBackward(p, sink, b: task / d.heads, h: task % d.heads)
+                            work.runBackward(p, scores: shared, sink, b: task / d.heads, h: task % d.heads)
                           }
                         }
+                        plan.scoreGradientsToBC(
+                          p, dScores: dShared, workers: workers, dB: out.5, dC: out.6)
                       }
                     }
                   }
@@ -82,20 +95,55 @@ extension ChunkedSSD {
 }
 
 /// Where one worker's backward pass writes (dx, ddt, dInitial: disjoint per task) and
-/// accumulates (dB, dC, dA, dD, dBias: private to the worker).
+/// accumulates (dB, dC, the gradients of the shared `C·Bᵀ` blocks, dA, dD, dBias: private to
+/// the worker).
 struct GradientSink {
   let dy: UnsafePointer<Float>
   let dFinal: UnsafePointer<Float>?
   let dx, ddt: UnsafeMutablePointer<Float>
   let dInitial: UnsafeMutablePointer<Float>?
-  let dB, dC, dA, dD, dBias: UnsafeMutablePointer<Float>
+  let dB, dC, dScores, dA, dD, dBias: UnsafeMutablePointer<Float>
+}
+
+extension Plan {
+  /// Sums the workers' gradients of every `C·Bᵀ` block (`workers` consecutive copies of
+  /// ``scoreCount`` floats, summed into the first) and adds `dG·B` to `dC` and `dGᵀ·C` to `dB`
+  /// (the first worker's accumulators). Blocks own disjoint rows, so they run in parallel.
+  func scoreGradientsToBC(
+    _ p: SSDPointers, dScores: UnsafeMutablePointer<Float>, workers: Int, dB: UnsafeMutablePointer<Float>,
+    dC: UnsafeMutablePointer<Float>
+  ) {
+    let blocks = batch * groups * chunkCount
+    let blockSize = chunk * chunk
+    let flopsPerBlock = 4 * chunk * chunk * state
+    Parallel.forEachChunk(count: blocks, minimumPerWorker: Swift.max(1, 1_000_000 / Swift.max(flopsPerBlock, 1))) { range in
+      for block in range {
+        let (bg, c) = (block / chunkCount, block % chunkCount)
+        let (b, g) = (bg / groups, bg % groups)
+        let l0 = c * chunk
+        let q = Swift.min(chunk, length - l0)
+        let dG = dScores + scoreOffset(b, g, c)
+        for w in 1..<Swift.max(workers, 1) {
+          let other = dG + w * scoreCount
+          for i in 0..<blockSize { dG[i] += other[i] }
+        }
+        let row = ((b * length + l0) * groups + g) * state
+        BLAS.gemmOnCurrentThread(
+          transposeA: false, transposeB: false, m: q, n: state, k: q, alpha: 1, a: dG, lda: chunk,
+          b: p.B + row, ldb: bcStride, beta: 1, c: dC + row, ldc: bcStride)
+        BLAS.gemmOnCurrentThread(
+          transposeA: true, transposeB: false, m: q, n: state, k: q, alpha: 1, a: dG, lda: chunk,
+          b: p.C + row, ldb: bcStride, beta: 1, c: dB + row, ldc: bcStride)
+      }
+    }
+  }
 }
 
 extension Workspace {
-  func runBackward(_ p: SSDPointers, _ g: GradientSink, b: Int, h: Int) {
+  func runBackward(_ p: SSDPointers, scores: UnsafePointer<Float>, _ g: GradientSink, b: Int, h: Int) {
     let pl = plan
     let (P, N, Q) = (pl.headDim, pl.state, pl.chunk)
-    runForward(p, b: b, h: h, y: nil, finalState: nil, storeChunkStates: true)
+    runForward(p, scores: nil, b: b, h: h, y: nil, finalState: nil, storeChunkStates: true)
     if let dFinal = g.dFinal {
       dh.update(from: dFinal + (b * pl.heads + h) * P * N, count: P * N)
     } else {
@@ -109,7 +157,7 @@ extension Workspace {
       let l0 = c * Q
       let q = Swift.min(Q, pl.length - l0)
       let previousEnd: Int32 = c == 0 ? 0 : (p.sequenceIndex?[b * pl.length + l0 - 1] ?? 0)
-      prepareChunk(p, b: b, h: h, l0: l0, q: q, previousEnd: previousEnd, scores: true)
+      prepareChunk(p, b: b, h: h, l0: l0, q: q, previousEnd: previousEnd, scores: scores)
       let hPrev = chunkStates + c * P * N
       let hPrevIsZero = chunkStatesZero[c]
       let cRows = p.C + pl.bcRow(b, l0, h)
@@ -162,21 +210,21 @@ extension Workspace {
       // Step 1: Y_diag = M·X̄ with M = (C·Bᵀ) ∘ L.
       gemm(true, false, q, P, q, m, Q, dyRows, pl.xStride, 1, dxb, P)  // += Mᵀ·dY
       gemm(false, true, q, q, P, dyRows, pl.xStride, xb, P, 0, dm, Q)  // dM = dY·X̄ᵀ
-      // L is 0 outside its mask, so the masked entries come out 0 without a test.
+      // L is 0 outside its mask, so the masked entries come out 0 without a test. dGm goes to
+      // the group's block; its products with B and C come once per group at the end.
+      let dG = g.dScores + pl.scoreOffset(b, pl.group(h), c)
       for l in 0..<q {
         var rowSum: Float = 0
         for s in 0..<q {
           let i = l * Q + s
           let dg = dm[i] * decay[i]  // dGm = dM ∘ L
-          dm[i] = dg
+          dG[i] += dg
           let dll = dg * gm[i]  // dL∘L = dM ∘ Gm ∘ L
           rowSum += dll
           dcs[s] -= dll
         }
         dcs[l] += rowSum
       }
-      gemm(false, false, q, N, q, dm, Q, bRows, pl.bcStride, 1, dCRows, pl.bcStride)  // dC += dGm·B
-      gemm(true, false, q, N, q, dm, Q, cRows, pl.bcStride, 1, dBRows, pl.bcStride)  // dB += dGmᵀ·C
       // Per position: da = reverse cumulative sum of dcs; then Δ, x, A, D, bias.
       var suffix: Float = 0
       for l in stride(from: q - 1, through: 0, by: -1) {

@@ -15,9 +15,11 @@ final class Workspace {
   let seq: UnsafeMutablePointer<Int32>
   // Q×P, Q×Q, Q×N and P×N blocks.
   let xb, dxb, qp1, qp2: UnsafeMutablePointer<Float>
-  /// C·Bᵀ, the decay mask L (exp of Δ·A sums within a segment, 0 elsewhere), M = C·Bᵀ ∘ L and
-  /// its gradient.
-  let gm, decay, m, dm: UnsafeMutablePointer<Float>
+  /// The decay mask L (exp of Δ·A sums within a segment, 0 elsewhere), M = C·Bᵀ ∘ L and its
+  /// gradient.
+  let decay, m, dm: UnsafeMutablePointer<Float>
+  /// The current chunk's C·Bᵀ (row stride Q) in the scores shared by the heads of its group.
+  var gm: UnsafePointer<Float>
   let qn1, qn2: UnsafeMutablePointer<Float>
   let hin, s, dh, dhin: UnsafeMutablePointer<Float>
   /// States entering each chunk (backward only).
@@ -42,7 +44,8 @@ final class Workspace {
     seq = seqPtr
     list.append(UnsafeMutableRawPointer(seqPtr))
     xb = f(q * p); dxb = f(q * p); qp1 = f(q * p); qp2 = f(q * p)
-    gm = f(q * q); decay = f(q * q); m = f(q * q); dm = f(q * q)
+    decay = f(q * q); m = f(q * q); dm = f(q * q)
+    gm = UnsafePointer(decay)
     qn1 = f(q * n); qn2 = f(q * n)
     hin = f(p * n); s = f(p * n); dh = f(p * n); dhin = f(p * n)
     chunkStates = f(backward ? plan.chunkCount * p * n : 0)
@@ -71,10 +74,12 @@ final class Workspace {
   }
 
   /// Fills the per-position vectors of chunk rows `[l0, l0 + q)` for task (b, h), `X̄`, the
-  /// masks `e`, `w`, `γ`, and with `scores` the raw `C·Bᵀ` (gm), the decay mask L (decay) and
-  /// the masked `M = C·Bᵀ ∘ L` (m). The softplus and the exponentials run through the vector
-  /// kernels.
-  func prepareChunk(_ p: SSDPointers, b: Int, h: Int, l0: Int, q: Int, previousEnd: Int32, scores: Bool) {
+  /// masks `e`, `w`, `γ`, and with `scores` (the group's `C·Bᵀ` blocks, ``Plan/computeScores``)
+  /// points `gm` at this chunk's block and fills the decay mask L (decay) and the masked
+  /// `M = C·Bᵀ ∘ L` (m). The softplus and the exponentials run through the vector kernels.
+  func prepareChunk(
+    _ p: SSDPointers, b: Int, h: Int, l0: Int, q: Int, previousEnd: Int32, scores: UnsafePointer<Float>?
+  ) {
     let pl = plan
     let (P, Q) = (pl.headDim, pl.chunk)
     let ah = p.A[h]
@@ -100,19 +105,19 @@ final class Workspace {
       if seq[l] != last { w[l] = 0 }
     }
     gamma = last == previousEnd ? expf(total) : 0
-    guard scores else { return }
-    let cRows = p.C + pl.bcRow(b, l0, h)
-    let bRows = p.B + pl.bcRow(b, l0, h)
-    gemm(false, true, q, q, pl.state, cRows, pl.bcStride, bRows, pl.bcStride, 0, gm, Q)
+    guard let scores else { return }
+    gm = scores + pl.scoreOffset(b, pl.group(h), l0 / Q)
     ssm_ssd_decay_mask(cs, seq, q, Q, decay)
-    for i in 0..<(q * Q) { m[i] = gm[i] * decay[i] }
+    for l in 0..<q {
+      for s in 0..<q { m[l * Q + s] = gm[l * Q + s] * decay[l * Q + s] }
+    }
   }
 
   /// Computes the outputs of all chunks of task (b, h) and, optionally, stores the state entering
   /// each chunk. With `y == nil` only the states are computed (the backward pass's first sweep).
   func runForward(
-    _ p: SSDPointers, b: Int, h: Int, y: UnsafeMutablePointer<Float>?, finalState: UnsafeMutablePointer<Float>?,
-    storeChunkStates: Bool
+    _ p: SSDPointers, scores: UnsafePointer<Float>?, b: Int, h: Int, y: UnsafeMutablePointer<Float>?,
+    finalState: UnsafeMutablePointer<Float>?, storeChunkStates: Bool
   ) {
     let pl = plan
     let (P, N, Q) = (pl.headDim, pl.state, pl.chunk)
@@ -132,7 +137,7 @@ final class Workspace {
         (chunkStates + c * P * N).update(from: hin, count: P * N)
         chunkStatesZero[c] = hinIsZero
       }
-      prepareChunk(p, b: b, h: h, l0: l0, q: q, previousEnd: previousEnd, scores: y != nil)
+      prepareChunk(p, b: b, h: h, l0: l0, q: q, previousEnd: previousEnd, scores: y == nil ? nil : scores)
       let cRows = p.C + pl.bcRow(b, l0, h)
       let bRows = p.B + pl.bcRow(b, l0, h)
       if let y {

@@ -123,14 +123,16 @@ public enum ChunkedSSD {
     if tasks == 0 || d.length == 0 { return (y, final) }
     let plan = Plan(inputs)
     withPointers(inputs) { p in
+      let scores = plan.computeScores(p)
+      defer { scores.deallocate() }
       y.withUnsafeMutableBufferPointer { yb in
         withOptionalMutablePointer(&final) { fp in
-          nonisolated(unsafe) let (yp, finalP) = (yb.baseAddress!, fp)
+          nonisolated(unsafe) let (yp, finalP, shared) = (yb.baseAddress!, fp, UnsafePointer(scores))
           Parallel.forEachWorker(count: tasks, minimumPerWorker: plan.minimumTasksPerWorker) { _, range in
             let work = Workspace(plan)
             for task in range {
               let (b, h) = (task / d.heads, task % d.heads)
-              work.runForward(p, b: b, h: h, y: yp, finalState: finalP, storeChunkStates: false)
+              work.runForward(p, scores: shared, b: b, h: h, y: yp, finalState: finalP, storeChunkStates: false)
             }
           }
         }
@@ -156,10 +158,40 @@ struct Plan {
     minimumTasksPerWorker = Swift.max(1, 1_000_000 / Swift.max(flopsPerTask, 1))
   }
 
+  /// The group whose `B`, `C` head `h` reads.
+  func group(_ h: Int) -> Int { h * groups / heads }
+  /// Floats of the `C·Bᵀ` blocks of every (batch element, group, chunk), `Q×Q` each.
+  var scoreCount: Int { batch * groups * chunkCount * chunk * chunk }
+  /// Where the block of (b, group g, chunk c) starts.
+  func scoreOffset(_ b: Int, _ g: Int, _ c: Int) -> Int { ((b * groups + g) * chunkCount + c) * chunk * chunk }
+
+  /// `C·Bᵀ` of every chunk, once per group: the heads of a group share `B` and `C`, so computing
+  /// it per head (as the chunked form is usually written) repeats the largest product H/G times.
+  /// A partial last chunk fills the top-left `q×q` of its block. The caller deallocates.
+  func computeScores(_ p: SSDPointers) -> UnsafeMutablePointer<Float> {
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(scoreCount, 1))
+    let blocks = batch * groups * chunkCount
+    nonisolated(unsafe) let out = scores
+    let flopsPerBlock = 2 * chunk * chunk * state
+    Parallel.forEachChunk(count: blocks, minimumPerWorker: Swift.max(1, 1_000_000 / Swift.max(flopsPerBlock, 1))) { range in
+      for block in range {
+        let (bg, c) = (block / chunkCount, block % chunkCount)
+        let (b, g) = (bg / groups, bg % groups)
+        let l0 = c * chunk
+        let q = Swift.min(chunk, length - l0)
+        let row = ((b * length + l0) * groups + g) * state
+        BLAS.gemmOnCurrentThread(
+          transposeA: false, transposeB: true, m: q, n: q, k: state, alpha: 1, a: p.C + row, lda: bcStride,
+          b: p.B + row, ldb: bcStride, beta: 0, c: out + scoreOffset(b, g, c), ldc: chunk)
+      }
+    }
+    return scores
+  }
+
   /// Element offsets and row strides of the inputs.
   func xRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * length + l) * heads + h) * headDim }
   var xStride: Int { heads * headDim }
-  func bcRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * length + l) * groups + h * groups / heads) * state }
+  func bcRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * length + l) * groups + group(h)) * state }
   var bcStride: Int { groups * state }
   func dtIndex(_ b: Int, _ l: Int, _ h: Int) -> Int { (b * length + l) * heads + h }
 }
