@@ -169,8 +169,9 @@ extension Workspace {
       dxb.update(repeating: 0, count: q * P)
       // Step 3: H_c = γ·H_{c−1} + S_c.
       var dhDotPrev: Float = 0
-      for i in 0..<(P * N) {
-        dhin[i] = gamma * dh[i]
+      let decayFactor = gamma
+      for i in 0..<(P &* N) {
+        dhin[i] = decayFactor * dh[i]
         dhDotPrev += dh[i] * hPrev[i]
       }
       dcs[q - 1] += gamma * dhDotPrev
@@ -180,19 +181,24 @@ extension Workspace {
         var dw: Float = 0
         let bRow = bRows + s * pl.bcStride
         let dbRow = dBRows + s * pl.bcStride
+        let (scale, src) = (w[s], qn1 + s &* N)
         for n in 0..<N {
-          dw += qn1[s * N + n] * bRow[n]
-          dbRow[n] += w[s] * qn1[s * N + n]
+          dw += src[n] * bRow[n]
+          dbRow[n] += scale * src[n]
         }
         dcs[q - 1] += w[s] * dw
         dcs[s] -= w[s] * dw
       }
       gemm(false, true, q, P, N, bRows, pl.bcStride, dh, N, 0, qp1, P)  // B·dSᵀ
-      for s in 0..<q { for j in 0..<P { dxb[s * P + j] += w[s] * qp1[s * P + j] } }
+      for s in 0..<q {
+        let (scale, src, dst) = (w[s], qp1 + s &* P, dxb + s &* P)
+        for j in 0..<P { dst[j] += scale * src[j] }
+      }
       // Step 4: Y_off[l] = e_l·(H_{c−1}·C_l).
       for l in 0..<q {
         let dyRow = dyRows + l * pl.xStride
-        for j in 0..<P { qp2[l * P + j] = e[l] * dyRow[j] }
+        let (scale, dst) = (e[l], qp2 + l &* P)
+        for j in 0..<P { dst[j] = scale * dyRow[j] }
       }
       gemm(true, false, P, N, q, qp2, P, cRows, pl.bcStride, 1, dhin, N)
       if !hPrevIsZero {
@@ -201,10 +207,12 @@ extension Workspace {
         for l in 0..<q where e[l] != 0 {
           let dyRow = dyRows + l * pl.xStride
           var dot: Float = 0
-          for j in 0..<P { dot += dyRow[j] * qp1[l * P + j] }
+          let offRow = qp1 + l &* P
+          for j in 0..<P { dot += dyRow[j] * offRow[j] }
           dcs[l] += e[l] * dot
           let dcRow = dCRows + l * pl.bcStride
-          for n in 0..<N { dcRow[n] += e[l] * qn2[l * N + n] }
+          let (scale, src) = (e[l], qn2 + l &* N)
+          for n in 0..<N { dcRow[n] += scale * src[n] }
         }
       }
       // Step 1: Y_diag = M·X̄ with M = (C·Bᵀ) ∘ L.
@@ -234,9 +242,10 @@ extension Workspace {
         let dxRow = g.dx + pl.xRow(b, l0 + l, h)
         var dDelta = ah * suffix
         var dyDotX: Float = 0
+        let (delta, dxbRow) = (dtv[l], dxb + l &* P)
         for j in 0..<P {
-          dDelta += dxb[l * P + j] * xRow[j]
-          dxRow[j] = dtv[l] * dxb[l * P + j] + skip * dyRow[j]
+          dDelta += dxbRow[j] * xRow[j]
+          dxRow[j] = delta * dxbRow[j] + skip * dyRow[j]
           dyDotX += dyRow[j] * xRow[j]
         }
         gA += dtv[l] * suffix

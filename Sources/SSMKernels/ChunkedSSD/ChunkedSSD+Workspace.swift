@@ -93,7 +93,8 @@ final class Workspace {
       cs[l] = running
       seq[l] = p.sequenceIndex?[b * pl.length + l0 + l] ?? 0
       let xRow = p.x + pl.xRow(b, l0 + l, h)
-      for j in 0..<P { xb[l * P + j] = d * xRow[j] }
+      let xbRow = xb + l &* P
+      for j in 0..<P { xbRow[j] = d * xRow[j] }
     }
     let last = seq[q - 1]
     let total = cs[q - 1]
@@ -149,7 +150,8 @@ final class Workspace {
           gemm(false, true, q, P, N, cRows, pl.bcStride, hin, N, 0, qp1, P)
           for l in 0..<q where e[l] != 0 {
             let row = yRows + l * pl.xStride
-            for j in 0..<P { row[j] += e[l] * qp1[l * P + j] }
+            let (scale, offRow) = (e[l], qp1 + l &* P)
+            for j in 0..<P { row[j] += scale * offRow[j] }
           }
         }
         if skip != 0 {
@@ -161,9 +163,13 @@ final class Workspace {
         }
       }
       // Steps 2–3: the chunk's own state (w ∘ X̄)ᵀ·B, then H ← γ·H + S.
-      for l in 0..<q { for j in 0..<P { qp2[l * P + j] = w[l] * xb[l * P + j] } }
+      for l in 0..<q {
+        let (scale, src, dst) = (w[l], xb + l &* P, qp2 + l &* P)
+        for j in 0..<P { dst[j] = scale * src[j] }
+      }
       gemm(true, false, P, N, q, qp2, P, bRows, pl.bcStride, 0, s, N)
-      for i in 0..<(P * N) { hin[i] = gamma * hin[i] + s[i] }
+      let decayFactor = gamma
+      for i in 0..<(P &* N) { hin[i] = decayFactor * hin[i] + s[i] }
       hinIsZero = false
       previousEnd = seq[q - 1]
     }
