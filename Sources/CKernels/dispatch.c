@@ -158,15 +158,11 @@ int ssm_release_free_memory(void) {
 
 int ssm_configure_allocator(void) {
 #if defined(__GLIBC__)
-  // Tensor buffers come from the heap instead of fresh mmaps, and freed heap memory is kept for
-  // reuse instead of trimmed: a training step allocates the same buffer sizes every time, and
-  // re-faulting their pages cost more than the math. M_MMAP_THRESHOLD cannot go above 32 MB, so
-  // larger buffers (SSD4Rec's packed batches, L = 200) would still be mapped and zero-filled by
-  // the kernel on every step (30 % of SSD4Rec's time at L = 200); M_MMAP_MAX = 0 sends them to
-  // the heap too.
+  // Tensors up to 32 MB (glibc's largest allowed threshold) come from the heap instead of fresh
+  // mmaps, and freed heap memory is kept for reuse instead of trimmed: a training step allocates
+  // the same buffer sizes every time, and re-faulting their pages cost more than the math.
   int ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
   ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
-  ok &= mallopt(M_MMAP_MAX, 0);
   return ok;
 #else
   return 0;
