@@ -51,10 +51,6 @@ final class ChunkedSSDTests: XCTestCase {
     return worst
   }
 
-  /// Chunked fast path against the Double recurrence (and the quadratic form against the
-  /// recurrence), forward and every gradient, over lengths, chunk sizes (lengths not divisible
-  /// by the chunk included) and batches. Tolerance 1e-4 relative to the largest magnitude: the
-  /// Float32 chunk products sum ≤ Q terms of decaying factors, measured errors ~1e-6.
   /// The decay-mask kernel against its definition in Double, at every instruction-set level,
   /// for chunk lengths around the vector width and segment boundaries inside the chunk.
   func testDecayMaskMatchesDefinition() {
@@ -86,6 +82,10 @@ final class ChunkedSSDTests: XCTestCase {
     }
   }
 
+  /// Chunked fast path against the Double recurrence (and the quadratic form against the
+  /// recurrence), forward and every gradient, over lengths, chunk sizes (lengths not divisible
+  /// by the chunk included) and batches. Tolerance 1e-4 relative to the largest magnitude: the
+  /// Float32 chunk products sum ≤ Q terms of decaying factors, measured errors ~1e-6.
   func testFastMatchesReferencesOverGrid() {
     withEvery("length", in: [1, 2, 7, 50, 200]) { length in
       withEvery("chunk", in: [1, 4, 16, 64]) { chunk in
@@ -111,6 +111,23 @@ final class ChunkedSSDTests: XCTestCase {
   func testGroupsSharedByHeads() {
     let x = Self.inputs(batch: 2, length: 11, heads: 4, headDim: 2, groups: 2, state: 3, chunk: 4, seed: 5)
     _ = check(x, label: "groups=2")
+  }
+
+  /// An infinite `B` in one packed sequence leaves the outputs and gradients of the sequences
+  /// before it in the same chunk unchanged: masked terms are dropped, not multiplied by 0.
+  func testNonFiniteValuesStayInTheirSequence() {
+    let segments = [5, 4, 7]
+    var x = Self.inputs(batch: 1, length: 16, heads: 2, headDim: 3, state: 4, chunk: 16, segments: segments, seed: 5)
+    let clean = ChunkedSSD.forward(x).output
+    let g = Tensor.random(x.x.shape, seed: 6)
+    let cleanGradient = ChunkedSSD.backward(outputGradient: g, x).x
+    var b = x.B.scalars
+    b[12 * 4 + 1] = .infinity  // position 12, in the third sequence
+    x.B = Tensor(shape: x.B.shape, scalars: b)
+    let first = 0..<9
+    assertClose(ChunkedSSD.forward(x).output.slice(alongAxis: 1, first), clean.slice(alongAxis: 1, first), rtol: 1e-6, atol: 1e-6)
+    let gradient = ChunkedSSD.backward(outputGradient: g, x).x
+    assertClose(gradient.slice(alongAxis: 1, first), cleanGradient.slice(alongAxis: 1, first), rtol: 1e-6, atol: 1e-6)
   }
 
   func testPackedBatchEqualsEachSequenceAlone() {

@@ -35,8 +35,8 @@ extension ChunkedSSD {
     if tasks > 0 && d.length > 0 {
       withPointers(inputs) { p in
         let scores = plan.computeScores(p)
+        // One C·Bᵀ gradient buffer per worker (workers · B·G·L·Q floats), zeroed by its worker.
         let dScores = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(workers * plan.scoreCount, 1))
-        dScores.initialize(repeating: 0, count: Swift.max(workers * plan.scoreCount, 1))
         defer {
           scores.deallocate()
           dScores.deallocate()
@@ -56,6 +56,7 @@ extension ChunkedSSD {
                         )
                         Parallel.forEachWorker(count: tasks, workers: workers) { worker, range in
                           let work = Workspace(plan, backward: true)
+                          (dShared + worker * plan.scoreCount).initialize(repeating: 0, count: plan.scoreCount)
                           let sink = GradientSink(
                             dy: out.0, dFinal: out.1, dx: out.2, ddt: out.3, dInitial: out.4,
                             dB: out.5 + worker * bcSize, dC: out.6 + worker * bcSize,
@@ -218,13 +219,15 @@ extension Workspace {
       // Step 1: Y_diag = M·X̄ with M = (C·Bᵀ) ∘ L.
       gemm(true, false, q, P, q, m, Q, dyRows, pl.xStride, 1, dxb, P)  // += Mᵀ·dY
       gemm(false, true, q, q, P, dyRows, pl.xStride, xb, P, 0, dm, Q)  // dM = dY·X̄ᵀ
-      // L is 0 outside its mask, so the masked entries come out 0 without a test. dGm goes to
-      // the group's block; its products with B and C come once per group at the end.
+      // Entries where L is 0 (outside the mask) contribute nothing, by a test rather than a
+      // product with 0, so that ∞ or NaN in another position's C·Bᵀ stays out. dGm goes to the
+      // group's block; its products with B and C come once per group at the end.
       let dG = g.dScores + pl.scoreOffset(b, pl.group(h), c)
       for l in 0..<q {
         var rowSum: Float = 0
         for s in 0..<q {
           let i = l * Q + s
+          if decay[i] == 0 { continue }
           let dg = dm[i] * decay[i]  // dGm = dM ∘ L
           dG[i] += dg
           let dll = dg * gm[i]  // dL∘L = dM ∘ Gm ∘ L

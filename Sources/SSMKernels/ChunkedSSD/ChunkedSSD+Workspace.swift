@@ -109,8 +109,13 @@ final class Workspace {
     guard let scores else { return }
     gm = scores + pl.scoreOffset(b, pl.group(h), l0 / Q)
     ssm_ssd_decay_mask(cs, seq, q, Q, decay)
+    // Masked entries are set, not multiplied by 0, so that an ∞ or NaN in C·Bᵀ at a later
+    // position or in another packed sequence stays out of this one.
     for l in 0..<q {
-      for s in 0..<q { m[l * Q + s] = gm[l * Q + s] * decay[l * Q + s] }
+      for s in 0..<q {
+        let i = l * Q + s
+        m[i] = decay[i] == 0 ? 0 : gm[i] * decay[i]
+      }
     }
   }
 

@@ -113,8 +113,9 @@ public enum ChunkedSSD {
 
   /// Runs the chunked SSD.
   /// - Returns: `y`, shape `[B, L, H, P]`, and the final state `[B, H, P, N]` when asked for.
-  /// - Complexity: O(B·H·L·Q·(N + P)) time; per worker O(Q² + Q·P + P·N) scratch. Nothing is
-  ///   kept for the backward pass, which recomputes the chunk states.
+  /// - Complexity: O(B·L·Q·(G·N + H·P)) time; B·G·L·Q floats of shared `C·Bᵀ` blocks, and per
+  ///   worker O(Q² + Q·P + P·N) scratch. Nothing is kept for the backward pass, which recomputes
+  ///   the chunk states and the blocks.
   public static func forward(_ inputs: Inputs, returnFinalState: Bool = false) -> (output: Tensor, finalState: Tensor?) {
     let d = inputs.dimensions
     var y = Tensor(zeros: inputs.x.shape)
@@ -154,7 +155,8 @@ struct Plan {
     chunk = Swift.min(inputs.chunkSize, Swift.max(length, 1))
     chunkCount = (length + chunk - 1) / chunk
     softplus = inputs.dtSoftplus
-    let flopsPerTask = 2 * length * chunk * (state + headDim) + 4 * length * headDim * state
+    // Per head: the masked product and the state products; C·Bᵀ is shared by the group.
+    let flopsPerTask = 2 * length * chunk * headDim + 4 * length * headDim * state
     minimumTasksPerWorker = Swift.max(1, 1_000_000 / Swift.max(flopsPerTask, 1))
   }
 
