@@ -3,8 +3,9 @@
 
 // Hot loops of SSMRec in C. Every kernel is compiled three times (portable, AVX2+FMA, AVX-512)
 // from one body (kernels_body.inc) and the widest variant the CPU supports is chosen at run time,
-// because SwiftPM cannot pass -mavx2 to a dependency (it would need unsafe build flags). Swift code splits large work across
-// cores and calls these on disjoint ranges, so every function here is single-threaded and pure.
+// because SwiftPM cannot pass -mavx2 to a dependency (it would need unsafe build flags). Swift
+// code splits large work across cores and calls these on disjoint ranges, so every function here
+// is single-threaded and pure.
 
 #include <stddef.h>
 #include <stdint.h>
