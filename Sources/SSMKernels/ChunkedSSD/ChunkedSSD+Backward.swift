@@ -114,28 +114,20 @@ extension Plan {
     _ p: SSDPointers, dScores: UnsafeMutablePointer<Float>, workers: Int, dB: UnsafeMutablePointer<Float>,
     dC: UnsafeMutablePointer<Float>
   ) {
-    let blocks = batch * groups * chunkCount
     let blockSize = chunk * chunk
-    let flopsPerBlock = 4 * chunk * chunk * state
-    Parallel.forEachChunk(count: blocks, minimumPerWorker: Swift.max(1, 1_000_000 / Swift.max(flopsPerBlock, 1))) { range in
-      for block in range {
-        let (bg, c) = (block / chunkCount, block % chunkCount)
-        let (b, g) = (bg / groups, bg % groups)
-        let l0 = c * chunk
-        let q = Swift.min(chunk, length - l0)
-        let dG = dScores + scoreOffset(b, g, c)
-        for w in 1..<Swift.max(workers, 1) {
-          let other = dG + w * scoreCount
-          for i in 0..<blockSize { dG[i] += other[i] }
-        }
-        let row = ((b * length + l0) * groups + g) * state
-        BLAS.gemmOnCurrentThread(
-          transposeA: false, transposeB: false, m: q, n: state, k: q, alpha: 1, a: dG, lda: chunk,
-          b: p.B + row, ldb: bcStride, beta: 1, c: dC + row, ldc: bcStride)
-        BLAS.gemmOnCurrentThread(
-          transposeA: true, transposeB: false, m: q, n: state, k: q, alpha: 1, a: dG, lda: chunk,
-          b: p.C + row, ldb: bcStride, beta: 1, c: dB + row, ldc: bcStride)
+    forEachScoreBlock(flopsPerBlock: 4 * chunk * chunk * state) { block in
+      let dG = dScores + block.scoreOffset
+      for w in 1..<Swift.max(workers, 1) {
+        let other = dG + w * scoreCount
+        for i in 0..<blockSize { dG[i] += other[i] }
       }
+      let q = block.rows
+      BLAS.gemmOnCurrentThread(
+        transposeA: false, transposeB: false, m: q, n: state, k: q, alpha: 1, a: dG, lda: chunk,
+        b: p.B + block.bcOffset, ldb: bcStride, beta: 1, c: dC + block.bcOffset, ldc: bcStride)
+      BLAS.gemmOnCurrentThread(
+        transposeA: true, transposeB: false, m: q, n: state, k: q, alpha: 1, a: dG, lda: chunk,
+        b: p.C + block.bcOffset, ldb: bcStride, beta: 1, c: dB + block.bcOffset, ldc: bcStride)
     }
   }
 }

@@ -172,28 +172,47 @@ struct Plan {
   /// A partial last chunk fills the top-left `q×q` of its block. The caller deallocates.
   func computeScores(_ p: SSDPointers) -> UnsafeMutablePointer<Float> {
     let scores = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(scoreCount, 1))
-    let blocks = batch * groups * chunkCount
     nonisolated(unsafe) let out = scores
-    let flopsPerBlock = 2 * chunk * chunk * state
-    Parallel.forEachChunk(count: blocks, minimumPerWorker: Swift.max(1, 1_000_000 / Swift.max(flopsPerBlock, 1))) { range in
+    forEachScoreBlock(flopsPerBlock: 2 * chunk * chunk * state) { block in
+      BLAS.gemmOnCurrentThread(
+        transposeA: false, transposeB: true, m: block.rows, n: block.rows, k: state, alpha: 1,
+        a: p.C + block.bcOffset, lda: bcStride, b: p.B + block.bcOffset, ldb: bcStride, beta: 0,
+        c: out + block.scoreOffset, ldc: chunk)
+    }
+    return scores
+  }
+
+  /// One (batch element, group, chunk) block of the shared `C·Bᵀ`.
+  struct ScoreBlock {
+    /// Positions in the chunk (`Q`, or fewer for a partial last chunk).
+    let rows: Int
+    /// Offset of the chunk's first row in `B` and `C`.
+    let bcOffset: Int
+    /// Offset of the block in the scores (``Plan/scoreOffset(_:_:_:)``).
+    let scoreOffset: Int
+  }
+
+  /// Runs `body` on every block, in parallel when blocks of `flopsPerBlock` are worth it.
+  /// Blocks own disjoint rows of `B`, `C` and the scores.
+  func forEachScoreBlock(flopsPerBlock: Int, _ body: (ScoreBlock) -> Void) {
+    let minimum = Swift.max(1, 1_000_000 / Swift.max(flopsPerBlock, 1))
+    Parallel.forEachChunk(count: batch * groups * chunkCount, minimumPerWorker: minimum) { range in
       for block in range {
         let (bg, c) = (block / chunkCount, block % chunkCount)
         let (b, g) = (bg / groups, bg % groups)
         let l0 = c * chunk
-        let q = Swift.min(chunk, length - l0)
-        let row = ((b * length + l0) * groups + g) * state
-        BLAS.gemmOnCurrentThread(
-          transposeA: false, transposeB: true, m: q, n: q, k: state, alpha: 1, a: p.C + row, lda: bcStride,
-          b: p.B + row, ldb: bcStride, beta: 0, c: out + scoreOffset(b, g, c), ldc: chunk)
+        body(
+          ScoreBlock(
+            rows: Swift.min(chunk, length - l0), bcOffset: groupRow(b, l0, g), scoreOffset: scoreOffset(b, g, c)))
       }
     }
-    return scores
   }
 
   /// Element offsets and row strides of the inputs.
   func xRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * length + l) * heads + h) * headDim }
   var xStride: Int { heads * headDim }
-  func bcRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * length + l) * groups + group(h)) * state }
+  func bcRow(_ b: Int, _ l: Int, _ h: Int) -> Int { groupRow(b, l, group(h)) }
+  func groupRow(_ b: Int, _ l: Int, _ g: Int) -> Int { ((b * length + l) * groups + g) * state }
   var bcStride: Int { groups * state }
   func dtIndex(_ b: Int, _ l: Int, _ h: Int) -> Int { (b * length + l) * heads + h }
 }
