@@ -4,25 +4,45 @@
   import Darwin
 #endif
 
-/// The 1-based rank of a target under full ranking, with a deterministic tie rule.
+/// The 1-based rank of a target under full ranking, with a pessimistic tie rule.
 ///
-/// `rank = 1 + #{ j ∉ {target, excluded} : score[j] > score[target] }`: items scoring exactly as
-/// much as the target do not push it down (the optimistic rule; RecBole leaves ties to the order
-/// `torch.topk` happens to return). The padding id 0 is excluded, as RecBole sets its score to
-/// −∞ (SPEC §7.6); history items are not masked for sequential models.
+/// `rank = 1 + #{ j ∉ {target, excluded} : ¬(score[j] < score[target]) }`: every other candidate
+/// that scores at least as much as the target — ties and NaN scores included — is counted above
+/// it, and a target whose own score is NaN or infinite ranks last. So a model that scores every
+/// item equally ranks each target last, and a model whose scores are NaN gets HR, NDCG and MRR of
+/// 0, never 1 (the optimistic rule `score[j] > score[target]` would give both rank 1). RecBole
+/// leaves ties to the order `torch.topk` happens to return; with real-valued scores ties have
+/// probability zero, so the rule changes nothing for a working model. The padding id 0 is
+/// excluded, as RecBole sets its score to −∞ (SPEC §7.6); history items are
+/// not masked for sequential models.
 public enum FullRanking {
-  /// The rank of `target` in one row of scores.
+  /// The rank of `target` in one row of scores: between 1 and the number of candidates (the row's
+  /// length, less one when `excluded` is one of its indices).
+  /// - Precondition: `target` indexes the row and is not `excluded`.
   public static func rank(of target: Int, in scores: UnsafeBufferPointer<Float>, excluding excluded: Int? = 0) -> Int {
+    precondition(
+      target >= 0 && target < scores.count && target != excluded,
+      "FullRanking.rank: target \(target) is not a candidate among \(scores.count) scores (excluded \(excluded.map(String.init) ?? "none"))")
+    let excludedIsCandidate = excluded.map { $0 >= 0 && $0 < scores.count } ?? false
+    let candidates = scores.count - (excludedIsCandidate ? 1 : 0)
     let t = scores[target]
-    var above = 0
-    for j in 0..<scores.count where scores[j] > t && j != excluded { above += 1 }
-    return 1 + above
+    guard t.isFinite else { return candidates }
+    var atOrAbove = 0
+    for j in 0..<scores.count where !(scores[j] < t) { atOrAbove += 1 }
+    // The loop counted the target itself (t ≥ t) and, when it scores at least t, the excluded id.
+    if excludedIsCandidate, let e = excluded, !(scores[e] < t) { atOrAbove -= 1 }
+    return atOrAbove
   }
 
   /// Ranks of each row's target in a `[B, V]` score matrix.
+  /// - Precondition: one target per row, each a candidate id in `0..<V` other than `excluded`.
   public static func ranks(scores: Tensor, targets: IndexTensor, excluding excluded: Int? = 0) -> [Int] {
     precondition(scores.rank == 2 && targets.shape == [scores.shape[0]], "ranks: scores \(scores.shape) and targets \(targets.shape) do not match")
-    let (rows, width) = (scores.shape[0], scores.shape[1])
+    let width = scores.shape[1]
+    if let bad = targets.values.first(where: { $0 < 0 || Int($0) >= width || Int($0) == excluded }) {
+      preconditionFailure("ranks: target id \(bad) is not a candidate among \(width) item ids")
+    }
+    let rows = scores.shape[0]
     var result = [Int](repeating: 0, count: rows)
     scores.withUnsafeBufferPointer { s in
       result.withUnsafeMutableBufferPointer { out in

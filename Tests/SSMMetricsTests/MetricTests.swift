@@ -39,9 +39,10 @@ final class MetricTests: XCTestCase {
 
   func testRankTieRuleAndPaddingExclusion() {
     // Row 0: target 2 scores 0.5; item 1 above, item 3 tied, padding 0 highest (excluded).
-    // Row 1: target 1 is the unique maximum among real items.
-    let scores = Tensor(rows: [[9, 0.7, 0.5, 0.5, 0.1], [9, 0.9, 0.2, 0.3, 0.9]])
-    let ranks = FullRanking.ranks(scores: scores, targets: IndexTensor([2, 1]))
-    XCTAssertEqual(ranks, [2, 1], "ties do not push the target down; id 0 is excluded")
+    // Row 1: target 1 ties item 4 for the maximum among real items.
+    // Row 2: target 3 is the unique maximum among real items.
+    let scores = Tensor(rows: [[9, 0.7, 0.5, 0.5, 0.1], [9, 0.9, 0.2, 0.3, 0.9], [9, 0.1, 0.2, 0.8, 0.3]])
+    let ranks = FullRanking.ranks(scores: scores, targets: IndexTensor([2, 1, 3]))
+    XCTAssertEqual(ranks, [3, 2, 1], "ties count against the target; id 0 is excluded")
   }
 }

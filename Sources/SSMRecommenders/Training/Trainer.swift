@@ -26,6 +26,9 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   public var maximumLength: Int? = 50
   /// Training-time item masking rate (SSD4Rec's `maskratio`; 0 for the other models).
   public var maskRatio: Float = 0
+  /// What a mini-batch whose loss is NaN or infinite does: stop training (the default) or skip
+  /// that batch without updating the weights, counted in ``EpochRecord/skippedBatches``.
+  public var nonFiniteLoss: NonFiniteLossPolicy = .stop
 
   /// The defaults above; ``ModelKind/defaultTraining`` gives each built-in model's official
   /// settings.
@@ -47,6 +50,41 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   }
 }
 
+/// What training does with a mini-batch whose loss is NaN or infinite.
+public enum NonFiniteLossPolicy: String, Codable, Sendable, CaseIterable {
+  /// Throw ``TrainingError/nonFiniteLoss(epoch:step:loss:)``; the checkpoints of the last finished
+  /// epoch stay as they were.
+  case stop
+  /// Leave the weights and the optimizer untouched for that batch and go on.
+  case skip
+}
+
+/// Why training cannot start or cannot go on.
+public enum TrainingError: Error, Equatable, CustomStringConvertible {
+  /// The split has no training instance (every user has fewer than two interactions).
+  case noTrainingInstances
+  /// The split has no validation instance, so no epoch could be judged better than another.
+  case noValidationInstances
+  /// The loss of a mini-batch was NaN or infinite (`epoch` 0-based, `step` 1-based within it).
+  case nonFiniteLoss(epoch: Int, step: Int, loss: Double)
+  /// Every mini-batch of an epoch was skipped for a non-finite loss.
+  case everyBatchSkipped(epoch: Int)
+
+  /// One line saying what is wrong, for command-line errors.
+  public var description: String {
+    switch self {
+    case .noTrainingInstances:
+      return "the dataset gives no training instance (a user needs at least two interactions for one)"
+    case .noValidationInstances:
+      return "the dataset gives no validation instance (a user needs at least four interactions for one)"
+    case .nonFiniteLoss(let epoch, let step, let loss):
+      return "the training loss became \(loss) at epoch \(epoch), step \(step); the checkpoints of the last finished epoch are kept"
+    case .everyBatchSkipped(let epoch):
+      return "every mini-batch of epoch \(epoch) had a non-finite loss"
+    }
+  }
+}
+
 /// One epoch's record, written as a JSON line to the training log.
 public struct EpochRecord: Codable, Sendable {
   /// The epoch (0-based).
@@ -61,6 +99,8 @@ public struct EpochRecord: Codable, Sendable {
   public var validationSeconds: Double
   /// Whether the validation metric matched or beat the best so far, making these weights the best.
   public var improved: Bool
+  /// Mini-batches skipped because their loss was not finite (``NonFiniteLossPolicy/skip``).
+  public var skippedBatches: Int = 0
 }
 
 /// The outcome of ``Trainer/fit(progress:reporter:)``.
@@ -110,10 +150,14 @@ public final class Trainer<Model: SequentialRecommender> {
   private var nonImproving = 0
   private var secondsTraining = 0.0
 
-  /// Validates `configuration` and sets up Adam; pass `fixedWidth` for models that need it
-  /// (``ModelKind/needsFixedWidth``).
+  /// Validates `configuration` and the split and sets up Adam; pass `fixedWidth` for models that
+  /// need it (``ModelKind/needsFixedWidth``).
+  /// - Throws: `ConfigurationError` for an invalid setting, ``TrainingError`` for a split with no
+  ///   training or no validation instance.
   public init(model: Model, split: SequentialSplit, configuration: TrainingConfiguration, outputFolder: URL? = nil, fixedWidth: Bool = false) throws {
     try configuration.validate()
+    guard !split.train.isEmpty else { throw TrainingError.noTrainingInstances }
+    guard !split.validation.isEmpty else { throw TrainingError.noValidationInstances }
     self.model = model
     self.split = split
     self.configuration = configuration
@@ -189,25 +233,37 @@ public final class Trainer<Model: SequentialRecommender> {
       width: fixedWidth ? configuration.maximumLength : nil)
     var totalLoss = 0.0
     var step = 0
+    var skipped = 0
     reporter?.begin(epoch: epoch, steps: batches.count)
     for var batch in batches {
       if configuration.maskRatio > 0 { batch = SSD4Rec.masked(batch, ratio: configuration.maskRatio, using: &masking) }
+      step += 1
       model.zeroGradients()
       let loss = model.loss(batch, context: &context)
+      let value = Double(loss.value.scalar)
+      // Checked before the update, so a diverged batch never reaches the weights or Adam's moments.
+      guard value.isFinite else {
+        if configuration.nonFiniteLoss == .stop {
+          throw TrainingError.nonFiniteLoss(epoch: epoch, step: step, loss: value)
+        }
+        skipped += 1
+        continue
+      }
       loss.backward()
       optimizer.step()
-      totalLoss += Double(loss.value.scalar)
-      step += 1
-      reporter?.step(step, loss: totalLoss / Double(step))
+      totalLoss += value
+      reporter?.step(step, loss: totalLoss / Double(Swift.max(step - skipped, 1)))
     }
+    if skipped == step { throw TrainingError.everyBatchSkipped(epoch: epoch) }
     let trainSeconds = seconds(clock.now - started)
     secondsTraining += trainSeconds
     let validationStart = clock.now
     let validation = evaluator.evaluate(model, on: split.validation).results
     let validationSeconds = seconds(clock.now - validationStart)
-    // RecBole's early stopping: a value ≥ the best so far is an improvement.
+    // RecBole's early stopping: a value ≥ the best so far is an improvement. The split has
+    // validation instances (checked at init), so the metric exists and is finite.
     let score = validation[configuration.validationMetric] ?? -.infinity
-    let improved = score >= bestScore
+    let improved = score.isFinite && score >= bestScore
     if improved {
       (bestScore, bestEpoch, bestValidation, nonImproving) = (score, epoch, validation, 0)
       bestParameters = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.path, $0.parameter.value) })
@@ -217,8 +273,8 @@ public final class Trainer<Model: SequentialRecommender> {
       nonImproving += 1
     }
     let record = EpochRecord(
-      epoch: epoch, trainLoss: totalLoss / Double(Swift.max(step, 1)), trainSeconds: trainSeconds, validation: validation,
-      validationSeconds: validationSeconds, improved: improved)
+      epoch: epoch, trainLoss: totalLoss / Double(Swift.max(step - skipped, 1)), trainSeconds: trainSeconds,
+      validation: validation, validationSeconds: validationSeconds, improved: improved, skippedBatches: skipped)
     reporter?.end(record)
     return record
   }
