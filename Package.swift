@@ -65,7 +65,7 @@ let package = Package(
       dependencies: ["SSMTensor", "SSMAutograd"],
       path: "Tests/SSMTestSupport"
     ),
-    .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMTestSupport", "CBLAS"]),
+    .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMTestSupport", "CBLAS"]),
     .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
     .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
     .testTarget(name: "SSMLayersTests", dependencies: ["SSMLayers", "SSMTestSupport"]),

@@ -3,25 +3,39 @@ import SSMRecommenders
 import SSMTestSupport
 import XCTest
 
-/// PyTorch parity: every fixture in `../shared/fixtures` (and in `$SSMREC_FIXTURES` when set) is
+/// PyTorch parity: every fixture in `Tests/Fixtures` (and in `$SSMREC_FIXTURES` when set) is
 /// rebuilt from its stored configuration, loaded by the official parameter names, run, and
 /// compared with the stored outputs, loss and gradients under the fixtures' README tolerances.
 final class ParityTests: XCTestCase {
-  static var fixtureFolders: [URL] {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    var folders = [root.deletingLastPathComponent().appendingPathComponent("shared/fixtures")]
-    if let extra = ProcessInfo.processInfo.environment["SSMREC_FIXTURES"], !extra.isEmpty {
-      folders.append(URL(fileURLWithPath: extra))
-    }
-    return folders.filter { FileManager.default.fileExists(atPath: $0.path) }
+  /// The fixtures that ship with the repository; a missing one fails the test instead of
+  /// shrinking it.
+  static let shippedFixtures = [
+    "gru4rec", "mamba2_block", "mamba2_block_packed", "mamba4rec", "mamba4rec_2layers", "mamba_block", "sasrec",
+    "sigma", "sigma_2layers", "ssd4rec",
+  ].map { $0 + ".safetensors" }
+
+  static var shippedFolder: URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+  }
+
+  /// Further folders of fixtures (other seeds and shapes), separated by `:`.
+  static var extraFolders: [URL] {
+    (ProcessInfo.processInfo.environment["SSMREC_FIXTURES"] ?? "").split(separator: ":").map { URL(fileURLWithPath: String($0)) }
   }
 
   func testEveryFixtureMatchesPyTorch() throws {
-    let files = Self.fixtureFolders.flatMap { folder in
-      ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
-        .filter { $0.hasSuffix(".safetensors") }.sorted().map { folder.appendingPathComponent($0) }
+    var files = Self.shippedFixtures.map { Self.shippedFolder.appendingPathComponent($0) }
+    for file in files where !FileManager.default.fileExists(atPath: file.path) {
+      XCTFail("parity fixture \(file.lastPathComponent) is missing from \(Self.shippedFolder.path)")
     }
-    guard !files.isEmpty else { throw XCTSkip("no parity fixtures found (expected ../shared/fixtures)") }
+    for folder in Self.extraFolders {
+      guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else {
+        XCTFail("SSMREC_FIXTURES names \(folder.path), which is not a readable folder")
+        continue
+      }
+      files += names.filter { $0.hasSuffix(".safetensors") }.sorted().map { folder.appendingPathComponent($0) }
+    }
+    files = files.filter { FileManager.default.fileExists(atPath: $0.path) }
     for file in files {
       do {
         let fixture = try SafeTensorsFile(contentsOf: file)
@@ -53,7 +67,7 @@ struct ParityReport {
   mutating func output(_ name: String, _ actual: Tensor, _ expected: Tensor) {
     guard actual.shape == expected.shape else { failures.append("\(name): shape \(actual.shape) vs \(expected.shape)"); return }
     let e = normalizedError(actual, expected)
-    worstOutput = Swift.max(worstOutput, e)
+    if !(e <= worstOutput) { worstOutput = e }
     if !(e <= 1e-4) { failures.append("\(name): relative error \(e) > 1e-4") }
   }
 
@@ -66,14 +80,15 @@ struct ParityReport {
 
   /// Gradients: max|a − e| ≤ 1e-3·max(‖e‖₂, 1e-3·G).
   mutating func gradients(_ actual: [String: Tensor], _ expected: [String: Tensor]) {
-    let largest = expected.values.map { norm($0) }.max() ?? 0
+    let largestNorm = largest(expected.values.map { norm($0) })
     for (name, e) in expected.sorted(by: { $0.key < $1.key }) {
       guard let a = actual[name] else { failures.append("no gradient computed for \(name)"); continue }
       guard a.shape == e.shape else { failures.append("gradient \(name): shape \(a.shape) vs \(e.shape)"); continue }
-      let worst = zip(a.scalars, e.scalars).map { Swift.abs(Double($0) - Double($1)) }.max() ?? 0
-      let ratio = worst / Swift.max(norm(e), 1e-3 * largest, 1e-30)
+      // NaN-propagating: a NaN gradient entry makes `worst` NaN and fails the check below.
+      let worst = largest(zip(a.scalars, e.scalars).map { Swift.abs(Double($0) - Double($1)) })
+      let ratio = worst / Swift.max(norm(e), 1e-3 * largestNorm, 1e-30)
       gradientsChecked += 1
-      if ratio > worstGradient { (worstGradient, worstGradientName) = (ratio, name) }
+      if ratio > worstGradient || ratio.isNaN { (worstGradient, worstGradientName) = (ratio, name) }
       if !(ratio <= 1e-3) { failures.append("gradient \(name): max error \(worst) is \(ratio) of its norm (> 1e-3)") }
     }
   }

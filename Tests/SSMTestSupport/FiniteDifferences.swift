@@ -21,14 +21,18 @@ public enum FiniteDifference {
     return result
   }
 
-  /// The largest symmetric relative error `|a − n| / max(|a| + |n|, floor)` and where it is.
+  /// The largest symmetric relative error `|a − n| / max(|a| + |n|, floor)` and where it is; a
+  /// NaN or infinity in either gradient (or a non-finite floor) is an infinite error.
   public static func worstRelativeError(
     _ analytic: [Double], _ numeric: [Double], floor: Double = 1e-12
   ) -> (error: Double, index: Int) {
     precondition(analytic.count == numeric.count, "gradient sizes differ")
+    guard floor.isFinite else { return (.infinity, 0) }
     var worst = (error: 0.0, index: 0)
     for i in analytic.indices {
-      let e = Swift.abs(analytic[i] - numeric[i]) / Swift.max(Swift.abs(analytic[i]) + Swift.abs(numeric[i]), floor)
+      let (a, n) = (analytic[i], numeric[i])
+      guard a.isFinite && n.isFinite else { return (.infinity, i) }
+      let e = Swift.abs(a - n) / Swift.max(Swift.abs(a) + Swift.abs(n), floor)
       if e > worst.error { worst = (e, i) }
     }
     return worst
@@ -45,9 +49,9 @@ public enum FiniteDifference {
     file: StaticString = #filePath, line: UInt = #line
   ) {
     let numeric = gradient(of: function, at: point, step: step)
-    let scale = Swift.max(numeric.map(Swift.abs).max() ?? 0, analytic.map(Swift.abs).max() ?? 0, 1e-300)
+    let scale = Swift.max(largest(numeric.map(Swift.abs)), largest(analytic.map(Swift.abs)), 1e-300)
     let (error, index) = worstRelativeError(analytic, numeric, floor: 1e-4 * scale)
-    if error > tolerance {
+    if !(error <= tolerance) {
       XCTFail(
         "gradient \(name) mismatch: relative error \(error) at index \(index) (analytic \(analytic[index]), numeric \(numeric[index]))\(TestContext.description)",
         file: file, line: line)
