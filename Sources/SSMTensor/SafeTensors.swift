@@ -12,6 +12,8 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
   case unsupportedDType(tensor: String, dtype: String)
   /// A tensor's byte range is outside the data section or does not match its shape and dtype.
   case invalidOffsets(tensor: String, detail: String)
+  /// The byte ranges of two tensors overlap, or leave part of the data section unused.
+  case dataLayout(String)
   /// A tensor that was asked for is not in the file.
   case missingTensor(String)
   /// A tensor in the file that the reader did not expect.
@@ -32,6 +34,7 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
     case .malformedHeader(let detail): return "malformed safetensors header: \(detail)"
     case .unsupportedDType(let t, let d): return "tensor \(t) has unsupported dtype \(d)"
     case .invalidOffsets(let t, let d): return "tensor \(t) has invalid data offsets: \(d)"
+    case .dataLayout(let d): return "safetensors data section: \(d)"
     case .missingTensor(let t): return "tensor \(t) is missing"
     case .unexpectedTensor(let t): return "unexpected tensor \(t)"
     case .shapeMismatch(let t, let e, let f): return "tensor \(t) has shape \(f), expected \(e)"
@@ -46,8 +49,11 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
 /// little-endian tensor bytes.
 ///
 /// Reading accepts F32, F64, F16 and BF16 (converted to `Float`) and I64, I32 (converted to
-/// indices, or to `Float`); writing produces F32 and I64. Every malformed input raises a
-/// ``SafeTensorsError``; nothing traps.
+/// indices, or to `Float`); writing produces F32 and I64. Reading is strict, as the reference
+/// implementation is: the header is JSON without duplicate keys, shapes and offsets are
+/// non-negative integers (not `2.0`, not `true`), sizes are computed with overflow checks, and
+/// the tensors' byte ranges tile the data section exactly, without overlap or unused bytes. Every
+/// malformed input raises a ``SafeTensorsError``; nothing traps.
 public struct SafeTensorsFile: Sendable {
   /// A tensor's entry in the header.
   public struct Entry: Sendable, Equatable {
@@ -79,6 +85,9 @@ public struct SafeTensorsFile: Sendable {
     try self.init(bytes: [UInt8](data))
   }
 
+  /// The largest header accepted, as in the reference implementation (100 MB).
+  public static let maximumHeaderLength = 100_000_000
+
   /// Parses and validates the bytes of a file.
   public init(bytes: [UInt8]) throws {
     guard bytes.count >= 8 else { throw SafeTensorsError.truncatedPrefix(size: bytes.count) }
@@ -87,52 +96,95 @@ public struct SafeTensorsFile: Sendable {
     guard headerLength <= UInt64(bytes.count - 8) else {
       throw SafeTensorsError.headerLargerThanFile(declared: headerLength, fileSize: bytes.count)
     }
-    let headerEnd = 8 + Int(headerLength)
-    let json: Any
-    do {
-      json = try JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd]))
-    } catch {
-      throw SafeTensorsError.malformedHeader("not valid JSON")
+    guard headerLength <= UInt64(Self.maximumHeaderLength) else {
+      throw SafeTensorsError.malformedHeader("header of \(headerLength) bytes exceeds \(Self.maximumHeaderLength)")
     }
-    guard let object = json as? [String: Any] else { throw SafeTensorsError.malformedHeader("not a JSON object") }
+    let headerEnd = 8 + Int(headerLength)
+    guard case .object(let members) = try HeaderJSON.parse(bytes[8..<headerEnd]) else {
+      throw SafeTensorsError.malformedHeader("not a JSON object")
+    }
     var metadata: [String: String] = [:]
     var entries: [String: Entry] = [:]
     let dataSize = bytes.count - headerEnd
-    for (name, value) in object {
+    for (name, value) in members {
       if name == "__metadata__" {
-        guard let map = value as? [String: Any] else { throw SafeTensorsError.malformedHeader("__metadata__ is not an object") }
+        guard case .object(let map) = value else { throw SafeTensorsError.malformedHeader("__metadata__ is not an object") }
         for (k, v) in map {
-          guard let s = v as? String else { throw SafeTensorsError.malformedHeader("__metadata__[\(k)] is not a string") }
-          metadata[k] = s
+          guard case .string(let text) = v else { throw SafeTensorsError.malformedHeader("__metadata__[\(k)] is \(v.kind), not a string") }
+          metadata[k] = text
         }
         continue
       }
-      guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-        let shapeValues = info["shape"] as? [Any], let offsets = info["data_offsets"] as? [Any], offsets.count == 2
-      else { throw SafeTensorsError.malformedHeader("entry \(name) lacks dtype, shape or data_offsets") }
-      let dims = try shapeValues.map { v -> Int in
-        guard let n = (v as? NSNumber)?.intValue, n >= 0 else { throw SafeTensorsError.malformedHeader("entry \(name) has a bad shape") }
-        return n
-      }
-      let bounds = try offsets.map { v -> Int in
-        guard let n = (v as? NSNumber)?.intValue, n >= 0 else { throw SafeTensorsError.malformedHeader("entry \(name) has bad offsets") }
-        return n
-      }
-      guard let size = Self.elementSizes[dtype] else { throw SafeTensorsError.unsupportedDType(tensor: name, dtype: dtype) }
-      let shape = Shape(dims)
-      guard bounds[0] <= bounds[1], bounds[1] <= dataSize else {
-        throw SafeTensorsError.invalidOffsets(tensor: name, detail: "\(bounds) outside a data section of \(dataSize) bytes")
-      }
-      guard bounds[1] - bounds[0] == shape.elementCount * size else {
-        throw SafeTensorsError.invalidOffsets(
-          tensor: name, detail: "\(bounds[1] - bounds[0]) bytes for shape \(shape) of \(dtype)")
-      }
-      entries[name] = Entry(dtype: dtype, shape: shape, range: bounds[0]..<bounds[1])
+      entries[name] = try Self.entry(name, value, dataSize: dataSize)
     }
+    try Self.checkLayout(entries, dataSize: dataSize)
     self.metadata = metadata
     self.entries = entries
     self.bytes = bytes
     self.dataStart = headerEnd
+  }
+
+  /// One tensor's header entry, with its size computed without overflow and its range checked
+  /// against the data section.
+  private static func entry(_ name: String, _ value: HeaderJSON.Value, dataSize: Int) throws -> Entry {
+    guard case .object(let fields) = value else { throw SafeTensorsError.malformedHeader("entry \(name) is \(value.kind), not an object") }
+    var dtype: String?, dims: [Int]?, bounds: [Int]?
+    for (key, field) in fields {
+      switch key {
+      case "dtype":
+        guard case .string(let d) = field else { throw SafeTensorsError.malformedHeader("entry \(name) has a dtype that is \(field.kind)") }
+        dtype = d
+      case "shape", "data_offsets":
+        guard case .array(let list) = field else { throw SafeTensorsError.malformedHeader("entry \(name) has a \(key) that is \(field.kind)") }
+        let integers = try list.map { element -> Int in
+          guard let n = element.nonNegativeInteger else {
+            throw SafeTensorsError.malformedHeader("entry \(name) has \(element.kind) in its \(key), not a non-negative integer")
+          }
+          return n
+        }
+        if key == "shape" { dims = integers } else { bounds = integers }
+      default:
+        throw SafeTensorsError.malformedHeader("entry \(name) has an unknown field \(key)")
+      }
+    }
+    guard let dtype, let dims, let bounds else {
+      throw SafeTensorsError.malformedHeader("entry \(name) lacks dtype, shape or data_offsets")
+    }
+    guard bounds.count == 2 else { throw SafeTensorsError.malformedHeader("entry \(name) has \(bounds.count) data offsets, not 2") }
+    guard let size = elementSizes[dtype] else { throw SafeTensorsError.unsupportedDType(tensor: name, dtype: dtype) }
+    var byteCount = size
+    for d in dims {
+      let (product, overflow) = byteCount.multipliedReportingOverflow(by: d)
+      guard !overflow else {
+        throw SafeTensorsError.invalidOffsets(tensor: name, detail: "the size of shape \(dims) of \(dtype) overflows")
+      }
+      byteCount = product
+    }
+    guard bounds[0] <= bounds[1], bounds[1] <= dataSize else {
+      throw SafeTensorsError.invalidOffsets(tensor: name, detail: "\(bounds) outside a data section of \(dataSize) bytes")
+    }
+    guard bounds[1] - bounds[0] == byteCount else {
+      throw SafeTensorsError.invalidOffsets(tensor: name, detail: "\(bounds[1] - bounds[0]) bytes for shape \(dims) of \(dtype)")
+    }
+    return Entry(dtype: dtype, shape: Shape(dims), range: bounds[0]..<bounds[1])
+  }
+
+  /// The ranges, in order, must tile `0..<dataSize`: no byte read by two tensors, none by no tensor.
+  private static func checkLayout(_ entries: [String: Entry], dataSize: Int) throws {
+    let ordered = entries.sorted { ($0.value.range.lowerBound, $0.value.range.upperBound, $0.key) < ($1.value.range.lowerBound, $1.value.range.upperBound, $1.key) }
+    var end = 0
+    var previous: String?
+    // An empty range reads no byte, so it can sit anywhere inside the section.
+    for (name, entry) in ordered where !entry.range.isEmpty {
+      if entry.range.lowerBound < end {
+        throw SafeTensorsError.dataLayout("tensors \(previous ?? "?") and \(name) share bytes \(entry.range.lowerBound)..<\(end)")
+      }
+      if entry.range.lowerBound > end {
+        throw SafeTensorsError.dataLayout("bytes \(end)..<\(entry.range.lowerBound) belong to no tensor")
+      }
+      (end, previous) = (entry.range.upperBound, name)
+    }
+    if end != dataSize { throw SafeTensorsError.dataLayout("bytes \(end)..<\(dataSize) belong to no tensor") }
   }
 
   /// The tensor names, sorted.

@@ -55,12 +55,15 @@ final class SafeTensorsTests: XCTestCase {
     XCTAssertEqual(try st.tensor("d").scalars, [7, -3])
   }
 
+  func isMalformed(_ e: SafeTensorsError) -> Bool { if case .malformedHeader = e { return true } else { return false } }
+  func isLayout(_ e: SafeTensorsError) -> Bool { if case .dataLayout = e { return true } else { return false } }
+
   func testMalformedFilesGiveTypedErrors() {
     let good = bytes([1, 2] as [Float])
     let cases: [(String, [UInt8], SafeTensorsError)] = [
       ("short", [1, 2, 3], .truncatedPrefix(size: 3)),
       ("header past end", [255, 0, 0, 0, 0, 0, 0, 0, 0x7b], .headerLargerThanFile(declared: 255, fileSize: 9)),
-      ("not json", file("{nope", good), .malformedHeader("not valid JSON")),
+      ("not json", file("{nope", good), .malformedHeader("expected a key at byte 1 of the header")),
       ("not object", file("[1]", good), .malformedHeader("not a JSON object")),
       ("bad dtype", file(#"{"x": {"dtype": "Q8", "shape": [2], "data_offsets": [0, 8]}}"#, good), .unsupportedDType(tensor: "x", dtype: "Q8")),
       ("past data", file(#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#, good),
@@ -74,6 +77,42 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(error as? SafeTensorsError, expected, name)
       }
     }
+    let two = bytes([1, 2, 3, 4] as [Float])
+    func entry(_ name: String, _ dtype: String = "F32", shape: String, offsets: String) -> String {
+      #""\#(name)": {"dtype": "\#(dtype)", "shape": \#(shape), "data_offsets": \#(offsets)}"#
+    }
+    // Each of these is refused with a typed error; the case name says why.
+    let refused: [(String, [UInt8], (SafeTensorsError) -> Bool)] = [
+      ("shape product overflows", file("{" + entry("x", shape: "[4294967296, 4294967296, 16]", offsets: "[0, 16]") + "}", two), {
+        if case .invalidOffsets = $0 { return true } else { return false }
+      }),
+      ("shape entry beyond Int", file("{" + entry("x", shape: "[99999999999999999999999]", offsets: "[0, 16]") + "}", two), isMalformed),
+      ("fractional shape entry", file("{" + entry("x", shape: "[4.0]", offsets: "[0, 16]") + "}", two), isMalformed),
+      ("exponent shape entry", file("{" + entry("x", shape: "[4e0]", offsets: "[0, 16]") + "}", two), isMalformed),
+      ("boolean shape entry", file("{" + entry("x", shape: "[true]", offsets: "[0, 4]") + "}", two), isMalformed),
+      ("negative shape entry", file("{" + entry("x", shape: "[-4]", offsets: "[0, 16]") + "}", two), isMalformed),
+      ("fractional offset", file("{" + entry("x", shape: "[4]", offsets: "[0, 16.5]") + "}", two), isMalformed),
+      ("three offsets", file("{" + entry("x", shape: "[4]", offsets: "[0, 8, 16]") + "}", two), isMalformed),
+      ("duplicate tensor name", file("{" + entry("x", shape: "[2]", offsets: "[0, 8]") + ", " + entry("x", shape: "[2]", offsets: "[8, 16]") + "}", two), isMalformed),
+      ("overlapping ranges", file("{" + entry("x", shape: "[3]", offsets: "[0, 12]") + ", " + entry("y", shape: "[2]", offsets: "[8, 16]") + "}", two), isLayout),
+      ("aliased ranges", file("{" + entry("x", shape: "[4]", offsets: "[0, 16]") + ", " + entry("y", shape: "[4]", offsets: "[0, 16]") + "}", two), isLayout),
+      ("gap between ranges", file("{" + entry("x", shape: "[1]", offsets: "[0, 4]") + ", " + entry("y", shape: "[2]", offsets: "[8, 16]") + "}", two), isLayout),
+      ("unused trailing bytes", file("{" + entry("x", shape: "[2]", offsets: "[0, 8]") + "}", two), isLayout),
+      ("unknown entry field", file(#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16], "extra": 1}}"#, two), isMalformed),
+      ("metadata not strings", file(#"{"__metadata__": {"a": 1}}"#, []), isMalformed),
+      ("nesting too deep", file("{\"x\": " + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "}", []), isMalformed),
+      ("invalid UTF-8 name", file("{\"\u{FF}\": 1}", []).map { $0 == 0xC3 ? 0xFF : $0 }, isMalformed),
+      ("trailing text", file("{} {}", []), isMalformed),
+    ]
+    for (name, data, matches) in refused {
+      XCTAssertThrowsError(try SafeTensorsFile(bytes: data), name) { error in
+        guard let e = error as? SafeTensorsError else { return XCTFail("\(name): \(error) is not a SafeTensorsError") }
+        XCTAssertTrue(matches(e), "\(name): \(e)")
+      }
+    }
+    // Empty tensors read no bytes and may sit anywhere; the others still tile the section.
+    let empty = file("{" + entry("x", shape: "[4]", offsets: "[0, 16]") + ", " + entry("e", shape: "[0, 3]", offsets: "[8, 8]") + "}", two)
+    XCTAssertEqual(try SafeTensorsFile(bytes: empty).entries["e"]?.shape, [0, 3])
     // A file cut in half: its header now promises more data than there is.
     var writer = SafeTensorsWriter()
     writer.add("w", Tensor.random([64], seed: 1))
