@@ -43,8 +43,12 @@ public final class Mamba2Block: Layer {
     /// Reports the first invalid value.
     public func validate() throws {
       func check(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigurationError.invalid(message) } }
-      try check(modelDimension > 0, "modelDimension must be positive")
-      try check(stateSize > 0 && convolutionWidth > 0 && expansion > 0 && chunkSize > 0, "sizes must be positive")
+      try ConfigurationError.checkSizes(["modelDimension": modelDimension], atMost: ConfigurationLimits.width)
+      try ConfigurationError.checkSizes(
+        ["stateSize": stateSize, "headDimension": headDimension, "groups": groups, "chunkSize": chunkSize],
+        atMost: ConfigurationLimits.stateSize)
+      try ConfigurationError.checkSizes(
+        ["convolutionWidth": convolutionWidth, "expansion": expansion], atMost: ConfigurationLimits.kernelWidth)
       try check(headDimension > 0 && innerDimension % headDimension == 0, "headDimension must divide expansion·modelDimension")
       try check(groups > 0 && heads % groups == 0, "groups must divide the number of heads")
       try check(normEpsilon > 0, "normEpsilon must be positive")
@@ -133,4 +137,33 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
   public var description: String {
     switch self { case .invalid(let m): return "invalid configuration: \(m)" }
   }
+
+  /// Throws unless every size lies in `1...limit`: configurations are checked against these
+  /// bounds before anything is allocated or multiplied, so a corrupt checkpoint's configuration
+  /// is refused instead of allocating terabytes or overflowing.
+  public static func checkSizes(_ sizes: KeyValuePairs<String, Int>, atMost limit: Int) throws {
+    for (name, value) in sizes where !(1...limit).contains(value) {
+      throw ConfigurationError.invalid("\(name) is \(value), outside 1...\(limit)")
+    }
+  }
+}
+
+/// The largest sizes a layer or model configuration accepts; far above any published model,
+/// they keep every product of sizes well inside `Int` and refuse corrupt values before any
+/// allocation.
+public enum ConfigurationLimits {
+  /// Model, embedding and GRU widths.
+  public static let width = 1 << 14
+  /// Feed-forward inner widths.
+  public static let innerWidth = 1 << 16
+  /// Stacked layers.
+  public static let layers = 256
+  /// SSM state sizes N, head dimensions and chunk sizes.
+  public static let stateSize = 1 << 12
+  /// Convolution kernel widths and expansion factors.
+  public static let kernelWidth = 256
+  /// Item ids, the padding id included (ids are 32-bit).
+  public static let itemCount = Int(Int32.max)
+  /// Sequence lengths (position tables, flip prefixes).
+  public static let length = 1 << 20
 }

@@ -161,6 +161,7 @@ public enum Checkpoint {
     _ type: Model.Type, _ contents: Contents, _ make: (Model.Configuration) throws -> Model
   ) throws -> Model {
     let configuration = try contents.configuration(for: type)
+    try Model.checkConfiguration(configuration, storedShapes: contents.file.entries.mapValues(\.shape))
     let model: Model
     do { model = try make(configuration) } catch let e as ConfigurationError { throw CheckpointError.invalidConfiguration("\(e)") }
     try contents.apply(to: model)

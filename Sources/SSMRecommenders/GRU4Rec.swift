@@ -20,8 +20,9 @@ public final class GRU4Rec: SequentialRecommender {
     /// Throws `ConfigurationError.invalid` naming the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
-      try check(embeddingSize > 0 && hiddenSize > 0 && layers > 0, "sizes must be positive")
+      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try ConfigurationError.checkSizes(["embeddingSize": embeddingSize, "hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
+      try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
       try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
     }
   }
@@ -71,5 +72,12 @@ public final class GRU4Rec: SequentialRecommender {
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     let hidden = gru(dropout(items(batch.items), context: &context))
     return dense(hidden).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}
+
+extension GRU4Rec {
+  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
+  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
+    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.embeddingSize], in: storedShapes)
   }
 }

@@ -31,8 +31,13 @@ public final class Mamba4Rec: SequentialRecommender {
     /// Reports the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
-      try check(hiddenSize > 0 && layers > 0 && stateSize > 0 && convolutionWidth > 0 && expansion > 0 && innerSize > 0, "sizes must be positive")
+      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try ConfigurationError.checkSizes(["hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
+      try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
+      try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
+      try ConfigurationError.checkSizes(["stateSize": stateSize], atMost: ConfigurationLimits.stateSize)
+      try ConfigurationError.checkSizes(
+        ["convolutionWidth": convolutionWidth, "expansion": expansion], atMost: ConfigurationLimits.kernelWidth)
       try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
       try check(layerNormEpsilon > 0, "layerNormEpsilon must be positive")
     }
@@ -101,5 +106,12 @@ public final class Mamba4Rec: SequentialRecommender {
   /// `[B, D]`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     stack.encode(batch, context: &context)
+  }
+}
+
+extension Mamba4Rec {
+  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
+  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
+    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
   }
 }

@@ -36,8 +36,12 @@ public final class SASRec: SequentialRecommender {
     /// `hiddenSize`).
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2, "itemCount must count the padding id and at least one item")
-      try check(maximumLength > 0 && hiddenSize > 0 && layers > 0 && innerSize > 0, "sizes must be positive")
+      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try ConfigurationError.checkSizes(["hiddenSize": hiddenSize, "heads": heads], atMost: ConfigurationLimits.width)
+      try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
+      try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
+      try ConfigurationError.checkSizes(["maximumLength": maximumLength], atMost: ConfigurationLimits.length)
+      try check(layerNormEpsilon > 0, "layerNormEpsilon must be positive")
       try check(heads > 0 && hiddenSize % heads == 0, "heads must divide hiddenSize")
       try check(hiddenDropout >= 0 && hiddenDropout < 1 && attentionDropout >= 0 && attentionDropout < 1, "dropout must be in [0, 1)")
     }
@@ -193,5 +197,13 @@ public final class SASRec: SequentialRecommender {
       x = feedForward[i](x, context: &context)
     }
     return x.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}
+
+extension SASRec {
+  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
+  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
+    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
+    try requireStoredShape("position_embedding.weight", [configuration.maximumLength, configuration.hiddenSize], in: storedShapes)
   }
 }

@@ -57,8 +57,12 @@ public final class SSD4Rec: SequentialRecommender {
     /// settings included.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2, "itemCount must count id 0 and at least one item")
-      try check(layers > 0 && innerSize > 0, "sizes must be positive")
+      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count id 0 and at least one item, and fit in 32 bits")
+      try ConfigurationError.checkSizes(["hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
+      try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
+      try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
+      try check(backwardWeight.isFinite, "backwardWeight must be finite")
+      try check(layerNormEpsilon > 0, "layerNormEpsilon must be positive")
       try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
       try check(maskRatio >= 0 && maskRatio < 1, "maskRatio must be in [0, 1)")
       try block.validate()
@@ -142,5 +146,12 @@ public final class SSD4Rec: SequentialRecommender {
       x = layer(x, sequenceIndex: sequenceIndex, segmentLengths: batch.lengths, context: &context)
     }
     return x.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
+  }
+}
+
+extension SSD4Rec {
+  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
+  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
+    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
   }
 }

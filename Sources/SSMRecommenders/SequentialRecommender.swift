@@ -95,9 +95,27 @@ public protocol SequentialRecommender: Layer {
   var itemEmbedding: Parameter { get }
   /// One vector per history, shape `[B, D]`.
   func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable
+  /// Checks a configuration read from a checkpoint against the shapes of the parameters stored
+  /// with it, before the model is built, so that a corrupt configuration (a huge `itemCount`, say)
+  /// is refused instead of allocated. The default accepts every configuration; the built-in
+  /// models pin their item table (and SASRec its position table) to the stored one.
+  /// - Throws: ``CheckpointError/invalidConfiguration(_:)`` naming the mismatch.
+  static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws
 }
 
 extension SequentialRecommender {
+  /// Accepts every configuration (a model that knows its parameter shapes may do better).
+  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {}
+
+  /// Throws unless the checkpoint stores `name` with exactly `dimensions`; compares numbers only,
+  /// so a corrupt configuration is caught before anything of its size exists.
+  static func requireStoredShape(_ name: String, _ dimensions: [Int], in shapes: [String: Shape]) throws {
+    guard let stored = shapes[name] else { throw CheckpointError.invalidConfiguration("the checkpoint stores no \(name)") }
+    guard stored.dimensions == dimensions else {
+      throw CheckpointError.invalidConfiguration("the configuration implies \(name) of shape \(dimensions), the checkpoint stores \(stored)")
+    }
+  }
+
   /// The number of item ids, the padding id 0 included.
   public var itemCount: Int { itemEmbedding.shape[0] }
 

@@ -84,4 +84,44 @@ final class CheckpointTests: XCTestCase {
       guard case .parameters(.shapeMismatch) = error as? CheckpointError else { return XCTFail("\(error)") }
     }
   }
+
+  /// The checkpoint at `url` rewritten with its configuration JSON edited by `edit`.
+  func withConfiguration(of url: URL, _ edit: (inout [String: Any]) -> Void) throws -> URL {
+    let file = try SafeTensorsFile(contentsOf: url)
+    var writer = SafeTensorsWriter(metadata: file.metadata)
+    for name in file.names { writer.add(name, try file.tensor(name)) }
+    var config = try JSONSerialization.jsonObject(with: Data(file.metadata["config"]!.utf8)) as! [String: Any]
+    edit(&config)
+    writer.metadata["config"] = String(decoding: try JSONSerialization.data(withJSONObject: config), as: UTF8.self)
+    let edited = folder.appendingPathComponent("edited-\(UUID().uuidString).safetensors")
+    try writer.write(to: edited)
+    return edited
+  }
+
+  func testCorruptConfigurationsAreRefusedBeforeAllocating() throws {
+    let url = folder.appendingPathComponent("m.safetensors")
+    try Checkpoint.save(try tinyMamba(seed: 1), to: url)
+    var sasrecConfig = SASRec.Configuration(itemCount: 20)
+    (sasrecConfig.hiddenSize, sasrecConfig.innerSize, sasrecConfig.maximumLength) = (8, 16, 6)
+    let sasrecURL = folder.appendingPathComponent("s.safetensors")
+    try Checkpoint.save(try SASRec(configuration: sasrecConfig), to: sasrecURL)
+    // Each would allocate gigabytes (or overflow) if the model were built from it.
+    let edits: [(String, URL, (inout [String: Any]) -> Void)] = [
+      ("huge itemCount", url, { $0["itemCount"] = 2_000_000_000 }),
+      ("itemCount beyond 32 bits", url, { $0["itemCount"] = 1 << 40 }),
+      ("huge hiddenSize", url, { $0["hiddenSize"] = 1 << 30 }),
+      ("huge innerSize", url, { $0["innerSize"] = 1 << 40 }),
+      ("huge layer count", url, { $0["layers"] = 1 << 30 }),
+      ("huge state size", url, { $0["stateSize"] = 1 << 30 }),
+      ("expansion that overflows a product", url, { $0["expansion"] = Int.max }),
+      ("negative width", url, { $0["hiddenSize"] = -8 }),
+      ("huge position table", sasrecURL, { $0["maximumLength"] = 1 << 34 }),
+    ]
+    for (name, source, edit) in edits {
+      let edited = try withConfiguration(of: source, edit)
+      XCTAssertThrowsError(try Checkpoint.loadModel(from: edited), name) { error in
+        guard case .invalidConfiguration = error as? CheckpointError else { return XCTFail("\(name): \(error)") }
+      }
+    }
+  }
 }
