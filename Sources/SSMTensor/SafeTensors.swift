@@ -76,6 +76,10 @@ public struct SafeTensorsFile: Sendable {
 
   /// Reads and validates a file.
   public init(contentsOf url: URL) throws {
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+      throw SafeTensorsError.io("\(url.path) is a folder, not a safetensors file")
+    }
     let data: Data
     do {
       data = try Data(contentsOf: url)

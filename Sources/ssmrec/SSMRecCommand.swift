@@ -50,10 +50,39 @@ struct DataOptions: ParsableArguments {
     return url.appendingPathComponent(first)
   }
 
+  /// The filtered dataset; says on standard error when the file has no timestamp column, since
+  /// the chronological split then follows file order.
   func load() throws -> InteractionDataset {
-    try InteractionDataset(
-      contentsOf: try file(), userInterval: userInterval.flatMap(CountInterval.init(parsing:)),
+    let url = try file()
+    let dataset = try InteractionDataset(
+      contentsOf: url, userInterval: userInterval.flatMap(CountInterval.init(parsing:)),
       itemInterval: itemInterval.flatMap(CountInterval.init(parsing:)))
+    if !dataset.hasTimestamps {
+      FileHandle.standardError.write(
+        Data("note: \(url.lastPathComponent) has no timestamp column; each user's interactions are taken in file order\n".utf8))
+    }
+    return dataset
+  }
+}
+
+/// An error found while running a command whose arguments were well-formed: ArgumentParser
+/// prints it as one line, without the usage text it adds to a `ValidationError`.
+struct CommandError: Error, CustomStringConvertible {
+  var description: String
+  init(_ description: String) { self.description = description }
+}
+
+/// The item ids of a dataset's tokens (the padding id excluded).
+func itemIDs(of dataset: InteractionDataset) -> [String: Int] {
+  var ids: [String: Int] = [:]
+  for (id, token) in dataset.itemTokens.enumerated() where id > 0 { ids[token] = id }
+  return ids
+}
+
+/// Refuses a dataset whose item ids the checkpoint does not score.
+func checkItemCount(_ recommender: any SequentialRecommender, _ dataset: InteractionDataset) throws {
+  guard dataset.itemCount == recommender.itemCount else {
+    throw CommandError("the checkpoint scores \(recommender.itemCount) item ids but the dataset has \(dataset.itemCount)")
   }
 }
 
@@ -115,8 +144,17 @@ struct Train: ParsableCommand {
   func validate() throws {
     if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
     if let batchSize, batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
-    if let maxLength, maxLength <= 0 { throw ValidationError("--max-length must be positive") }
-    if let learningRate, learningRate <= 0 { throw ValidationError("--learning-rate must be positive") }
+    if let maxLength, !(1...ConfigurationLimits.length).contains(maxLength) {
+      throw ValidationError("--max-length must be in 1...\(ConfigurationLimits.length)")
+    }
+    if let hiddenSize, !(1...ConfigurationLimits.width).contains(hiddenSize) {
+      throw ValidationError("--hidden-size must be in 1...\(ConfigurationLimits.width)")
+    }
+    if let layers, !(1...ConfigurationLimits.layers).contains(layers) {
+      throw ValidationError("--layers must be in 1...\(ConfigurationLimits.layers)")
+    }
+    if let learningRate, !(learningRate > 0 && learningRate.isFinite) { throw ValidationError("--learning-rate must be positive and finite") }
+    if let stoppingStep, stoppingStep < 0 { throw ValidationError("--stopping-step must be non-negative") }
     if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
   }
 
@@ -172,20 +210,27 @@ struct Evaluate: ParsableCommand {
   @Option(name: .long, help: "Cut-offs, comma-separated.") var k: String = "10"
   @Flag(name: .long, help: "Print the metrics as JSON.") var json = false
 
+  var cutoffs: [Int]? {
+    let values = k.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) }
+    guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 && ($0 ?? 0) <= 100_000 }) else { return nil }
+    return values.map { $0! }
+  }
+
+  func validate() throws {
+    if let maxLength, maxLength <= 0 { throw ValidationError("--max-length must be positive") }
+    if cutoffs == nil { throw ValidationError("--k \"\(k)\" is not a list of integers in 1...100000") }
+  }
+
   func run() throws {
     let recommender = try Checkpoint.loadModel(from: URL(fileURLWithPath: checkpoint))
     let dataset = try data.load()
-    guard dataset.itemCount == recommender.itemCount else {
-      throw ValidationError("the checkpoint scores \(recommender.itemCount) item ids but the dataset has \(dataset.itemCount)")
-    }
-    let cutoffs = try k.split(separator: ",").map { text -> Int in
-      guard let v = Int(text), v > 0 else { throw ValidationError("--k \"\(k)\" is not a list of positive integers") }
-      return v
-    }
+    try checkItemCount(recommender, dataset)
+    let cutoffs = self.cutoffs!
     let kind = ModelKind(rawValue: type(of: recommender).kind)
     let length: Int? = maxLength ?? (kind == .ssd4rec ? nil : 50)
     let split = SequentialSplit(dataset, maximumLength: length)
     let evaluator = Evaluator(metrics: [.hit, .ndcg, .mrr], cutoffs: cutoffs, width: kind?.needsFixedWidth == true ? length : nil)
+    guard !split.test.isEmpty else { throw CommandError("the dataset gives no test instance (a user needs at least three interactions for one)") }
     let results = evaluator.evaluate(recommender, on: split.test).results
     if json { print(try jsonString(paperNames(results))) } else { print("test: \(formatted(results))") }
   }
@@ -203,30 +248,33 @@ struct Recommend: ParsableCommand {
   func validate() throws {
     if (history == nil) == (users == nil) { throw ValidationError("give exactly one of --history and --users") }
     if k <= 0 { throw ValidationError("-k must be positive") }
+    if maxLength <= 0 { throw ValidationError("--max-length must be positive") }
   }
 
   func run() throws {
     let recommender = try Checkpoint.loadModel(from: URL(fileURLWithPath: checkpoint))
     let dataset = try data.load()
-    let itemIDs = Dictionary(uniqueKeysWithValues: dataset.itemTokens.enumerated().map { ($0.element, $0.offset) })
+    try checkItemCount(recommender, dataset)
+    let itemIDs = itemIDs(of: dataset)
     var labels: [String] = []
     var histories: [[Int]] = []
     if let history {
       let tokens = history.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-      guard !tokens.isEmpty else { throw ValidationError("--history is empty") }
+      guard !tokens.isEmpty else { throw CommandError("--history names no item") }
       histories.append(try tokens.map { token in
-        guard let id = itemIDs[token], id > 0 else { throw ValidationError("unknown item \(token)") }
+        guard let id = itemIDs[token] else { throw CommandError("unknown item \(token)") }
         return id
       })
       labels.append("history")
     } else if let users {
       let split = SequentialSplit(dataset, maximumLength: nil)
-      let userIDs = Dictionary(uniqueKeysWithValues: dataset.userTokens.enumerated().map { ($0.element, Int32($0.offset)) })
+      var userIDs: [String: Int32] = [:]
+      for (id, token) in dataset.userTokens.enumerated() where id > 0 { userIDs[token] = Int32(id) }
       for token in users.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-        guard let id = userIDs[token], id > 0 else { throw ValidationError("unknown user \(token)") }
+        guard let id = userIDs[token] else { throw CommandError("unknown user \(token)") }
         // The full history: the test instance's history plus its target.
         guard let last = split.test.first(where: { $0.user == id }) ?? split.train.last(where: { $0.user == id }) else {
-          throw ValidationError("user \(token) has no history")
+          throw CommandError("user \(token) has no history")
         }
         histories.append((last.history + [last.target]).map(Int.init))
         labels.append(token)
@@ -261,8 +309,20 @@ struct Bench: ParsableCommand {
   @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
 
   func validate() throws {
+    if let hiddenSize, !(1...ConfigurationLimits.width).contains(hiddenSize) {
+      throw ValidationError("--hidden-size must be in 1...\(ConfigurationLimits.width)")
+    }
+    if let layers, !(1...ConfigurationLimits.layers).contains(layers) {
+      throw ValidationError("--layers must be in 1...\(ConfigurationLimits.layers)")
+    }
     if batch <= 0 || repeats <= 0 || length.contains(where: { $0 <= 1 }) || items.contains(where: { $0 <= 1 }) {
       throw ValidationError("--batch and --repeats must be positive, --length and --items at least 2")
+    }
+    // Random data of these sizes is allocated up front; refuse sizes no machine holds.
+    if batch > 65_536 || repeats > 10_000 || length.contains(where: { $0 > 100_000 }) || items.contains(where: { $0 > 100_000_000 })
+      || length.contains(where: { batch * $0 > 1 << 26 })
+    {
+      throw ValidationError("--batch ≤ 65536, --repeats ≤ 10000, --length ≤ 100000, --items ≤ 100000000 and batch·length ≤ 2^26")
     }
   }
 

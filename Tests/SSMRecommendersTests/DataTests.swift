@@ -107,6 +107,26 @@ final class DataTests: XCTestCase {
     let empty = try write("d.inter", "")
     XCTAssertThrowsError(try InteractionDataset(contentsOf: empty))
     XCTAssertThrowsError(try InteractionDataset(contentsOf: try write("e.txt", "x")))
+    for (name, value) in [("nan", "nan"), ("inf", "inf"), ("minus-inf", "-infinity")] {
+      let nonFinite = try write("\(name).inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t5\n1\t3\t\(value)\n")
+      XCTAssertThrowsError(try InteractionDataset(contentsOf: nonFinite), name) {
+        XCTAssertEqual($0 as? DatasetError, .badTimestamp(line: 3, value: value))
+      }
+    }
+    for text in ["user_id:token\titem_id:token\n[PAD]\t2\n", "user_id:token\titem_id:token\n1\t2\n1\t[PAD]\n"] {
+      XCTAssertThrowsError(try InteractionDataset(contentsOf: try write("pad.inter", text))) {
+        XCTAssertEqual($0 as? DatasetError, .reservedToken(line: text.contains("[PAD]\t2") ? 2 : 3))
+      }
+    }
+  }
+
+  func testFilesWithoutTimestampsSayTheyKeepFileOrder() throws {
+    let timed = try InteractionDataset(contentsOf: try write("t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t9\n1\t3\t1\n"))
+    XCTAssertTrue(timed.hasTimestamps)
+    XCTAssertEqual(SequentialSplit(timed, maximumLength: nil).train.first?.target, 1, "by time: token 3 (id 2), then token 2 (id 1)")
+    let untimed = try InteractionDataset(contentsOf: try write("u.inter", "user_id:token\titem_id:token\n1\t2\n1\t3\n"))
+    XCTAssertFalse(untimed.hasTimestamps)
+    XCTAssertEqual(SequentialSplit(untimed, maximumLength: nil).train.first?.target, 2, "file order: token 2 (id 1), then token 3 (id 2)")
   }
 
   func testBatchesArePaddedAndSeededlyShuffled() throws {

@@ -16,8 +16,10 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
   case missingColumn(String, file: String)
   /// Line `line` (1-based) has too few fields, or the file is empty; `detail` says which.
   case malformedLine(line: Int, detail: String)
-  /// The timestamp field of line `line` (1-based) is `value`, which does not parse as a number.
+  /// The timestamp field of line `line` (1-based) is `value`, which is not a finite number.
   case badTimestamp(line: Int, value: String)
+  /// Line `line` (1-based) names a user or an item `[PAD]`, the token of the padding id 0.
+  case reservedToken(line: Int)
   /// The user and item count intervals removed every interaction.
   case emptyAfterFiltering
   /// No format was given and the file name does not imply one (see
@@ -31,7 +33,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case .unreadable(let p): return "cannot read \(p)"
     case .missingColumn(let c, let f): return "\(f) has no column \(c)"
     case .malformedLine(let l, let d): return "line \(l): \(d)"
-    case .badTimestamp(let l, let v): return "line \(l): timestamp \"\(v)\" is not a number"
+    case .badTimestamp(let l, let v): return "line \(l): timestamp \"\(v)\" is not a finite number"
+    case .reservedToken(let l): return "line \(l): [PAD] is reserved for the padding id and cannot name a user or an item"
     case .emptyAfterFiltering: return "no interactions are left after filtering"
     case .unknownFormat(let p): return "cannot tell the format of \(p) (expected a RecBole .inter file, u.data, ratings.dat or .csv)"
     }
@@ -119,6 +122,9 @@ public struct InteractionDataset: Sendable {
   /// The timestamp of each interaction in the file's units (usually Unix seconds), aligned with
   /// `users`; 0 when the file has no timestamp column.
   public var timestamps: [Double]
+  /// Whether the file had a timestamp column. Without one (RecBole's Amazon files, say) each
+  /// user's interactions are taken in file order, which the caller should say.
+  public var hasTimestamps: Bool
 
   /// Users including the padding id (RecBole's count).
   public var userCount: Int { userTokens.count }
@@ -184,10 +190,12 @@ public struct InteractionDataset: Sendable {
       let userToken = fields[columns.user].trimmingCharacters(in: .whitespaces)
       let itemToken = fields[columns.item].trimmingCharacters(in: .whitespaces)
       if userToken.isEmpty || itemToken.isEmpty { return }  // missing ids are dropped (SPEC §7.2)
+      if userToken == Self.paddingToken || itemToken == Self.paddingToken { throw DatasetError.reservedToken(line: number) }
       var time = 0.0
       if let t = columns.time {
         let text = fields[t].trimmingCharacters(in: .whitespaces)
-        guard let value = Double(text) else { throw DatasetError.badTimestamp(line: number, value: text) }
+        // NaN and infinities would make the chronological sort inconsistent.
+        guard let value = Double(text), value.isFinite else { throw DatasetError.badTimestamp(line: number, value: text) }
         time = value
       }
       users.append(id(Substring(userToken), &userIDs, &userNames))
@@ -195,6 +203,7 @@ public struct InteractionDataset: Sendable {
       times.append(time)
     }
     if headerPending { throw DatasetError.malformedLine(line: 1, detail: "the file is empty") }
+    let hasTimestamps = columns.time != nil
     // Interval filtering iterated to a fixed point, both sides judged on the same counts.
     var keep = [Bool](repeating: true, count: users.count)
     if userInterval != nil || itemInterval != nil {
@@ -217,7 +226,7 @@ public struct InteractionDataset: Sendable {
     }
     // Remap to 1, 2, … in order of first appearance among the kept rows.
     var userMap = [Int32](repeating: -1, count: userNames.count), itemMap = [Int32](repeating: -1, count: itemNames.count)
-    var finalUsers = ["[PAD]"], finalItems = ["[PAD]"]
+    var finalUsers = [Self.paddingToken], finalItems = [Self.paddingToken]
     var outUsers: [Int32] = [], outItems: [Int32] = [], outTimes: [Double] = []
     for i in users.indices where keep[i] {
       let (u, it) = (Int(users[i]), Int(items[i]))
@@ -229,7 +238,11 @@ public struct InteractionDataset: Sendable {
     }
     guard !outUsers.isEmpty else { throw DatasetError.emptyAfterFiltering }
     (self.userTokens, self.itemTokens, self.users, self.items, self.timestamps) = (finalUsers, finalItems, outUsers, outItems, outTimes)
+    self.hasTimestamps = hasTimestamps
   }
+
+  /// The token of the padding id 0 (RecBole's); a file may not use it for a user or an item.
+  public static let paddingToken = "[PAD]"
 
   /// Calls `body` with each line (without its newline) and its 1-based number, reading the file
   /// in chunks.

@@ -40,7 +40,8 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
     try check(epochs > 0, "epochs must be positive")
     try check(batchSize > 0 && evaluationBatchSize > 0, "batch sizes must be positive")
-    try check(learningRate > 0, "learningRate must be positive")
+    try check(learningRate > 0 && learningRate.isFinite, "learningRate must be positive and finite")
+    try check(weightDecay >= 0 && weightDecay.isFinite, "weightDecay must be non-negative and finite")
     try check(stoppingStep >= 0, "stoppingStep must be non-negative")
     try check(maximumLength.map { $0 > 0 } ?? true, "maximumLength must be positive")
     try check(maskRatio >= 0 && maskRatio < 1, "maskRatio must be in [0, 1)")
@@ -69,6 +70,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
   case nonFiniteLoss(epoch: Int, step: Int, loss: Double)
   /// Every mini-batch of an epoch was skipped for a non-finite loss.
   case everyBatchSkipped(epoch: Int)
+  /// The output folder does not exist and cannot be created.
+  case outputFolder(path: String, reason: String)
 
   /// One line saying what is wrong, for command-line errors.
   public var description: String {
@@ -81,6 +84,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
       return "the training loss became \(loss) at epoch \(epoch), step \(step); the checkpoints of the last finished epoch are kept"
     case .everyBatchSkipped(let epoch):
       return "every mini-batch of epoch \(epoch) had a non-finite loss"
+    case .outputFolder(let path, let reason):
+      return "cannot create the output folder \(path): \(reason)"
     }
   }
 }
@@ -167,7 +172,11 @@ public final class Trainer<Model: SequentialRecommender> {
       parameters: model.namedParameters(), learningRate: configuration.learningRate,
       weightDecay: configuration.weightDecay == 0 ? .none : .l2(configuration.weightDecay))
     if let outputFolder {
-      try FileManager.default.createDirectory(at: outputFolder, withIntermediateDirectories: true)
+      do {
+        try FileManager.default.createDirectory(at: outputFolder, withIntermediateDirectories: true)
+      } catch {
+        throw TrainingError.outputFolder(path: outputFolder.path, reason: error.localizedDescription)
+      }
     }
   }
 
