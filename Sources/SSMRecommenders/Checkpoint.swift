@@ -81,7 +81,16 @@ public enum Checkpoint {
 
     /// Reads and checks the format tag.
     public init(contentsOf url: URL) throws {
-      do { file = try SafeTensorsFile(contentsOf: url) } catch let e as SafeTensorsError { throw CheckpointError.file(e) }
+      do { try self.init(file: try SafeTensorsFile(contentsOf: url)) } catch let e as SafeTensorsError { throw CheckpointError.file(e) }
+    }
+
+    /// Parses the bytes of a checkpoint file and checks the format tag.
+    public init(bytes: [UInt8]) throws {
+      do { try self.init(file: try SafeTensorsFile(bytes: bytes)) } catch let e as SafeTensorsError { throw CheckpointError.file(e) }
+    }
+
+    init(file: SafeTensorsFile) throws {
+      self.file = file
       metadata = file.metadata
       guard metadata["format"] == Checkpoint.format else {
         throw CheckpointError.notACheckpoint("format is \(metadata["format"] ?? "missing")")
@@ -142,7 +151,11 @@ public enum Checkpoint {
 
   /// Builds the built-in model a checkpoint holds and loads its parameters.
   public static func loadModel(from url: URL) throws -> any SequentialRecommender {
-    let contents = try Contents(contentsOf: url)
+    try loadModel(from: try Contents(contentsOf: url))
+  }
+
+  /// Builds the built-in model a checkpoint already read holds and loads its parameters.
+  public static func loadModel(from contents: Contents) throws -> any SequentialRecommender {
     guard let build = builtInModels[contents.kind] else { throw CheckpointError.unknownModelKind(contents.kind) }
     let model = try build(contents)
     return model

@@ -142,6 +142,26 @@ public struct InteractionDataset: Sendable {
   ) throws {
     guard FileManager.default.fileExists(atPath: url.path) else { throw DatasetError.fileNotFound(url.path) }
     guard let format = format ?? InteractionFileFormat.guess(for: url) else { throw DatasetError.unknownFormat(url.path) }
+    try self.init(format: format, name: url.lastPathComponent, userInterval: userInterval, itemInterval: itemInterval) {
+      try Self.forEachLine(of: url, $0)
+    }
+  }
+
+  /// Parses the bytes of an interaction file in `format` (`name` is the file name errors give),
+  /// then filters and remaps as ``init(contentsOf:format:userInterval:itemInterval:)`` does.
+  public init(
+    bytes: [UInt8], format: InteractionFileFormat, name: String = "interactions", userInterval: CountInterval? = nil,
+    itemInterval: CountInterval? = nil
+  ) throws {
+    try self.init(format: format, name: name, userInterval: userInterval, itemInterval: itemInterval) {
+      try Self.forEachLine(in: bytes, $0)
+    }
+  }
+
+  init(
+    format: InteractionFileFormat, name: String, userInterval: CountInterval?, itemInterval: CountInterval?,
+    lines forEachLine: ((Int, String) throws -> Void) throws -> Void
+  ) throws {
     var userIDs: [String: Int32] = [:], itemIDs: [String: Int32] = [:]
     var userNames: [String] = [], itemNames: [String] = []
     var users: [Int32] = [], items: [Int32] = [], times: [Double] = []
@@ -162,7 +182,7 @@ public struct InteractionDataset: Sendable {
     case .movieLens1M: columns = (0, 1, 3)
     case .csv: (separator, headerPending) = (",", true)
     }
-    try Self.forEachLine(of: url) { number, line in
+    try forEachLine { number, line in
       if line.isEmpty { return }
       let fields: [Substring]
       if format == .movieLens1M {
@@ -174,7 +194,7 @@ public struct InteractionDataset: Sendable {
         headerPending = false
         let names = fields.map { $0.split(separator: ":").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "" }
         func find(_ wanted: String) throws -> Int {
-          guard let i = names.firstIndex(of: wanted) else { throw DatasetError.missingColumn(wanted, file: url.lastPathComponent) }
+          guard let i = names.firstIndex(of: wanted) else { throw DatasetError.missingColumn(wanted, file: name) }
           return i
         }
         switch format {
@@ -258,8 +278,24 @@ public struct InteractionDataset: Sendable {
       if read < 0 { break }
       number += 1
       var line = String(cString: buffer!)
-      while line.last == "\n" || line.last == "\r" { line.removeLast() }
+      // Scalars, not Characters: "\r\n" is one Character, equal to neither "\r" nor "\n".
+      while let last = line.unicodeScalars.last, last == "\n" || last == "\r" { line.unicodeScalars.removeLast() }
       try body(number, line)
+    }
+  }
+
+  /// Calls `body` with each line of `bytes` (split at newlines, a trailing carriage return
+  /// removed, invalid UTF-8 repaired) and its 1-based number.
+  static func forEachLine(in bytes: [UInt8], _ body: (Int, String) throws -> Void) throws {
+    var number = 0
+    var start = 0
+    while start < bytes.count {
+      let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+      number += 1
+      var line = String(decoding: bytes[start..<end], as: UTF8.self)
+      while line.unicodeScalars.last == "\r" { line.unicodeScalars.removeLast() }
+      try body(number, line)
+      start = end + 1
     }
   }
 
