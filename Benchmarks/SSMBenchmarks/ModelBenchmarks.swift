@@ -32,15 +32,15 @@ final class ModelBenchmarks: XCTestCase {
     let sgemm = Self.referenceSgemmRate()
     let cases: [StepBenchmark.Case] =
       Benchmark.isFull
-      ? ModelKind.allCases.flatMap { model in
+      ? ModelRegistry.shared.names.flatMap { model in
         [50, 200].flatMap { length in [1683, 3417].map { StepBenchmark.Case(model: model, length: length, items: $0) } }
       }
-      : ModelKind.allCases.map { StepBenchmark.Case(model: $0, batch: 16, length: 20, items: 500) }
+      : ModelRegistry.shared.names.map { StepBenchmark.Case(model: $0, batch: 16, length: 20, items: 500) }
     for c in cases {
       let r = try StepBenchmark.run(c, repeats: Benchmark.isFull ? 10 : 5)
       XCTAssertGreaterThan(r.trainOperations, r.inferenceOperations, "\(c.model): a step does more work than inference")
       Benchmark.report(
-        "model_step_\(c.model.rawValue)_B\(c.batch)_L\(c.length)_V\(c.items)",
+        "model_step_\(c.model)_B\(c.batch)_L\(c.length)_V\(c.items)",
         Benchmark.Timing(median: r.train.median / 1e3, minimum: r.train.minimum / 1e3, maximum: r.train.maximum / 1e3),
         [
           "infer_ms": r.inference.median, "train_gflop": Double(r.trainOperations) / 1e9,

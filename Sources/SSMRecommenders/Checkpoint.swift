@@ -6,7 +6,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
   case notACheckpoint(String)
   /// The checkpoint holds another kind of model than the one asked for.
   case modelKindMismatch(expected: String, found: String)
-  /// The checkpoint's model kind is not one of the built-in models.
+  /// No registered model has the checkpoint's model kind.
   case unknownModelKind(String)
   /// The stored configuration does not decode or does not validate.
   case invalidConfiguration(String)
@@ -33,16 +33,20 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
 }
 
 /// Model checkpoints as safetensors files: parameters under their official names (F32), and in
-/// `__metadata__` the format tag, the model kind and its configuration as JSON, plus optional
-/// optimizer state (its buffers as tensors named `optimizer/<parameter>/<buffer>`) and any
-/// caller metadata (epoch, metrics). Files are written atomically.
+/// `__metadata__` the format tag, the model kind, its configuration and the batching policy it
+/// was trained with as JSON, plus optional optimizer state (its buffers as tensors named
+/// `optimizer/<parameter>/<buffer>`) and any caller metadata (epoch, metrics). Files are written
+/// atomically.
 public enum Checkpoint {
   /// The `format` value of SSMRec checkpoints.
   public static let format = "ssmrec-checkpoint-1"
 
   /// Writes `model` (and optionally `optimizer`) to `url`.
+  /// `batching` records how histories were cut and padded in training, so that evaluation and
+  /// serving batch them the same way (``Contents/batching``).
   public static func save<Model: SequentialRecommender>(
-    _ model: Model, optimizer: Optimizer? = nil, metadata extra: [String: String] = [:], to url: URL
+    _ model: Model, optimizer: Optimizer? = nil, batching: BatchingPolicy? = nil, metadata extra: [String: String] = [:],
+    to url: URL
   ) throws {
     var writer = SafeTensorsWriter()
     for (path, parameter) in model.namedParameters() { writer.add(path, parameter.value) }
@@ -51,6 +55,7 @@ public enum Checkpoint {
     metadata["model"] = Model.kind
     do {
       metadata["config"] = String(decoding: try JSONEncoder().encode(model.configuration), as: UTF8.self)
+      if let batching { metadata["batching"] = String(decoding: try JSONEncoder().encode(batching), as: UTF8.self) }
     } catch {
       throw CheckpointError.invalidConfiguration("cannot encode: \(error)")
     }
@@ -100,6 +105,23 @@ public enum Checkpoint {
       }
       self.kind = kind
       self.configuration = Data(config.utf8)
+      if let text = metadata["batching"] {
+        do { batching = try JSONDecoder().decode(BatchingPolicy.self, from: Data(text.utf8)) } catch {
+          throw CheckpointError.invalidConfiguration("batching policy does not decode: \(error)")
+        }
+        do { try batching!.validate() } catch { throw CheckpointError.invalidConfiguration("batching policy: \(error)") }
+      } else {
+        batching = nil
+      }
+    }
+
+    /// The batching policy the model was trained with; `nil` for a checkpoint written without
+    /// one (take the model's ``SequentialRecommender/batching(maximumLength:)``).
+    public let batching: BatchingPolicy?
+
+    /// The shapes of the stored model parameters (optimizer buffers excluded), by name.
+    public var storedShapes: [String: Shape] {
+      file.entries.filter { !$0.key.hasPrefix("optimizer/") }.mapValues(\.shape)
     }
 
     /// The stored configuration, decoded and validated as the configuration of `Model`.
@@ -149,36 +171,16 @@ public enum Checkpoint {
     }
   }
 
-  /// Builds the built-in model a checkpoint holds and loads its parameters.
-  public static func loadModel(from url: URL) throws -> any SequentialRecommender {
-    try loadModel(from: try Contents(contentsOf: url))
+  /// Builds the model a checkpoint holds, through the registered descriptor of its kind, and
+  /// loads its parameters.
+  public static func loadModel(from url: URL, registry: ModelRegistry = .shared) throws -> any SequentialRecommender {
+    try loadModel(from: try Contents(contentsOf: url), registry: registry)
   }
 
-  /// Builds the built-in model a checkpoint already read holds and loads its parameters.
-  public static func loadModel(from contents: Contents) throws -> any SequentialRecommender {
-    guard let build = builtInModels[contents.kind] else { throw CheckpointError.unknownModelKind(contents.kind) }
-    let model = try build(contents)
-    return model
-  }
-
-  /// Constructors of the built-in models by kind.
-  public static let builtInModels: [String: @Sendable (Contents) throws -> any SequentialRecommender] = [
-    Mamba4Rec.kind: { try build(Mamba4Rec.self, $0) { try Mamba4Rec(configuration: $0) } },
-    SIGMA.kind: { try build(SIGMA.self, $0) { try SIGMA(configuration: $0) } },
-    SSD4Rec.kind: { try build(SSD4Rec.self, $0) { try SSD4Rec(configuration: $0) } },
-    SASRec.kind: { try build(SASRec.self, $0) { try SASRec(configuration: $0) } },
-    GRU4Rec.kind: { try build(GRU4Rec.self, $0) { try GRU4Rec(configuration: $0) } },
-  ]
-
-  static func build<Model: SequentialRecommender>(
-    _ type: Model.Type, _ contents: Contents, _ make: (Model.Configuration) throws -> Model
-  ) throws -> Model {
-    let configuration = try contents.configuration(for: type)
-    try Model.checkConfiguration(configuration, storedShapes: contents.file.entries.mapValues(\.shape))
-    let model: Model
-    do { model = try make(configuration) } catch let e as ConfigurationError { throw CheckpointError.invalidConfiguration("\(e)") }
-    try contents.apply(to: model)
-    return model
+  /// Builds the model of a checkpoint already read and loads its parameters.
+  public static func loadModel(from contents: Contents, registry: ModelRegistry = .shared) throws -> any SequentialRecommender {
+    guard let descriptor = try? registry.descriptor(named: contents.kind) else { throw CheckpointError.unknownModelKind(contents.kind) }
+    return try descriptor.loadModel(from: contents)
   }
 
   struct OptimizerHeader: Codable {

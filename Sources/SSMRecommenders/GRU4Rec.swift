@@ -27,7 +27,7 @@ public final class GRU4Rec: SequentialRecommender {
     }
   }
 
-  /// `"gru4rec"`: the `model` tag of its checkpoints, matching ``ModelKind/gru4rec``.
+  /// `"gru4rec"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
   public static let kind = "gru4rec"
   /// The validated embedding and GRU widths, layer count and dropout; checkpoints store them as their
   /// `config` JSON.

@@ -71,7 +71,7 @@ public final class Mamba4Rec: SequentialRecommender {
     func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable { mamba(h) }
   }
 
-  /// `"mamba4rec"`: the `model` tag of its checkpoints, matching ``ModelKind/mamba4rec``.
+  /// `"mamba4rec"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
   public static let kind = "mamba4rec"
   /// The validated width, layer count, Mamba sizes and dropout; checkpoints store them as their `config`
   /// JSON.

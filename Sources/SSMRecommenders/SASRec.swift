@@ -125,7 +125,7 @@ public final class SASRec: SequentialRecommender {
     }
   }
 
-  /// `"sasrec"`: the `model` tag of its checkpoints, matching ``ModelKind/sasrec``.
+  /// `"sasrec"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
   public static let kind = "sasrec"
   /// The validated width, maximum length, layer and head counts and dropouts; checkpoints store them as their
   /// `config` JSON.
@@ -197,6 +197,13 @@ public final class SASRec: SequentialRecommender {
       x = feedForward[i](x, context: &context)
     }
     return x.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+}
+
+extension SASRec {
+  /// Never more positions than the position table holds.
+  public func batching(maximumLength: Int?) -> BatchingPolicy {
+    .upTo(Swift.min(maximumLength ?? configuration.maximumLength, configuration.maximumLength))
   }
 }
 

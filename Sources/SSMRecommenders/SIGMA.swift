@@ -87,7 +87,7 @@ public final class SIGMA: SequentialRecommender {
     }
   }
 
-  /// `"sigma"`: the `model` tag of its checkpoints, matching ``ModelKind/sigma``.
+  /// `"sigma"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
   public static let kind = "sigma"
   /// The validated width, layer count, Mamba sizes, dropouts and flip strategy; checkpoints store them as
   /// their `config` JSON.
@@ -121,6 +121,18 @@ public final class SIGMA: SequentialRecommender {
   /// `[B, D]`; `batch.lengths` also drives the paper's `.keepingLast` flip.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     stack.encode(batch, context: &context)
+  }
+}
+
+extension SIGMA {
+  /// The official prefix flip reads the padded window, so its batches are padded to it: the
+  /// requested length, or the window the flip was built for (its prefix and the 5 slots it keeps).
+  /// The paper's per-history flip needs no padding.
+  public func batching(maximumLength: Int?) -> BatchingPolicy {
+    switch configuration.flip {
+    case .prefix(let count): return .fixedWindow(maximumLength ?? count + 5)
+    case .keepingLast: return maximumLength.map(BatchingPolicy.upTo) ?? .wholeHistories
+    }
   }
 }
 

@@ -32,8 +32,8 @@ public final class SSD4Rec: SequentialRecommender {
     public var backwardWeight: Float = 0.1
     /// Whether embeddings go through dropout and LayerNorm (true on ML-1M and KuaiRand).
     public var normalizeEmbeddings: Bool = true
-    /// Training-time rate at which history items are replaced by id 0 (0.1 ML-1M); applied by
-    /// ``masked(_:ratio:using:)`` in the data pipeline, never in evaluation.
+    /// Training-time rate at which history items are replaced by id 0 (0.1 ML-1M); applied to
+    /// training batches by ``prepareTrainingBatch(_:using:)``, never in evaluation.
     public var maskRatio: Float = 0.1
     /// Feed-forward inner width (4·D).
     public var innerSize: Int = 1024
@@ -69,7 +69,7 @@ public final class SSD4Rec: SequentialRecommender {
     }
   }
 
-  /// `"ssd4rec"`: the `model` tag of its checkpoints, matching ``ModelKind/ssd4rec``.
+  /// `"ssd4rec"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
   public static let kind = "ssd4rec"
   /// The validated width, layer count, Mamba-2 sizes, dropout and mask ratio; checkpoints store them as their
   /// `config` JSON.
@@ -134,6 +134,11 @@ public final class SSD4Rec: SequentialRecommender {
     }
     result.items = IndexTensor(shape: batch.items.shape, values: values)
     return result
+  }
+
+  /// The official collate function's item masking at ``Configuration/maskRatio``.
+  public func prepareTrainingBatch(_ batch: SequenceBatch, using generator: inout SplitMix64) -> SequenceBatch {
+    configuration.maskRatio > 0 ? Self.masked(batch, ratio: configuration.maskRatio, using: &generator) : batch
   }
 
   /// Packs the batch into one unpadded row (``pack(_:)``) and returns the last layer's output at each

@@ -61,6 +61,70 @@ public enum SequenceBatchError: Error, Equatable, CustomStringConvertible {
   }
 }
 
+/// How histories are cut and padded into batches: a fact about a model that training,
+/// evaluation, checkpoints and serving all need, declared by the model
+/// (``SequentialRecommender/batching(maximumLength:)``) and stored in checkpoints.
+public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConvertible {
+  /// Where a batch's padding ends.
+  public enum Padding: String, Codable, Sendable {
+    /// Every row padded to exactly `maximumLength` (SIGMA's official flip reads the padded window).
+    case toWindow
+    /// Rows padded to the longest history of the batch (padding changes nothing for the model).
+    case toLongest
+  }
+
+  /// The most recent items kept of each history; `nil` keeps whole histories.
+  public var maximumLength: Int?
+  /// Where the padding of a batch ends.
+  public var padding: Padding
+
+  /// Histories cut to their `length` most recent items and padded to exactly `length`.
+  public static func fixedWindow(_ length: Int) -> BatchingPolicy { BatchingPolicy(maximumLength: length, padding: .toWindow) }
+  /// Histories cut to at most `length` items and padded to the longest of each batch.
+  public static func upTo(_ length: Int) -> BatchingPolicy { BatchingPolicy(maximumLength: length, padding: .toLongest) }
+  /// Whole histories, padded to the longest of each batch (SSD4Rec's `var_len`).
+  public static let wholeHistories = BatchingPolicy(maximumLength: nil, padding: .toLongest)
+
+  /// A policy; a fixed window needs a length.
+  /// - Throws: `ConfigurationError` for a length outside `1...ConfigurationLimits.length` or a
+  ///   window without one.
+  public init(maximumLength: Int?, padding: Padding) {
+    (self.maximumLength, self.padding) = (maximumLength, padding)
+  }
+
+  /// Throws `ConfigurationError.invalid` for a non-positive or huge length, or a window without one.
+  public func validate() throws {
+    if let maximumLength, !(1...ConfigurationLimits.length).contains(maximumLength) {
+      throw ConfigurationError.invalid("maximum length \(maximumLength) is outside 1...\(ConfigurationLimits.length)")
+    }
+    if padding == .toWindow && maximumLength == nil { throw ConfigurationError.invalid("a fixed window needs a maximum length") }
+  }
+
+  /// The padded width of a batch whose (already cut) histories have these lengths.
+  public func width(forLengths lengths: [Int]) -> Int {
+    let longest = lengths.max() ?? 1
+    switch padding {
+    case .toWindow: return maximumLength ?? longest
+    case .toLongest: return maximumLength.map { Swift.min($0, longest) } ?? longest
+    }
+  }
+
+  /// A batch of `histories` (oldest first) under this policy.
+  public func batch(_ histories: [[Int]], targets: [Int]? = nil) throws -> SequenceBatch {
+    let kept = maximumLength.map { n in histories.map { Array($0.suffix(n)) } } ?? histories
+    return try SequenceBatch(histories: kept, targets: targets, width: width(forLengths: kept.map(\.count)))
+  }
+
+  /// `window 50`, `up to 50`, or `whole histories`.
+  public var description: String {
+    switch (padding, maximumLength) {
+    case (.toWindow, let n?): return "window \(n)"
+    case (_, let n?): return "up to \(n)"
+    case (_, nil): return "whole histories"
+    }
+  }
+}
+
 /// The small protocol every recommender implements — built-in or written by a user — to get
 /// training, evaluation, checkpoints and top-K recommendation from SSMRec.
 ///
@@ -95,6 +159,19 @@ public protocol SequentialRecommender: Layer {
   var itemEmbedding: Parameter { get }
   /// One vector per history, shape `[B, D]`.
   func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable
+  /// Scores of every item id for each history, `[B, V]`, in evaluation mode and without
+  /// recording a graph. The default is `encode · Eᵀ`.
+  func scores(_ batch: SequenceBatch) -> Tensor
+  /// The training objective on a batch with targets, a scalar. The default is the mean softmax
+  /// cross-entropy of `encode · Eᵀ` over all items; a model may train another objective.
+  func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable
+  /// A training batch as the model wants to see it (SSD4Rec masks history items); evaluation
+  /// never calls this. The default returns the batch unchanged.
+  func prepareTrainingBatch(_ batch: SequenceBatch, using generator: inout SplitMix64) -> SequenceBatch
+  /// How this model's histories are cut and padded when the run asks for `maximumLength`
+  /// (`nil`: no limit). The default keeps up to `maximumLength` items and pads to each batch's
+  /// longest; SIGMA pads to its fixed window, SASRec never exceeds its position table.
+  func batching(maximumLength: Int?) -> BatchingPolicy
   /// Checks a configuration read from a checkpoint against the shapes of the parameters stored
   /// with it, before the model is built, so that a corrupt configuration (a huge `itemCount`, say)
   /// is refused instead of allocated. The default accepts every configuration; the built-in
@@ -118,6 +195,14 @@ extension SequentialRecommender {
 
   /// The number of item ids, the padding id 0 included.
   public var itemCount: Int { itemEmbedding.shape[0] }
+
+  /// Up to `maximumLength` items, padded to the longest of each batch; whole histories without one.
+  public func batching(maximumLength: Int?) -> BatchingPolicy {
+    maximumLength.map(BatchingPolicy.upTo) ?? .wholeHistories
+  }
+
+  /// The batch unchanged.
+  public func prepareTrainingBatch(_ batch: SequenceBatch, using generator: inout SplitMix64) -> SequenceBatch { batch }
 
   /// Scores of every item id for each history, `[B, V]` (`encode · Eᵀ`), in evaluation mode and
   /// without recording a graph.

@@ -11,14 +11,14 @@ import SSMTensor
 /// (scores over all items, top 10) of a built-in recommender on random data, the measurement
 /// behind `ssmrec bench` and the model cases of the package's benchmarks.
 ///
-///     let result = try StepBenchmark.run(.init(model: .mamba4rec, length: 200), repeats: 10)
+///     let result = try StepBenchmark.run(.init(model: "mamba4rec", length: 200), repeats: 10)
 ///     print(result.train.median, result.trainGigaflopsPerSecond)
 public enum StepBenchmark {
   /// One configuration: a model at its official hyperparameters (or the overridden width and
   /// depth) and the batch shape.
   public struct Case: Sendable, Hashable {
-    /// The recommender.
-    public var model: ModelKind
+    /// The recommender's registered name (``ModelDescriptor/name``).
+    public var model: String
     /// Sequences per batch.
     public var batch: Int
     /// The padded history length L (also the model's maximum length).
@@ -31,7 +31,7 @@ public enum StepBenchmark {
     public var layers: Int?
 
     /// A case; the defaults are the reference configuration of the performance comparison.
-    public init(model: ModelKind, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil) {
+    public init(model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil) {
       (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers) = (model, batch, length, items, hiddenSize, layers)
     }
   }
@@ -81,7 +81,7 @@ public enum StepBenchmark {
     /// `infer_batch_ms` being the medians).
     public var dictionary: [String: Any] {
       var d: [String: Any] = [
-        "model": configuration.model.rawValue, "batch": configuration.batch, "length": configuration.length,
+        "model": configuration.model, "batch": configuration.batch, "length": configuration.length,
         "items": configuration.items, "train_step_ms": train.median, "train_step_min_ms": train.minimum,
         "train_step_max_ms": train.maximum, "infer_batch_ms": inference.median, "infer_batch_min_ms": inference.minimum,
         "infer_batch_max_ms": inference.maximum, "train_step_gflop": Double(trainOperations) / 1e9,
@@ -97,7 +97,7 @@ public enum StepBenchmark {
   /// Builds the case's model (seed 1) and a batch of random histories (at least half full) and
   /// targets.
   public static func prepare(_ c: Case) throws -> (model: any SequentialRecommender, batch: SequenceBatch) {
-    let model = try c.model.makeModel(
+    let model = try ModelRegistry.shared.descriptor(named: c.model).makeModel(
       itemCount: c.items, overrides: .init(hiddenSize: c.hiddenSize, layers: c.layers, maximumLength: c.length), seed: 1)
     var rng = SplitMix64(seed: 7)
     let histories = (0..<c.batch).map { _ in
@@ -111,7 +111,8 @@ public enum StepBenchmark {
 
   /// Measures a case: one warm-up of each kind, then `repeats` timed inference batches and
   /// `repeats` timed training steps.
-  /// - Throws: ``ModelKind``'s configuration errors for sizes a model cannot take.
+  /// - Throws: ``ModelRegistryError`` for an unknown model, `ConfigurationError` for sizes it
+  ///   cannot take.
   public static func run(_ c: Case, repeats: Int) throws -> Result {
     precondition(repeats > 0 && c.batch > 0 && c.length > 1 && c.items > 1, "StepBenchmark: bad case \(c)")
     resetPeakResidentMemory()

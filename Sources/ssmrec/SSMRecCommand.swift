@@ -79,6 +79,24 @@ func itemIDs(of dataset: InteractionDataset) -> [String: Int] {
   return ids
 }
 
+/// The batching a checkpoint's model was trained with, or its policy at `maximumLength` when a
+/// flag overrides it (said on standard error) or the checkpoint does not record one.
+func batching(of recommender: any SequentialRecommender, in contents: Checkpoint.Contents, overriding maximumLength: Int?) throws
+  -> BatchingPolicy
+{
+  let policy: BatchingPolicy
+  if let maximumLength {
+    policy = recommender.batching(maximumLength: maximumLength)
+    if let stored = contents.batching, stored != policy {
+      FileHandle.standardError.write(Data("note: batching \(policy) instead of the checkpoint's \(stored)\n".utf8))
+    }
+  } else {
+    policy = contents.batching ?? recommender.batching(maximumLength: nil)
+  }
+  try policy.validate()
+  return policy
+}
+
 /// Refuses a dataset whose item ids the checkpoint does not score.
 func checkItemCount(_ recommender: any SequentialRecommender, _ dataset: InteractionDataset) throws {
   guard dataset.itemCount == recommender.itemCount else {
@@ -86,7 +104,13 @@ func checkItemCount(_ recommender: any SequentialRecommender, _ dataset: Interac
   }
 }
 
-extension ModelKind: ExpressibleByArgument {}
+/// The registered model names, for help texts.
+let modelNames = ModelRegistry.shared.names.joined(separator: ", ")
+
+/// The descriptor of a registered model, refusing an unknown name as a usage error.
+func descriptor(named name: String) throws -> ModelDescriptor {
+  do { return try ModelRegistry.shared.descriptor(named: name) } catch { throw ValidationError("\(error)") }
+}
 
 /// Metric names as the papers print them: `hr@10` for RecBole's hit ratio.
 func paperNames(_ metrics: [String: Double]) -> [String: Double] {
@@ -126,11 +150,11 @@ struct Info: ParsableCommand {
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Train a recommender with the RecBole protocol and report test metrics.")
-  @Option(name: .long, help: "mamba4rec, sigma, ssd4rec, sasrec or gru4rec.") var model: ModelKind
+  @Option(name: .long, help: ArgumentHelp("One of the registered models.", discussion: modelNames)) var model: String
   @OptionGroup var data: DataOptions
   @Option(name: .long, help: "Maximum epochs (default: the model's official setting).") var epochs: Int?
   @Option(name: .long, help: "Training batch size (default: the model's official setting).") var batchSize: Int?
-  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default 50; SSD4Rec keeps whole histories unless given).") var maxLength: Int?
+  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default: the model's official setting; none keeps whole histories).") var maxLength: Int?
   @Option(name: .long, help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64?
   @Option(name: .long, help: "Adam learning rate (default 0.001).") var learningRate: Float?
   @Option(name: .long, help: "Evaluations without improvement before stopping (default 10).") var stoppingStep: Int?
@@ -142,6 +166,7 @@ struct Train: ParsableCommand {
   @Flag(name: .long, help: "Print plain progress lines even on a terminal.") var plain = false
 
   func validate() throws {
+    _ = try descriptor(named: model)
     if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
     if let batchSize, batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
     if let maxLength, !(1...ConfigurationLimits.length).contains(maxLength) {
@@ -160,25 +185,26 @@ struct Train: ParsableCommand {
 
   func run() throws {
     let dataset = try data.load()
-    var settings = model.defaultTraining
+    let descriptor = try descriptor(named: model)
+    var settings = descriptor.defaultTraining
     if let epochs { settings.epochs = epochs }
     if let batchSize { settings.batchSize = batchSize }
-    if let maxLength { settings.maximumLength = maxLength } else if model != .ssd4rec { settings.maximumLength = 50 }
+    if let maxLength { settings.maximumLength = maxLength }
     if let seed { settings.seed = seed }
     if let learningRate { settings.learningRate = learningRate }
     if let stoppingStep { settings.stoppingStep = stoppingStep }
     let split = SequentialSplit(dataset, maximumLength: settings.maximumLength)
-    let recommender = try model.makeModel(
+    let recommender = try descriptor.makeModel(
       itemCount: dataset.itemCount,
-      overrides: .init(hiddenSize: hiddenSize, layers: layers, dropout: dropout, maximumLength: settings.maximumLength ?? 50),
+      overrides: .init(hiddenSize: hiddenSize, layers: layers, dropout: dropout, maximumLength: settings.maximumLength),
       seed: settings.seed)
     let folder = URL(fileURLWithPath: output)
-    print("\(model.rawValue): \(recommender.parameterCount) parameters; \(split.train.count) training instances; batch \(settings.batchSize); up to \(settings.epochs) epochs")
+    print("\(model): \(recommender.parameterCount) parameters; \(split.train.count) training instances; batch \(settings.batchSize); up to \(settings.epochs) epochs")
     fflush(nil)
     let result = try train(recommender, split: split, settings: settings, folder: folder)
     print("test: \(formatted(result.test))  (best epoch \(result.bestEpoch), \(result.epochs) epochs, \(String(format: "%.1f", result.secondsPerEpoch)) s/epoch)")
     let metrics: [String: Any] = [
-      "model": model.rawValue, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
+      "model": model, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
       "epochs": result.epochs, "best_epoch": result.bestEpoch, "seconds_per_epoch": result.secondsPerEpoch,
       "stopped_early": result.stoppedEarly, "test_groups": result.testGroups.mapValues(paperNames),
       "peak_resident_mib": Double(StepBenchmark.peakResidentKiB()) / 1024,
@@ -187,7 +213,7 @@ struct Train: ParsableCommand {
   }
 
   func train<M: SequentialRecommender>(_ recommender: M, split: SequentialSplit, settings: TrainingConfiguration, folder: URL) throws -> TrainingResult {
-    let trainer = try Trainer(model: recommender, split: split, configuration: settings, outputFolder: folder, fixedWidth: model.needsFixedWidth)
+    let trainer = try Trainer(model: recommender, split: split, configuration: settings, outputFolder: folder)
     if resume {
       if try trainer.resume() { print("resumed from \(folder.appendingPathComponent("last.safetensors").path)") }
     }
@@ -206,7 +232,7 @@ struct Evaluate: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Evaluate a checkpoint on a dataset's test split (full ranking).")
   @Option(name: .long, help: "A checkpoint written by `ssmrec train` (best.safetensors).") var checkpoint: String
   @OptionGroup var data: DataOptions
-  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH used in training (default 50; none for SSD4Rec).") var maxLength: Int?
+  @Option(name: .long, help: "Override the maximum history length the checkpoint was trained with.") var maxLength: Int?
   @Option(name: .long, help: "Cut-offs, comma-separated.") var k: String = "10"
   @Flag(name: .long, help: "Print the metrics as JSON.") var json = false
 
@@ -222,14 +248,15 @@ struct Evaluate: ParsableCommand {
   }
 
   func run() throws {
-    let recommender = try Checkpoint.loadModel(from: URL(fileURLWithPath: checkpoint))
+    let contents = try Checkpoint.Contents(contentsOf: URL(fileURLWithPath: checkpoint))
+    let recommender = try Checkpoint.loadModel(from: contents)
     let dataset = try data.load()
     try checkItemCount(recommender, dataset)
     let cutoffs = self.cutoffs!
-    let kind = ModelKind(rawValue: type(of: recommender).kind)
-    let length: Int? = maxLength ?? (kind == .ssd4rec ? nil : 50)
-    let split = SequentialSplit(dataset, maximumLength: length)
-    let evaluator = Evaluator(metrics: [.hit, .ndcg, .mrr], cutoffs: cutoffs, width: kind?.needsFixedWidth == true ? length : nil)
+    let batching = try batching(of: recommender, in: contents, overriding: maxLength)
+    let split = SequentialSplit(dataset, maximumLength: batching.maximumLength)
+    let evaluator = Evaluator(metrics: [.hit, .ndcg, .mrr], cutoffs: cutoffs, batching: batching)
+    FileHandle.standardError.write(Data("evaluating \(contents.kind) with batching \(batching)\n".utf8))
     guard !split.test.isEmpty else { throw CommandError("the dataset gives no test instance (a user needs at least three interactions for one)") }
     let results = evaluator.evaluate(recommender, on: split.test).results
     if json { print(try jsonString(paperNames(results))) } else { print("test: \(formatted(results))") }
@@ -243,16 +270,17 @@ struct Recommend: ParsableCommand {
   @Option(name: .long, help: "Item tokens of a history, oldest first, comma-separated.") var history: String?
   @Option(name: .long, help: "User tokens whose full histories to use, comma-separated.") var users: String?
   @Option(name: [.short, .long], help: "How many items to return.") var k: Int = 10
-  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH used in training (default 50).") var maxLength: Int = 50
+  @Option(name: .long, help: "Override the maximum history length the checkpoint was trained with.") var maxLength: Int?
 
   func validate() throws {
     if (history == nil) == (users == nil) { throw ValidationError("give exactly one of --history and --users") }
     if k <= 0 { throw ValidationError("-k must be positive") }
-    if maxLength <= 0 { throw ValidationError("--max-length must be positive") }
+    if let maxLength, maxLength <= 0 { throw ValidationError("--max-length must be positive") }
   }
 
   func run() throws {
-    let recommender = try Checkpoint.loadModel(from: URL(fileURLWithPath: checkpoint))
+    let contents = try Checkpoint.Contents(contentsOf: URL(fileURLWithPath: checkpoint))
+    let recommender = try Checkpoint.loadModel(from: contents)
     let dataset = try data.load()
     try checkItemCount(recommender, dataset)
     let itemIDs = itemIDs(of: dataset)
@@ -280,9 +308,7 @@ struct Recommend: ParsableCommand {
         labels.append(token)
       }
     }
-    let kind = ModelKind(rawValue: type(of: recommender).kind)
-    let width = kind?.needsFixedWidth == true ? maxLength : Swift.min(maxLength, histories.map(\.count).max() ?? 1)
-    let batch = try SequenceBatch(histories: histories, width: width)
+    let batch = try batching(of: recommender, in: contents, overriding: maxLength).batch(histories)
     let top = recommender.recommend(batch, k: k)
     for (label, items) in zip(labels, top) {
       print("\(label): " + items.map { dataset.itemTokens[$0] }.joined(separator: " "))
@@ -298,7 +324,7 @@ struct Bench: ParsableCommand {
       (B 256, official hyperparameters). Options may be repeated. With --json, prints one JSON \
       object per case (train_step_ms and infer_batch_ms are medians).
       """)
-  @Option(name: .long, help: "mamba4rec, sigma, ssd4rec, sasrec or gru4rec (repeatable; default: all).") var model: [ModelKind] = []
+  @Option(name: .long, help: ArgumentHelp("A registered model (repeatable; default: all).", discussion: modelNames)) var model: [String] = []
   @Option(name: .long, help: "Batch size.") var batch: Int = 256
   @Option(name: .long, help: "Sequence length L (repeatable; default: 50 and 200).") var length: [Int] = []
   @Option(name: .long, help: "Item ids V including padding (repeatable; default: 1683 and 3417).") var items: [Int] = []
@@ -309,6 +335,7 @@ struct Bench: ParsableCommand {
   @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
 
   func validate() throws {
+    for name in model { _ = try descriptor(named: name) }
     if let hiddenSize, !(1...ConfigurationLimits.width).contains(hiddenSize) {
       throw ValidationError("--hidden-size must be in 1...\(ConfigurationLimits.width)")
     }
@@ -327,7 +354,7 @@ struct Bench: ParsableCommand {
   }
 
   var cases: [StepBenchmark.Case] {
-    let models = model.isEmpty ? ModelKind.allCases : model
+    let models = model.isEmpty ? ModelRegistry.shared.names : model
     let lengths = length.isEmpty ? [50, 200] : length
     let itemCounts = items.isEmpty ? [1683, 3417] : items
     return models.flatMap { m in
@@ -349,7 +376,7 @@ struct Bench: ParsableCommand {
         print(
           String(
             format: "%@ %4d %4d %5d %8.1f (%.1f–%.1f) %10.1f (%.1f–%.1f) %9.2f %8.1f %9.0f",
-            c.model.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0), c.batch, c.length, c.items, r.train.median,
+            c.model.padding(toLength: 9, withPad: " ", startingAt: 0), c.batch, c.length, c.items, r.train.median,
             r.train.minimum, r.train.maximum, r.inference.median, r.inference.minimum, r.inference.maximum,
             Double(r.trainOperations) / 1e9, r.trainGigaflopsPerSecond, r.peakResidentMiB))
       }

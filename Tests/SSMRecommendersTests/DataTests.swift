@@ -136,8 +136,17 @@ final class DataTests: XCTestCase {
     XCTAssertEqual(a.map(\.items), b.map(\.items))
     XCTAssertEqual(a.count, 3)
     XCTAssertEqual(a.last?.count, 2)
-    let fixed = Array(BatchSequence(instances, batchSize: 4, width: 5))
+    let fixed = Array(BatchSequence(instances, batchSize: 4, batching: .fixedWindow(5)))
     XCTAssertEqual(fixed[0].width, 5)
     XCTAssertEqual(fixed[0].items[0, 1], 0, "right padding")
+    // Up to a length: cut to the most recent items, padded to the longest of the batch.
+    let long = [SequenceInstance(user: 1, history: [1, 2, 3, 4, 5], target: 6), SequenceInstance(user: 2, history: [7], target: 8)]
+    let cut = Array(BatchSequence(long, batchSize: 2, batching: .upTo(3)))[0]
+    XCTAssertEqual(cut.width, 3)
+    XCTAssertEqual(cut.items.values, [3, 4, 5, 7, 0, 0])
+    XCTAssertEqual(cut.lengths, [3, 1])
+    XCTAssertEqual(Array(BatchSequence(long, batchSize: 2, batching: .wholeHistories))[0].width, 5)
+    XCTAssertThrowsError(try BatchingPolicy(maximumLength: nil, padding: .toWindow).validate())
+    XCTAssertThrowsError(try BatchingPolicy.upTo(0).validate())
   }
 }

@@ -84,4 +84,30 @@ final class TrainerTests: XCTestCase {
     XCTAssertEqual(top.count, 2)
     XCTAssertTrue(top.allSatisfy { $0.count == 5 && !$0.contains(0) })
   }
+
+  func testCheckpointsRecordTheBatchingOfTheirRun() throws {
+    let split = try cyclicSplit()
+    var settings = TrainingConfiguration()
+    (settings.epochs, settings.batchSize, settings.maximumLength) = (1, 32, 200)
+    let trainer = try Trainer(model: try tinyModel(split), split: split, configuration: settings, outputFolder: folder)
+    let result = try trainer.fit()
+    for name in ["best.safetensors", "last.safetensors"] {
+      let contents = try Checkpoint.Contents(contentsOf: folder.appendingPathComponent(name))
+      XCTAssertEqual(contents.batching, .upTo(200), name)
+    }
+    // Evaluating the checkpoint with its recorded batching reproduces the trainer's test metrics.
+    let contents = try Checkpoint.Contents(contentsOf: folder.appendingPathComponent("best.safetensors"))
+    let model = try Checkpoint.loadModel(from: contents)
+    let again = Evaluator(batching: contents.batching).evaluate(model, on: split.test).results
+    XCTAssertEqual(again["ndcg@10"], result.test["ndcg@10"])
+    // SIGMA declares a fixed window, SASRec its position table, SSD4Rec whole histories.
+    var sigma = SIGMA.Configuration(itemCount: 20)
+    (sigma.hiddenSize, sigma.innerSize, sigma.stateSize) = (8, 16, 4)
+    XCTAssertEqual(try SIGMA(configuration: sigma).batching(maximumLength: nil), .fixedWindow(50))
+    XCTAssertEqual(try SIGMA(configuration: sigma).batching(maximumLength: 30), .fixedWindow(30))
+    var sasrec = SASRec.Configuration(itemCount: 20)
+    (sasrec.hiddenSize, sasrec.innerSize, sasrec.maximumLength) = (8, 16, 10)
+    XCTAssertEqual(try SASRec(configuration: sasrec).batching(maximumLength: 200), .upTo(10))
+    XCTAssertEqual(try tinyModel(split).batching(maximumLength: nil), .wholeHistories)
+  }
 }

@@ -78,21 +78,19 @@ public struct BatchSequence: Sequence, Sendable {
   /// The visiting order as indices into `instances`: shuffled when a seed was given, else
   /// `0..<instances.count`.
   public let order: [Int]
-  /// The padded width L of every batch (RecBole's fixed `MAX_ITEM_LIST_LENGTH`), or `nil` to pad
-  /// each batch to its longest history.
-  public let width: Int?
+  /// How each batch's histories are cut and padded.
+  public let batching: BatchingPolicy
 
   /// - Parameters:
   ///   - instances: the instances to batch.
   ///   - batchSize: instances per batch (the last batch may be smaller).
   ///   - shuffleSeed: shuffles with SplitMix64 when given (a new seed per epoch gives a new order).
-  ///   - width: pad every batch to this width (RecBole's fixed `MAX_ITEM_LIST_LENGTH`); `nil`
-  ///     pads to the longest history in each batch.
-  public init(_ instances: [SequenceInstance], batchSize: Int, shuffleSeed: UInt64? = nil, width: Int? = nil) {
+  ///   - batching: how histories are cut and padded (default: whole, to each batch's longest).
+  public init(_ instances: [SequenceInstance], batchSize: Int, shuffleSeed: UInt64? = nil, batching: BatchingPolicy = .wholeHistories) {
     precondition(batchSize > 0, "batchSize must be positive")
     self.instances = instances
     self.batchSize = batchSize
-    self.width = width
+    self.batching = batching
     var order = Array(instances.indices)
     if let shuffleSeed {
       var rng = SplitMix64(seed: shuffleSeed)
@@ -104,8 +102,8 @@ public struct BatchSequence: Sequence, Sendable {
   /// The number of batches (the last one may be partial).
   public var count: Int { (instances.count + batchSize - 1) / batchSize }
 
-  /// Batches of up to ``batchSize`` instances in ``order``, with targets, padded to ``width`` or to each
-  /// batch's longest history.
+  /// Batches of up to ``batchSize`` instances in ``order``, with targets, cut and padded by
+  /// ``batching``.
   public func makeIterator() -> AnyIterator<SequenceBatch> {
     var start = 0
     return AnyIterator {
@@ -115,9 +113,7 @@ public struct BatchSequence: Sequence, Sendable {
       // Instances always have a history of at least one item, so a failure here is a bug in the
       // split, not bad input: trap instead of ending the epoch early.
       do {
-        return try SequenceBatch(
-          histories: chosen.map { $0.history.map(Int.init) }, targets: chosen.map { Int($0.target) },
-          width: width ?? chosen.map(\.history.count).max())
+        return try batching.batch(chosen.map { $0.history.map(Int.init) }, targets: chosen.map { Int($0.target) })
       } catch {
         preconditionFailure("BatchSequence: \(error)")
       }

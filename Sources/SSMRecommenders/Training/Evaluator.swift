@@ -8,19 +8,21 @@ public struct Evaluator: Sendable {
   public var cutoffs: [Int]
   /// Instances scored at a time; bounds the `[B, V]` score matrix held in memory.
   public var batchSize: Int
-  /// Pad every batch to this width (models whose function depends on the padded width, such as
-  /// SIGMA's official prefix flip, need the training width); `nil` pads to each batch's longest.
-  public var width: Int?
+  /// How histories are batched: the policy the model was trained with (a checkpoint's
+  /// ``Checkpoint/Contents/batching``); `nil` takes the model's policy without a maximum length.
+  public var batching: BatchingPolicy?
 
   /// An evaluator; the defaults report HR, NDCG and MRR at 10, scoring 256 instances at a time.
-  public init(metrics: [RankingMetric] = [.hit, .ndcg, .mrr], cutoffs: [Int] = [10], batchSize: Int = 256, width: Int? = nil) {
-    (self.metrics, self.cutoffs, self.batchSize, self.width) = (metrics, cutoffs, batchSize, width)
+  public init(
+    metrics: [RankingMetric] = [.hit, .ndcg, .mrr], cutoffs: [Int] = [10], batchSize: Int = 256, batching: BatchingPolicy? = nil
+  ) {
+    (self.metrics, self.cutoffs, self.batchSize, self.batching) = (metrics, cutoffs, batchSize, batching)
   }
 
   /// Metrics of `model` on `instances`.
   public func evaluate(_ model: some SequentialRecommender, on instances: [SequenceInstance]) -> MetricAccumulator {
     var accumulator = MetricAccumulator(metrics: metrics, cutoffs: cutoffs)
-    for batch in BatchSequence(instances, batchSize: batchSize, width: width) {
+    for batch in BatchSequence(instances, batchSize: batchSize, batching: batching ?? model.batching(maximumLength: nil)) {
       let scores = model.scores(batch)
       let ranks = FullRanking.ranks(scores: scores, targets: batch.targets!)
       for (rank, length) in zip(ranks, batch.lengths) { accumulator.add(rank: rank, historyLength: length) }

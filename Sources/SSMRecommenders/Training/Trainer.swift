@@ -22,16 +22,15 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   public var cutoffs: [Int] = [10]
   /// Seed of initialisation, shuffling and dropout (RecBole default 2020).
   public var seed: UInt64 = 2020
-  /// `MAX_ITEM_LIST_LENGTH` (50); `nil` keeps whole histories (SSD4Rec's `var_len`).
+  /// `MAX_ITEM_LIST_LENGTH` (50); `nil` keeps whole histories (SSD4Rec's `var_len`). The model
+  /// turns it into its ``BatchingPolicy`` (``SequentialRecommender/batching(maximumLength:)``).
   public var maximumLength: Int? = 50
-  /// Training-time item masking rate (SSD4Rec's `maskratio`; 0 for the other models).
-  public var maskRatio: Float = 0
   /// What a mini-batch whose loss is NaN or infinite does: stop training (the default) or skip
   /// that batch without updating the weights, counted in ``EpochRecord/skippedBatches``.
   public var nonFiniteLoss: NonFiniteLossPolicy = .stop
 
-  /// The defaults above; ``ModelKind/defaultTraining`` gives each built-in model's official
-  /// settings.
+  /// The defaults above; ``ModelDescriptor/defaultTraining`` gives each registered model's
+  /// official settings.
   public init() {}
 
   /// Throws `ConfigurationError.invalid` naming the first invalid setting, including a
@@ -43,8 +42,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     try check(learningRate > 0 && learningRate.isFinite, "learningRate must be positive and finite")
     try check(weightDecay >= 0 && weightDecay.isFinite, "weightDecay must be non-negative and finite")
     try check(stoppingStep >= 0, "stoppingStep must be non-negative")
-    try check(maximumLength.map { $0 > 0 } ?? true, "maximumLength must be positive")
-    try check(maskRatio >= 0 && maskRatio < 1, "maskRatio must be in [0, 1)")
+    try check(maximumLength.map { (1...ConfigurationLimits.length).contains($0) } ?? true, "maximumLength must be in 1...\(ConfigurationLimits.length)")
     try check(!cutoffs.isEmpty && cutoffs.allSatisfy { $0 > 0 }, "cut-offs must be positive")
     let keys = Set(metrics.flatMap { m in cutoffs.map { MetricAccumulator.key(m, $0) } })
     try check(keys.contains(validationMetric), "validationMetric \(validationMetric) is not among the reported metrics")
@@ -143,9 +141,9 @@ public final class Trainer<Model: SequentialRecommender> {
   public let optimizer: Adam
   /// Where checkpoints and `log.jsonl` go (created if needed); `nil` writes nothing.
   public let outputFolder: URL?
-  /// Pad to `maximumLength` even where the model would not need it (SIGMA's prefix flip reads
-  /// the padded window).
-  public let fixedWidth: Bool
+  /// How batches are cut and padded: the model's policy for the configured maximum length,
+  /// stored in every checkpoint the trainer writes.
+  public let batching: BatchingPolicy
 
   private var epoch = 0
   private var bestScore = -Double.infinity
@@ -155,19 +153,19 @@ public final class Trainer<Model: SequentialRecommender> {
   private var nonImproving = 0
   private var secondsTraining = 0.0
 
-  /// Validates `configuration` and the split and sets up Adam; pass `fixedWidth` for models that
-  /// need it (``ModelKind/needsFixedWidth``).
+  /// Validates `configuration`, the model's batching policy and the split, and sets up Adam.
   /// - Throws: `ConfigurationError` for an invalid setting, ``TrainingError`` for a split with no
   ///   training or no validation instance.
-  public init(model: Model, split: SequentialSplit, configuration: TrainingConfiguration, outputFolder: URL? = nil, fixedWidth: Bool = false) throws {
+  public init(model: Model, split: SequentialSplit, configuration: TrainingConfiguration, outputFolder: URL? = nil) throws {
     try configuration.validate()
+    batching = model.batching(maximumLength: configuration.maximumLength)
+    try batching.validate()
     guard !split.train.isEmpty else { throw TrainingError.noTrainingInstances }
     guard !split.validation.isEmpty else { throw TrainingError.noValidationInstances }
     self.model = model
     self.split = split
     self.configuration = configuration
     self.outputFolder = outputFolder
-    self.fixedWidth = fixedWidth
     optimizer = Adam(
       parameters: model.namedParameters(), learningRate: configuration.learningRate,
       weightDecay: configuration.weightDecay == 0 ? .none : .l2(configuration.weightDecay))
@@ -183,7 +181,7 @@ public final class Trainer<Model: SequentialRecommender> {
   var evaluator: Evaluator {
     Evaluator(
       metrics: configuration.metrics, cutoffs: configuration.cutoffs, batchSize: configuration.evaluationBatchSize,
-      width: fixedWidth ? configuration.maximumLength : nil)
+      batching: batching)
   }
 
   /// Continues from `last.safetensors` in the output folder: weights, optimizer state, epoch
@@ -238,14 +236,13 @@ public final class Trainer<Model: SequentialRecommender> {
     var masking = SplitMix64(seed: configuration.seed &+ 7919 &* UInt64(epoch + 1))
     var context = ForwardContext.training(seed: configuration.seed &+ 104_729 &* UInt64(epoch + 1))
     let batches = BatchSequence(
-      split.train, batchSize: configuration.batchSize, shuffleSeed: configuration.seed &+ UInt64(epoch),
-      width: fixedWidth ? configuration.maximumLength : nil)
+      split.train, batchSize: configuration.batchSize, shuffleSeed: configuration.seed &+ UInt64(epoch), batching: batching)
     var totalLoss = 0.0
     var step = 0
     var skipped = 0
     reporter?.begin(epoch: epoch, steps: batches.count)
     for var batch in batches {
-      if configuration.maskRatio > 0 { batch = SSD4Rec.masked(batch, ratio: configuration.maskRatio, using: &masking) }
+      batch = model.prepareTrainingBatch(batch, using: &masking)
       step += 1
       model.zeroGradients()
       let loss = model.loss(batch, context: &context)
@@ -303,12 +300,15 @@ public final class Trainer<Model: SequentialRecommender> {
       epoch: epoch, bestScore: bestScore, bestEpoch: bestEpoch, bestValidation: bestValidation, nonImproving: nonImproving,
       secondsTraining: secondsTraining)
     let text = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
-    try Checkpoint.save(model, optimizer: optimizer, metadata: ["trainer": text], to: outputFolder.appendingPathComponent("last.safetensors"))
+    try Checkpoint.save(
+      model, optimizer: optimizer, batching: batching, metadata: ["trainer": text],
+      to: outputFolder.appendingPathComponent("last.safetensors"))
   }
 
   func saveBest() throws {
     guard let outputFolder else { return }
-    try Checkpoint.save(model, metadata: ["epoch": String(epoch)], to: outputFolder.appendingPathComponent("best.safetensors"))
+    try Checkpoint.save(
+      model, batching: batching, metadata: ["epoch": String(epoch)], to: outputFolder.appendingPathComponent("best.safetensors"))
   }
 
   func writeLog(_ record: EpochRecord) throws {
