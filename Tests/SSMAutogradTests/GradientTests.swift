@@ -151,21 +151,11 @@ final class GradientTests: XCTestCase {
     let key = keyGenerator.next()
     let head = Variable.dropoutMask(key: key, probability: 0.3, applyingTo: Tensor(repeating: 1, shape: [100])).mask
     XCTAssertEqual(head.scalars, Array(first.scalars.prefix(100)))
-    // The C kernel against a plain Swift statement of the rule: two rounds of murmur3's 32-bit
-    // finaliser over (index + low key) ^ high key, kept when ≥ p·2³².
-    func fmix32(_ value: UInt32) -> UInt32 {
-      var h = value
-      h ^= h >> 16
-      h = h &* 0x85eb_ca6b
-      h ^= h >> 13
-      h = h &* 0xc2b2_ae35
-      h ^= h >> 16
-      return h
-    }
-    let threshold = UInt32(Double(Float(0.3)) * 4_294_967_296)
-    let (low, high) = (UInt32(truncatingIfNeeded: key), UInt32(truncatingIfNeeded: key >> 32))
+    // The C kernel against the plain Swift statement of the rule (two rounds of murmur3's
+    // 32-bit finaliser over (index + low key) ^ high key, kept when ≥ p·2³²), shared with the
+    // kernel's per-level tests.
     let expected = (0..<2000).map { i -> Float in
-      fmix32(fmix32(UInt32(i) &+ low) ^ high) >= threshold ? Float(1) / 0.7 : 0
+      DropoutRule.keeps(key: key, index: i, probability: 0.3) ? Float(1) / 0.7 : 0
     }
     XCTAssertEqual(Array(first.scalars.prefix(2000)), expected)
     // Keep rate: 210,000 Bernoulli(0.7) draws have σ ≈ 0.001; pairs of neighbours are kept

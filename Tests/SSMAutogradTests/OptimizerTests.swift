@@ -5,8 +5,10 @@ import XCTest
 
 /// Optimizer steps against PyTorch's update rules written out by hand in Double.
 final class OptimizerTests: XCTestCase {
-  /// Gradients for step t (1-based) of a 5-element parameter.
-  func gradient(_ t: Int) -> [Float] { (0..<5).map { Float(sin(Double($0 + 1) * Double(t))) * Float(t) } }
+  /// Gradients for step t (1-based) of a `count`-element parameter.
+  func gradient(_ t: Int, count: Int = 5) -> [Float] {
+    (0..<count).map { Float(sin(Double($0 + 1) * Double(t))) * Float(t) }
+  }
 
   /// torch.optim.Adam / AdamW, one parameter, in Double.
   func referenceAdam(steps: Int, lr: Double, wd: Double, decoupled: Bool, start: [Double]) -> [Double] {
@@ -15,7 +17,7 @@ final class OptimizerTests: XCTestCase {
     var v = [Double](repeating: 0, count: p.count)
     let (b1, b2, eps) = (0.9, 0.999, 1e-8)
     for t in 1...steps {
-      let g0 = gradient(t).map(Double.init)
+      let g0 = gradient(t, count: p.count).map(Double.init)
       for i in p.indices {
         var g = g0[i]
         if decoupled { p[i] *= 1 - lr * wd } else { g += wd * p[i] }
@@ -31,30 +33,43 @@ final class OptimizerTests: XCTestCase {
 
   func run(_ optimizer: Optimizer, _ parameter: Parameter, steps: Int) {
     for t in 1...steps {
-      parameter.gradient = Tensor([Float](gradient(t)))
+      parameter.gradient = Tensor([Float](gradient(t, count: parameter.value.elementCount)))
       optimizer.step()
     }
   }
 
   let start: [Float] = [0.5, -1, 2, 0.25, -0.75]
 
+  /// `start` extended to `count` elements in [−2, 2].
+  func initialValues(count: Int) -> [Float] {
+    (0..<count).map { $0 < start.count ? start[$0] : Float(2 * cos(Double($0) * 0.73)) }
+  }
+
+  /// Parameter sizes below the fused update's vector width and at awkward sizes above it, so that
+  /// the vector body and its tail are both checked.
+  let adamCounts = [5, 16, 17, 33, 65, 100]
+
   func testAdamMatchesPyTorchRule() {
-    withEvery("weightDecay", in: [0.0, 0.1]) { wd in
-      let p = Parameter(Tensor(start))
-      let adam = Adam(parameters: [("w", p)], learningRate: 0.01, weightDecay: wd == 0 ? .none : .l2(Float(wd)))
-      run(adam, p, steps: 7)
-      let expected = referenceAdam(steps: 7, lr: 0.01, wd: wd, decoupled: false, start: start.map(Double.init))
-      assertClose(p.value.doubles, expected, rtol: 0, atol: 1e-6)
+    withEvery("count", in: adamCounts) { count in
+      withEvery("weightDecay", in: [0.0, 0.1]) { wd in
+        let p = Parameter(Tensor(initialValues(count: count)))
+        let adam = Adam(parameters: [("w", p)], learningRate: 0.01, weightDecay: wd == 0 ? .none : .l2(Float(wd)))
+        run(adam, p, steps: 7)
+        let expected = referenceAdam(steps: 7, lr: 0.01, wd: wd, decoupled: false, start: initialValues(count: count).map(Double.init))
+        assertClose(p.value.doubles, expected, rtol: 0, atol: 1e-6)
+      }
     }
   }
 
   func testAdamWMatchesPyTorchRule() {
-    withEvery("weightDecay", in: [0.0, 0.05]) { wd in
-      let p = Parameter(Tensor(start))
-      let adamw = Adam.adamW(parameters: [("w", p)], learningRate: 0.01, weightDecay: Float(wd))
-      run(adamw, p, steps: 7)
-      let expected = referenceAdam(steps: 7, lr: 0.01, wd: wd, decoupled: true, start: start.map(Double.init))
-      assertClose(p.value.doubles, expected, rtol: 0, atol: 1e-6)
+    withEvery("count", in: adamCounts) { count in
+      withEvery("weightDecay", in: [0.0, 0.05]) { wd in
+        let p = Parameter(Tensor(initialValues(count: count)))
+        let adamw = Adam.adamW(parameters: [("w", p)], learningRate: 0.01, weightDecay: Float(wd))
+        run(adamw, p, steps: 7)
+        let expected = referenceAdam(steps: 7, lr: 0.01, wd: wd, decoupled: true, start: initialValues(count: count).map(Double.init))
+        assertClose(p.value.doubles, expected, rtol: 0, atol: 1e-6)
+      }
     }
   }
 

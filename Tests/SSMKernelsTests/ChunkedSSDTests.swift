@@ -29,23 +29,29 @@ final class ChunkedSSDTests: XCTestCase {
       sequenceIndex: ids, chunkSize: chunk)
   }
 
+  /// The fast path at every instruction-set level against the Double references, which are
+  /// computed once (they dominate the time).
   func check(_ x: ChunkedSSD.Inputs, label: String) -> Double {
-    let fast = ChunkedSSD.forward(x, returnFinalState: true)
     let ref = ChunkedSSD.reference(x, returnFinalState: true)
     let quadratic = ChunkedSSD.referenceQuadratic(ChunkedSSD.ReferenceInputs<Double>(x))
-    var worst = assertNormalizedError(fast.output, ref.output, below: 1e-4, "y")
-    worst = Swift.max(worst, assertNormalizedError(fast.finalState!, ref.finalState!, below: 1e-4, "final state"))
-    worst = Swift.max(worst, assertNormalizedError(Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-6, "quadratic vs recurrent"))
+    var worst = assertNormalizedError(Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-6, "quadratic vs recurrent")
     let g = Tensor.random(x.x.shape, seed: 11)
     let gFinal = Tensor.random(ref.finalState!.shape, seed: 12)
-    let fg = ChunkedSSD.backward(outputGradient: g, finalStateGradient: gFinal, x)
     let rg = ChunkedSSD.referenceBackward(outputGradient: g, finalStateGradient: gFinal, x)
-    for (name, a, b) in [("dx", fg.x, rg.x), ("ddt", fg.dt, rg.dt), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C)] {
-      worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name))
-    }
-    for (name, a, b) in [("dD", fg.D, rg.D), ("dbias", fg.dtBias, rg.dtBias), ("dinitial", fg.initialState, rg.initialState)] {
-      XCTAssertEqual(a == nil, b == nil, name)
-      if let a, let b { worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name)) }
+    defer { _ = ssm_isa_force(-1) }
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      let fast = ChunkedSSD.forward(x, returnFinalState: true)
+      worst = Swift.max(worst, assertNormalizedError(fast.output, ref.output, below: 1e-4, "y"))
+      worst = Swift.max(worst, assertNormalizedError(fast.finalState!, ref.finalState!, below: 1e-4, "final state"))
+      let fg = ChunkedSSD.backward(outputGradient: g, finalStateGradient: gFinal, x)
+      for (name, a, b) in [("dx", fg.x, rg.x), ("ddt", fg.dt, rg.dt), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C)] {
+        worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name))
+      }
+      for (name, a, b) in [("dD", fg.D, rg.D), ("dbias", fg.dtBias, rg.dtBias), ("dinitial", fg.initialState, rg.initialState)] {
+        XCTAssertEqual(a == nil, b == nil, name)
+        if let a, let b { worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name)) }
+      }
     }
     print("GRID chunked_ssd \(label) worst_normalized_error=\(worst)")
     return worst
@@ -82,10 +88,11 @@ final class ChunkedSSDTests: XCTestCase {
     }
   }
 
-  /// Chunked fast path against the Double recurrence (and the quadratic form against the
-  /// recurrence), forward and every gradient, over lengths, chunk sizes (lengths not divisible
-  /// by the chunk included) and batches. Tolerance 1e-4 relative to the largest magnitude: the
-  /// Float32 chunk products sum ≤ Q terms of decaying factors, measured errors ~1e-6.
+  /// Chunked fast path at every instruction-set level against the Double recurrence (and the
+  /// quadratic form against the recurrence), forward and every gradient, over lengths, chunk
+  /// sizes (lengths not divisible by the chunk included) and batches. Tolerance 1e-4 relative to
+  /// the largest magnitude: the Float32 chunk products sum ≤ Q terms of decaying factors,
+  /// measured errors ~1e-6.
   func testFastMatchesReferencesOverGrid() {
     withEvery("length", in: [1, 2, 7, 50, 200]) { length in
       withEvery("chunk", in: [1, 4, 16, 64]) { chunk in

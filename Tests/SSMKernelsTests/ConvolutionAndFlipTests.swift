@@ -1,10 +1,11 @@
+import CKernels
 import SSMKernels
 import SSMTestSupport
 import XCTest
 
 final class CausalConv1dTests: XCTestCase {
-  /// Fast against the Double reference, plain and packed (tolerance 1e-4 relative to the largest
-  /// magnitude: K-term float sums carry ~1e-7 rounding).
+  /// Fast at every instruction-set level against the Double reference, plain and packed
+  /// (tolerance 1e-4 relative to the largest magnitude: K-term float sums carry ~1e-7 rounding).
   func testFastMatchesReference() {
     withEvery("length", in: [1, 2, 7, 50]) { length in
       withEvery("batch", in: [1, 3]) { batch in
@@ -25,14 +26,19 @@ final class CausalConv1dTests: XCTestCase {
               }
             }
             let seq = packed ? IndexTensor(shape: [batch, length], values: ids) : nil
-            let y = CausalConv1d.forward(x, weight: w, bias: bias, sequenceIndex: seq)
-            assertNormalizedError(y, CausalConv1d.reference(x, weight: w, bias: bias, sequenceIndex: seq), below: 1e-4, "y")
+            let refY = CausalConv1d.reference(x, weight: w, bias: bias, sequenceIndex: seq)
             let g = Tensor.random(x.shape, seed: 4)
-            let fast = CausalConv1d.backward(outputGradient: g, x, weight: w, hasBias: hasBias, sequenceIndex: seq)
             let ref = CausalConv1d.referenceBackward(outputGradient: g, x, weight: w, hasBias: hasBias, sequenceIndex: seq)
-            assertNormalizedError(fast.x, ref.x, below: 1e-4, "dx")
-            assertNormalizedError(fast.weight, ref.weight, below: 1e-4, "dweight")
-            if hasBias { assertNormalizedError(fast.bias!, ref.bias!, below: 1e-4, "dbias") }
+            defer { _ = ssm_isa_force(-1) }
+            withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+              _ = ssm_isa_force(level)
+              let y = CausalConv1d.forward(x, weight: w, bias: bias, sequenceIndex: seq)
+              assertNormalizedError(y, refY, below: 1e-4, "y")
+              let fast = CausalConv1d.backward(outputGradient: g, x, weight: w, hasBias: hasBias, sequenceIndex: seq)
+              assertNormalizedError(fast.x, ref.x, below: 1e-4, "dx")
+              assertNormalizedError(fast.weight, ref.weight, below: 1e-4, "dweight")
+              if hasBias { assertNormalizedError(fast.bias!, ref.bias!, below: 1e-4, "dbias") }
+            }
           }
         }
       }

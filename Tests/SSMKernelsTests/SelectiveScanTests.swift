@@ -69,34 +69,35 @@ final class SelectiveScanTests: XCTestCase {
     }
   }
 
-  /// Central differences of the Double reference forward against its hand-written backward
-  /// (h = 1e-6; tolerance 1e-6 relative: the h² truncation term of the exp-heavy Δ path reaches
-  /// ~1e-7 on small entries, rounding ~1e-9).
+  /// Central differences of the Double reference forward against its hand-written backward, with
+  /// Δ = softplus(δ + bias) and with Δ = δ + bias (h = 1e-6; tolerance 1e-6 relative: the h²
+  /// truncation term of the exp-heavy Δ path reaches ~1e-7 on small entries, rounding ~1e-9).
   func testReferenceBackwardMatchesFiniteDifferences() {
-    let x = Self.inputs(batch: 2, length: 5, channels: 3, state: 2, gated: true, skip: true, bias: true, seed: 42)
-    var r = SelectiveScan.ReferenceInputs<Double>(x)
-    var rng = SplitMix64(seed: 9)
-    let cotangent = rng.doubles(r.u.count)
-    let g = SelectiveScan.referenceBackward(r, outputGradient: cotangent)
-    func loss(_ r: SelectiveScan.ReferenceInputs<Double>) -> Double {
-      zip(SelectiveScan.referenceForward(r).output, cotangent).reduce(0) { $0 + $1.0 * $1.1 }
+    withEvery("softplus", in: [true, false]) { softplus in
+      let x = Self.inputs(
+        batch: 2, length: 5, channels: 3, state: 2, gated: true, skip: true, bias: true, softplus: softplus, seed: 42)
+      let r = SelectiveScan.ReferenceInputs<Double>(x)
+      XCTAssertEqual(r.deltaSoftplus, softplus)
+      var rng = SplitMix64(seed: 9)
+      let cotangent = rng.doubles(r.u.count)
+      let g = SelectiveScan.referenceBackward(r, outputGradient: cotangent)
+      func loss(_ r: SelectiveScan.ReferenceInputs<Double>) -> Double {
+        zip(SelectiveScan.referenceForward(r).output, cotangent).reduce(0) { $0 + $1.0 * $1.1 }
+      }
+      let fields: [(String, WritableKeyPath<SelectiveScan.ReferenceInputs<Double>, [Double]>, [Double])] = [
+        ("u", \.u, g.u), ("delta", \.delta, g.delta), ("A", \.A, g.A), ("B", \.B, g.B), ("C", \.C, g.C),
+        ("D", \.D!, g.D!), ("z", \.z!, g.z!), ("deltaBias", \.deltaBias!, g.deltaBias!),
+      ]
+      for (name, path, analytic) in fields {
+        FiniteDifference.assertGradient(
+          analytic,
+          matches: { values in
+            var p = r
+            p[keyPath: path] = values
+            return loss(p)
+          }, at: r[keyPath: path], tolerance: 1e-6, name: name)
+      }
     }
-    let fields: [(String, WritableKeyPath<SelectiveScan.ReferenceInputs<Double>, [Double]>, [Double])] = [
-      ("u", \.u, g.u), ("delta", \.delta, g.delta), ("A", \.A, g.A), ("B", \.B, g.B), ("C", \.C, g.C),
-      ("D", \.D!, g.D!), ("z", \.z!, g.z!), ("deltaBias", \.deltaBias!, g.deltaBias!),
-    ]
-    for (name, path, analytic) in fields {
-      let base = r
-      FiniteDifference.assertGradient(
-        analytic,
-        matches: { values in
-          var p = base
-          p[keyPath: path] = values
-          return loss(p)
-        }, at: r[keyPath: path], tolerance: 1e-6, name: name)
-    }
-    r.deltaSoftplus = false
-    _ = loss(r)
   }
 
   func testScanWithScalarAPerChannelIsTheDiscreteRecurrence() {

@@ -1,3 +1,4 @@
+import CKernels
 import SSMLayers
 import SSMTestSupport
 import XCTest
@@ -66,12 +67,19 @@ final class LayerTests: XCTestCase {
       gru,
       [("weight_ih_l0", [12, 3]), ("weight_hh_l0", [12, 4]), ("bias_ih_l0", [12]), ("bias_hh_l0", [12]),
        ("weight_ih_l1", [12, 4]), ("weight_hh_l1", [12, 4]), ("bias_ih_l1", [12]), ("bias_hh_l1", [12])], direct: 8)
-    checkLayer(gru, input: Tensor.random([2, 4, 3], seed: 9)) { gru($0) }
-    // Without a tape the recurrence keeps only h; the states must not change.
-    let sequence = Variable(Tensor.random([3, 6, 3], seed: 12))
-    XCTAssertEqual(withoutGradients { gru(sequence) }.value, gru(sequence).value)
     let plain = GRU(inputSize: 3, hiddenSize: 3, bias: false, using: &rng)
-    checkLayer(plain, input: Tensor.random([1, 5, 3], seed: 10)) { plain($0) }
+    // The GRU step kernels are dispatched per instruction-set level: every level is checked.
+    do {
+      defer { _ = ssm_isa_force(-1) }
+      withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+        _ = ssm_isa_force(level)
+        checkLayer(gru, input: Tensor.random([2, 4, 3], seed: 9)) { gru($0) }
+        // Without a tape the recurrence keeps only h; the states must not change.
+        let sequence = Variable(Tensor.random([3, 6, 3], seed: 12))
+        XCTAssertEqual(withoutGradients { gru(sequence) }.value, gru(sequence).value)
+        checkLayer(plain, input: Tensor.random([1, 5, 3], seed: 10)) { plain($0) }
+      }
+    }
 
     let conv = Conv1d(inputChannels: 3, outputChannels: 2, kernelSize: 3, using: &rng)
     assertParameters(conv, [("weight", [2, 3, 3]), ("bias", [2])], direct: 2)
