@@ -17,9 +17,13 @@ guard arguments.count >= 2 else {
 }
 let k = arguments.count > 2 ? Int(arguments[2]) ?? 10 : 10
 let model: any SequentialRecommender
+let batching: BatchingPolicy
 let dataset: InteractionDataset
 do {
-  model = try Checkpoint.loadModel(from: URL(fileURLWithPath: arguments[0]))
+  let contents = try Checkpoint.Contents(contentsOf: URL(fileURLWithPath: arguments[0]))
+  model = try Checkpoint.loadModel(from: contents)
+  // Histories are batched as in training (SIGMA's window, for instance), as the checkpoint says.
+  batching = contents.batching ?? model.batching(maximumLength: nil)
   dataset = try InteractionDataset(contentsOf: URL(fileURLWithPath: arguments[1]))
 } catch {
   FileHandle.standardError.write(Data("error: \(error)\n".utf8))
@@ -29,9 +33,8 @@ guard dataset.itemCount == model.itemCount else {
   FileHandle.standardError.write(Data("error: the checkpoint scores \(model.itemCount) item ids, the dataset has \(dataset.itemCount)\n".utf8))
   exit(1)
 }
-let ids = Dictionary(uniqueKeysWithValues: dataset.itemTokens.enumerated().map { ($0.element, $0.offset) })
-// SIGMA's official flip reads a fixed 50-slot window; the other models take any width.
-let width: Int? = type(of: model).kind == SIGMA.kind ? 50 : nil
+var ids: [String: Int] = [:]
+for (id, token) in dataset.itemTokens.enumerated() where id > 0 { ids[token] = id }
 
 while let line = readLine() {
   let tokens = line.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\t" }).map(String.init)
@@ -42,7 +45,7 @@ while let line = readLine() {
     continue
   }
   do {
-    let batch = try SequenceBatch(histories: [history], width: width.map { Swift.max($0, 1) } ?? history.count)
+    let batch = try batching.batch([history])
     print(model.recommend(batch, k: k)[0].map { dataset.itemTokens[$0] }.joined(separator: " "))
   } catch {
     print("error: \(error)")

@@ -124,4 +124,27 @@ final class CheckpointTests: XCTestCase {
       }
     }
   }
+
+  func testRegistryBuildsLoadsAndRefusesDuplicates() throws {
+    let registry = ModelRegistry()
+    XCTAssertThrowsError(try registry.descriptor(named: "gru4rec")) {
+      XCTAssertEqual($0 as? ModelRegistryError, .unknownModel("gru4rec", known: []))
+    }
+    let descriptor = try ModelRegistry.shared.descriptor(named: Mamba4Rec.kind)
+    try registry.register(descriptor)
+    XCTAssertThrowsError(try registry.register(descriptor)) { XCTAssertEqual($0 as? ModelRegistryError, .duplicateName("mamba4rec")) }
+    XCTAssertEqual(ModelRegistry.shared.names, ["mamba4rec", "sigma", "ssd4rec", "sasrec", "gru4rec"])
+
+    let model = try descriptor.makeModel(itemCount: 20, overrides: .init(hiddenSize: 8, layers: 2, dropout: 0), seed: 4)
+    XCTAssertEqual((model as? Mamba4Rec)?.configuration.innerSize, 32)
+    XCTAssertEqual((model as? Mamba4Rec)?.configuration.layers, 2)
+    let url = folder.appendingPathComponent("registered.safetensors")
+    try Checkpoint.save(model as! Mamba4Rec, batching: .upTo(9), to: url)
+    let batch = try SequenceBatch(histories: [[1, 2, 3], [4]])
+    XCTAssertEqual(try Checkpoint.loadModel(from: url, registry: registry).scores(batch), model.scores(batch))
+    XCTAssertEqual(try Checkpoint.Contents(contentsOf: url).batching, .upTo(9))
+    XCTAssertThrowsError(try Checkpoint.loadModel(from: url, registry: ModelRegistry())) {
+      XCTAssertEqual($0 as? CheckpointError, .unknownModelKind("mamba4rec"))
+    }
+  }
 }

@@ -22,7 +22,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   public var cutoffs: [Int] = [10]
   /// Seed of initialisation, shuffling and dropout (RecBole default 2020).
   public var seed: UInt64 = 2020
-  /// `MAX_ITEM_LIST_LENGTH` (50); `nil` keeps whole histories (SSD4Rec's `var_len`). The model
+  /// `MAX_ITEM_LIST_LENGTH` (50); `nil` keeps whole histories (the official `var_len` setting). The model
   /// turns it into its ``BatchingPolicy`` (``SequentialRecommender/batching(maximumLength:)``).
   public var maximumLength: Int? = 50
   /// What a mini-batch whose loss is NaN or infinite does: stop training (the default) or skip
