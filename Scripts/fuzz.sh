@@ -15,7 +15,10 @@ harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=(safetensors checkpoint interactions)
 bash Scripts/install-deps.sh
 
-build=(swift build --package-path Fuzz --sanitize=fuzzer --sanitize=address)
+# The explicit coverage flags matter: from a clean build the driver's batch mode compiled the
+# Swift modules without coverage, leaving only the C kernels instrumented.
+build=(swift build --package-path Fuzz --sanitize=fuzzer --sanitize=address
+  -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp)
 "${build[@]}" 2>&1 | grep -vE "ld.gold: warning: Cannot export local symbol" | tail -n 3
 bin="$("${build[@]}" --show-bin-path)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ssmrec-fuzz.XXXXXX")"
@@ -35,13 +38,18 @@ for harness in "${harnesses[@]}"; do
   status=0
   "$bin/$target" -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$corpus" > "$work/$harness.log" 2>&1 || status=$?
-  runs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/$harness.log" | grep -o '[0-9]*$' || echo '?')"
-  coverage="$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$work/$harness.log" | tail -n 1 || true)"
-  corpus_size="$(ls "$corpus" | wc -l)"
-  echo "fuzz $harness: ${seconds}s, $runs executions, ${coverage:-no coverage line}, corpus $corpus_size inputs, exit status $status"
   if [ "$status" -ne 0 ]; then
     tail -n 40 "$work/$harness.log" >&2
     echo "fuzz $harness: FAILED; the input is in $artifacts" >&2
     exit 1
   fi
+  if ! grep -q 'INITED cov: ' "$work/$harness.log"; then
+    tail -n 20 "$work/$harness.log" >&2
+    echo "fuzz $harness: the seed corpus reached no instrumented code (is coverage on?)" >&2
+    exit 1
+  fi
+  runs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/$harness.log" | grep -o '[0-9]*$' || echo '?')"
+  coverage="$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$work/$harness.log" | tail -n 1 || true)"
+  corpus_size="$(ls "$corpus" | wc -l)"
+  echo "fuzz $harness: ${seconds}s, $runs executions, ${coverage:-no coverage line}, corpus $corpus_size inputs, exit status $status"
 done
