@@ -29,7 +29,7 @@ let package = Package(
       linkerSettings: [.linkedLibrary("m", .when(platforms: [.linux]))]
     ),
     .target(name: "SSMAutograd", dependencies: ["SSMTensor", "CKernels"]),
-    .target(name: "SSMKernels", dependencies: ["SSMTensor", "CKernels", "CBLAS"]),
+    .target(name: "SSMKernels", dependencies: ["SSMTensor", "CKernels"]),
     .target(name: "SSMLayers", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "CKernels"]),
     .target(name: "SSMMetrics", dependencies: ["SSMTensor"]),
     .target(
@@ -45,7 +45,10 @@ let package = Package(
 
     .executableTarget(
       name: "ssmrec",
-      dependencies: ["SSMRecommenders", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+      dependencies: [
+        "SSMTensor", "SSMAutograd", "SSMLayers", "SSMMetrics", "SSMRecommenders",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]
     ),
 
     // MARK: - Implementation details
@@ -65,11 +68,13 @@ let package = Package(
       dependencies: ["SSMTensor", "SSMAutograd"],
       path: "Tests/SSMTestSupport"
     ),
-    .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMTestSupport", "CBLAS"]),
+    .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMTestSupport", "CBLAS", "CKernels"]),
     .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
     .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
-    .testTarget(name: "SSMLayersTests", dependencies: ["SSMLayers", "SSMTestSupport"]),
-    .testTarget(name: "SSMRecommendersTests", dependencies: ["SSMRecommenders", "SSMTestSupport"]),
+    .testTarget(name: "SSMLayersTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMLayers", "SSMTestSupport", "CKernels"]),
+    .testTarget(
+      name: "SSMRecommendersTests",
+      dependencies: ["SSMTensor", "SSMAutograd", "SSMLayers", "SSMMetrics", "SSMRecommenders", "SSMTestSupport"]),
     .testTarget(name: "SSMMetricsTests", dependencies: ["SSMMetrics", "SSMTestSupport"]),
 
     // MARK: - Examples
@@ -81,7 +86,7 @@ let package = Package(
 
     .executableTarget(
       name: "CustomRecommender",
-      dependencies: ["SSMRecommenders"],
+      dependencies: ["SSMTensor", "SSMAutograd", "SSMLayers", "SSMRecommenders"],
       path: "Examples/CustomRecommender"
     ),
 

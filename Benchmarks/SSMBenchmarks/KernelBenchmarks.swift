@@ -6,6 +6,12 @@ import XCTest
 
 /// The SSM kernels against plain scalar loops of the same math, measured in the same run.
 final class KernelBenchmarks: XCTestCase {
+  /// The allocator setting the `ssmrec` command uses, so the figures match it.
+  override class func setUp() {
+    super.setUp()
+    AllocatorTuning.applyForTraining()
+  }
+
   override func setUpWithError() throws {
     #if DEBUG
       throw XCTSkip("Benchmarks run in release builds: swift test -c release --filter SSMBenchmarks")

@@ -11,6 +11,12 @@ import XCTest
 /// Quick mode: B 16, L 20, V 500. `SSMREC_BENCH=full`: B 256, L 50 and 200, V 1683 and 3417,
 /// the grid of the performance comparison (several minutes; SSD4Rec at L 200 dominates).
 final class ModelBenchmarks: XCTestCase {
+  /// The allocator setting the `ssmrec` command uses, so the figures match it.
+  override class func setUp() {
+    super.setUp()
+    AllocatorTuning.applyForTraining()
+  }
+
   override func setUpWithError() throws {
     #if DEBUG
       throw XCTSkip("Benchmarks run in release builds: swift test -c release --filter SSMBenchmarks")

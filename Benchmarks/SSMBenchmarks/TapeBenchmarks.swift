@@ -7,6 +7,12 @@ import XCTest
 /// forward and hand-written backward math on plain tensors, and a chain of tiny ops recorded
 /// against the same chain with recording off.
 final class TapeBenchmarks: XCTestCase {
+  /// The allocator setting the `ssmrec` command uses, so the figures match it.
+  override class func setUp() {
+    super.setUp()
+    AllocatorTuning.applyForTraining()
+  }
+
   override func setUpWithError() throws {
     #if DEBUG
       throw XCTSkip("Benchmarks run in release builds: swift test -c release --filter SSMBenchmarks")

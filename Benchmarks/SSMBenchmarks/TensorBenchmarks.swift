@@ -10,6 +10,12 @@ import XCTest
 ///
 /// Run with `swift test -c release --filter SSMBenchmarks` (add `SSMREC_BENCH=full` for full sizes).
 final class TensorBenchmarks: XCTestCase {
+  /// The allocator setting the `ssmrec` command uses, so the figures match it.
+  override class func setUp() {
+    super.setUp()
+    AllocatorTuning.applyForTraining()
+  }
+
   override func setUpWithError() throws {
     #if DEBUG
       throw XCTSkip("Benchmarks run in release builds: swift test -c release --filter SSMBenchmarks")

@@ -9,7 +9,10 @@
 // Without a path it trains on a small synthetic dataset it writes itself.
 
 import Foundation
+import SSMAutograd
+import SSMLayers
 import SSMRecommenders
+import SSMTensor
 
 final class BidirectionalMambaGRU: SequentialRecommender {
   struct Configuration: Codable, Sendable {

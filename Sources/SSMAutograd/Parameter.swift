@@ -1,3 +1,5 @@
+import SSMTensor
+
 /// A trainable tensor with identity: layers own parameters, optimizers update their values in
 /// place, and ``Variable/backward(seed:)`` accumulates into their gradients.
 public final class Parameter {

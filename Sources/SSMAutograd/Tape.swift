@@ -1,3 +1,4 @@
+import SSMTensor
 import Synchronization
 
 /// One recorded operation: where its output's gradient goes and how.

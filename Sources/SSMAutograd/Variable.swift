@@ -1,3 +1,5 @@
+import SSMTensor
+
 /// A tensor value on the tape of reverse-mode automatic differentiation.
 ///
 /// Operations on variables compute their value at once (define-by-run) and, when the result

@@ -1,3 +1,5 @@
+import SSMTensor
+
 /// SIGMA's partial flip and SSD4Rec's per-segment reversal: permutations of the time axis.
 ///
 /// Every flip here reverses a contiguous run of positions and leaves the rest in place, so each

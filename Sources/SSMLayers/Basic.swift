@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 /// A fully connected layer, `y = x·Wᵀ + b`, with `W` stored `[out, in]` as PyTorch does.
 public final class Linear: Layer {
   /// The weight `W`, shape `[out, in]` (PyTorch `weight`).

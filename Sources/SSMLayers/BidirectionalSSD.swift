@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 /// SSD4Rec's bidirectional SSD layer (SPEC §6.3, official code) over a packed batch: one
 /// Mamba-2 block read forwards and over each segment reversed (the "sequence registers" —
 /// segment ids and lengths — keep the sequences apart), the backward output added without

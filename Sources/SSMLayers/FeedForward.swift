@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 /// The position-wise feed-forward network of the SSM recommenders, parameter names
 /// `w_1`, `w_2`, `LayerNorm` (SPEC §4.3, §5.2, §6.3). Two placements of dropout and the norm:
 ///

@@ -1,4 +1,7 @@
 import CKernels
+import SSMAutograd
+import SSMKernels
+import SSMTensor
 
 /// A single-direction GRU over `[B, L, input]` sequences with PyTorch's gate order (r, z, n) and
 /// parameter names `weight_ih_l{k}`, `weight_hh_l{k}` (and `bias_ih_l{k}`, `bias_hh_l{k}`):

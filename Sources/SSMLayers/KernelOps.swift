@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 // The SSMKernels kernels as single nodes on the autograd tape. Each op keeps references to its
 // input tensors (no copies) and calls the kernel's hand-written backward, which recomputes what
 // it needs (scan states, chunk states); see each kernel's documentation for its scratch memory.

@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 /// A module with named parameters (STYLE.md R5): layers own ``Parameter``s and list them,
 /// with their children's, under dotted paths equal to the official PyTorch `state_dict` keys.
 public protocol Layer: ParameterContainer {}

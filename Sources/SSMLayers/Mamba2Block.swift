@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 /// The Mamba-2 block of SPEC §2.7 (as SSD4Rec calls it), with the official parameter names:
 /// `in_proj`, `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`.
 ///

@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)

@@ -1,3 +1,7 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+
 /// How SIGMA's backward branch reorders the sequence.
 public enum FlipStrategy: Codable, Sendable, Equatable {
   /// The official code: reverse the first `count` slots of the padded window (default 45).

@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// The descriptors of the five built-in recommenders, with their official training settings
 /// (SPEC §10.2): the only place that lists them.
 enum BuiltInModels {

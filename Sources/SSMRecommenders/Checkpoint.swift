@@ -1,4 +1,9 @@
 import Foundation
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+import SSMTensor
 
 /// Why a checkpoint could not be written, read or applied.
 public enum CheckpointError: Error, Equatable, CustomStringConvertible {

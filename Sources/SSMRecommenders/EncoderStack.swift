@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// A layer of the encoder stack Mamba4Rec and SIGMA share: a sequence block, a LayerNorm and a
 /// feed-forward network.
 protocol StackLayer: Layer {

@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// GRU4Rec as RecBole implements it (SPEC §9.2): item embeddings, dropout, a GRU without biases
 /// and a dense layer back to the embedding width; the last valid hidden state scores all items.
 public final class GRU4Rec: SequentialRecommender {

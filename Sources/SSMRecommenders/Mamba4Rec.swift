@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// Mamba4Rec (Liu et al., arXiv 2403.03900), as the official code computes it (SPEC §5).
 ///
 ///     H = LN(Drop(E[items]))

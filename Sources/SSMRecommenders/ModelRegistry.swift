@@ -1,4 +1,9 @@
 import Foundation
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+import SSMTensor
 
 /// Hyperparameter overrides a tool may give on its command line; each model descriptor decides
 /// what they mean for its configuration.

@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)

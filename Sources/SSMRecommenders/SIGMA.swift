@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// SIGMA (Liu et al., arXiv 2408.11451), as the official code computes it (SPEC §3–§4):
 /// G-Mamba blocks (partially flipped Mamba, DS gate, FE-GRU, mixing) and the feed-forward
 /// network.

@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// SSD4Rec (Zhang et al., arXiv 2409.01192), as the official code computes it (SPEC §6):
 /// histories packed into one row without padding, with per-token segment ids (the "sequence
 /// registers") that restart the convolution and the SSD state at every boundary, and

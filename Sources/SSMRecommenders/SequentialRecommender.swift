@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// A batch of item histories, right-padded with id 0 (RecBole's layout, SPEC §7.4).
 public struct SequenceBatch: Sendable {
   /// Histories, oldest first: row `b` holds `lengths[b]` items, then zeros. Shape `[B, L]`.

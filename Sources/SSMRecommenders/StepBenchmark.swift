@@ -1,6 +1,8 @@
 import Foundation
 import SSMAutograd
+import SSMKernels
 import SSMLayers
+import SSMMetrics
 import SSMTensor
 
 #if canImport(Glibc)
@@ -13,37 +15,37 @@ import SSMTensor
 ///
 ///     let result = try StepBenchmark.run(.init(model: "mamba4rec", length: 200), repeats: 10)
 ///     print(result.train.median, result.trainGigaflopsPerSecond)
-public enum StepBenchmark {
+package enum StepBenchmark {
   /// One configuration: a model at its official hyperparameters (or the overridden width and
   /// depth) and the batch shape.
-  public struct Case: Sendable, Hashable {
+  package struct Case: Sendable, Hashable {
     /// The recommender's registered name (``ModelDescriptor/name``).
-    public var model: String
+    package var model: String
     /// Sequences per batch.
-    public var batch: Int
+    package var batch: Int
     /// The padded history length L (also the model's maximum length).
-    public var length: Int
+    package var length: Int
     /// Item ids V, padding included.
-    public var items: Int
+    package var items: Int
     /// The embedding width, or `nil` for the official setting.
-    public var hiddenSize: Int?
+    package var hiddenSize: Int?
     /// The number of layers, or `nil` for the official setting.
-    public var layers: Int?
+    package var layers: Int?
 
     /// A case; the defaults are the reference configuration of the performance comparison.
-    public init(model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil) {
+    package init(model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil) {
       (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers) = (model, batch, length, items, hiddenSize, layers)
     }
   }
 
   /// Wall-clock statistics of repeated runs, in milliseconds.
-  public struct Timing: Sendable, Equatable {
+  package struct Timing: Sendable, Equatable {
     /// The median run.
-    public var median: Double
+    package var median: Double
     /// The fastest run.
-    public var minimum: Double
+    package var minimum: Double
     /// The slowest run.
-    public var maximum: Double
+    package var maximum: Double
 
     init(samples: [Double]) {
       let sorted = samples.sorted()
@@ -54,32 +56,32 @@ public enum StepBenchmark {
   }
 
   /// The measurements of one case.
-  public struct Result: Sendable {
+  package struct Result: Sendable {
     /// What was measured.
-    public var configuration: Case
+    package var configuration: Case
     /// One training step.
-    public var train: Timing
+    package var train: Timing
     /// One inference batch.
-    public var inference: Timing
+    package var inference: Timing
     /// Floating-point operations of one training step, as ``FLOPCounter`` counts them (matrix
     /// products and the scan/SSD/convolution kernels; elementwise work is not counted).
-    public var trainOperations: Int
+    package var trainOperations: Int
     /// Floating-point operations of one inference batch, counted the same way.
-    public var inferenceOperations: Int
+    package var inferenceOperations: Int
     /// The process's peak resident memory while this case ran, in MiB (on Linux the peak is
     /// reset before each case; elsewhere it is the process's peak so far).
-    public var peakResidentMiB: Double
+    package var peakResidentMiB: Double
     /// The model's trainable parameters.
-    public var parameters: Int
+    package var parameters: Int
 
     /// Counted operations per second of the median training step, in GFLOP/s.
-    public var trainGigaflopsPerSecond: Double { Double(trainOperations) / train.median / 1e6 }
+    package var trainGigaflopsPerSecond: Double { Double(trainOperations) / train.median / 1e6 }
     /// Counted operations per second of the median inference batch, in GFLOP/s.
-    public var inferenceGigaflopsPerSecond: Double { Double(inferenceOperations) / inference.median / 1e6 }
+    package var inferenceGigaflopsPerSecond: Double { Double(inferenceOperations) / inference.median / 1e6 }
 
     /// The result as a flat JSON-friendly dictionary (times in ms, `train_step_ms` and
     /// `infer_batch_ms` being the medians).
-    public var dictionary: [String: Any] {
+    package var dictionary: [String: Any] {
       var d: [String: Any] = [
         "model": configuration.model, "batch": configuration.batch, "length": configuration.length,
         "items": configuration.items, "train_step_ms": train.median, "train_step_min_ms": train.minimum,
@@ -96,7 +98,7 @@ public enum StepBenchmark {
 
   /// Builds the case's model (seed 1) and a batch of random histories (at least half full) and
   /// targets.
-  public static func prepare(_ c: Case) throws -> (model: any SequentialRecommender, batch: SequenceBatch) {
+  package static func prepare(_ c: Case) throws -> (model: any SequentialRecommender, batch: SequenceBatch) {
     let model = try ModelRegistry.shared.descriptor(named: c.model).makeModel(
       itemCount: c.items, overrides: .init(hiddenSize: c.hiddenSize, layers: c.layers, maximumLength: c.length), seed: 1)
     var rng = SplitMix64(seed: 7)
@@ -113,7 +115,7 @@ public enum StepBenchmark {
   /// `repeats` timed training steps.
   /// - Throws: ``ModelRegistryError`` for an unknown model, `ConfigurationError` for sizes it
   ///   cannot take.
-  public static func run(_ c: Case, repeats: Int) throws -> Result {
+  package static func run(_ c: Case, repeats: Int) throws -> Result {
     precondition(repeats > 0 && c.batch > 0 && c.length > 1 && c.items > 1, "StepBenchmark: bad case \(c)")
     resetPeakResidentMemory()
     let (model, batch) = try prepare(c)
@@ -149,7 +151,7 @@ public enum StepBenchmark {
 
   /// Runs `repeats` training steps of a case under an ``OperationProfile``: the time per step
   /// of every recorded operation, the optimizer step and the whole step.
-  public static func profile(_ c: Case, repeats: Int) throws -> (entries: [OperationProfile.Entry], optimizer: Duration, step: Duration) {
+  package static func profile(_ c: Case, repeats: Int) throws -> (entries: [OperationProfile.Entry], optimizer: Duration, step: Duration) {
     let (model, batch) = try prepare(c)
     return profile(model, batch, repeats: repeats)
   }
@@ -175,7 +177,7 @@ public enum StepBenchmark {
   }
 
   /// The process's peak resident set size in KiB.
-  public static func peakResidentKiB() -> Int {
+  package static func peakResidentKiB() -> Int {
     #if os(Linux)
       if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
         let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),

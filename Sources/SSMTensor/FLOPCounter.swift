@@ -8,19 +8,19 @@ import Synchronization
 /// Not counted: elementwise passes, reductions, normalisation and softmax, which are
 /// memory-bound and would inflate the rate. Read ``count`` before and after the work to measure;
 /// concurrent work elsewhere in the process is included.
-public enum FLOPCounter {
+package enum FLOPCounter {
   private static let total = Atomic<Int>(0)
 
   /// Operations counted since the process started.
-  public static var count: Int { total.load(ordering: .relaxed) }
+  package static var count: Int { total.load(ordering: .relaxed) }
 
   /// Adds `operations` to the count (for kernels outside this module).
-  public static func add(_ operations: Int) {
+  package static func add(_ operations: Int) {
     total.wrappingAdd(operations, ordering: .relaxed)
   }
 
   /// Runs `body` and returns its result with the operations counted meanwhile.
-  public static func measure<R>(_ body: () throws -> R) rethrows -> (result: R, operations: Int) {
+  package static func measure<R>(_ body: () throws -> R) rethrows -> (result: R, operations: Int) {
     let before = count
     let result = try body()
     return (result, count - before)

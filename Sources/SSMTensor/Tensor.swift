@@ -5,15 +5,24 @@
 #endif
 import CKernels
 
-/// glibc's malloc is tuned once, before the first tensor buffer (see `ssm_configure_allocator`).
-/// `SSMREC_DEFAULT_MALLOC=1` in the environment leaves it untouched.
-let allocatorConfigured: Bool = {
-  if let value = getenv("SSMREC_DEFAULT_MALLOC"), value.pointee == UInt8(ascii: "1") { return false }
-  return ssm_configure_allocator() == 1
-}()
+/// Process-wide memory settings for training; nothing in SSMRec applies them on its own, since
+/// an application linking SSMRec owns its allocator.
+public enum AllocatorTuning {
+  /// Tunes glibc's malloc for a training process: buffers up to 32 MB come from the heap instead
+  /// of fresh `mmap`s and freed heap memory is kept for reuse, because a training step allocates
+  /// the same sizes every time and faulting their pages in again cost more than the math. Call it
+  /// once, early (the `ssmrec` command does). Returns whether it was applied: `false` off glibc
+  /// or when `SSMREC_DEFAULT_MALLOC=1` is in the environment.
+  @discardableResult
+  public static func applyForTraining() -> Bool {
+    if let value = getenv("SSMREC_DEFAULT_MALLOC"), value.pointee == UInt8(ascii: "1") { return false }
+    return ssm_configure_allocator() == 1
+  }
+}
 
-/// Hands heap memory freed by tensors back to the system. The allocator tuning above keeps it
-/// for reuse, so without this a process's resident size stays at its largest step's.
+/// Hands heap memory freed by tensors back to the system. With ``AllocatorTuning`` applied,
+/// freed memory is kept for reuse, so without this a process's resident size stays at its
+/// largest step's.
 package func releaseFreedHeapMemory() {
   _ = ssm_release_free_memory()
 }
@@ -61,7 +70,6 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
   public init(
     shape: Shape, unsafeUninitializedCapacity initializer: (UnsafeMutableBufferPointer<Float>) -> Void
   ) {
-    _ = allocatorConfigured
     let count = shape.elementCount
     self.shape = shape
     self.storage = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in

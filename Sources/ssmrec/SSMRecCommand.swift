@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
+import SSMAutograd
+import SSMLayers
+import SSMMetrics
 import SSMRecommenders
+import SSMTensor
 
 #if canImport(Glibc)
   import Glibc
@@ -104,6 +108,17 @@ func checkItemCount(_ recommender: any SequentialRecommender, _ dataset: Interac
   }
 }
 
+/// The process's peak resident memory so far, in MiB (`getrusage`: KiB on Linux, bytes on Darwin).
+func peakResidentMiB() -> Double {
+  var usage = rusage()
+  guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
+  #if canImport(Darwin)
+    return Double(usage.ru_maxrss) / (1024 * 1024)
+  #else
+    return Double(usage.ru_maxrss) / 1024
+  #endif
+}
+
 /// The registered model names, for help texts.
 let modelNames = ModelRegistry.shared.names.joined(separator: ", ")
 
@@ -184,6 +199,7 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
+    AllocatorTuning.applyForTraining()
     let dataset = try data.load()
     let descriptor = try descriptor(named: model)
     var settings = descriptor.defaultTraining
@@ -207,7 +223,7 @@ struct Train: ParsableCommand {
       "model": model, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
       "epochs": result.epochs, "best_epoch": result.bestEpoch, "seconds_per_epoch": result.secondsPerEpoch,
       "stopped_early": result.stoppedEarly, "test_groups": result.testGroups.mapValues(paperNames),
-      "peak_resident_mib": Double(StepBenchmark.peakResidentKiB()) / 1024,
+      "peak_resident_mib": peakResidentMiB(),
     ]
     try jsonString(metrics).write(to: folder.appendingPathComponent("metrics.json"), atomically: true, encoding: .utf8)
   }
@@ -248,6 +264,7 @@ struct Evaluate: ParsableCommand {
   }
 
   func run() throws {
+    AllocatorTuning.applyForTraining()
     let contents = try Checkpoint.Contents(contentsOf: URL(fileURLWithPath: checkpoint))
     let recommender = try Checkpoint.loadModel(from: contents)
     let dataset = try data.load()
@@ -365,6 +382,7 @@ struct Bench: ParsableCommand {
   }
 
   func run() throws {
+    AllocatorTuning.applyForTraining()
     if !json {
       print("model      B    L     V   train ms (min–max)        infer ms (min–max)     GFLOP/step  GFLOP/s  peak MiB")
     }

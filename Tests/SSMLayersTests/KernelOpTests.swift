@@ -1,4 +1,7 @@
+import SSMAutograd
+import SSMKernels
 import SSMLayers
+import SSMTensor
 import SSMTestSupport
 import XCTest
 

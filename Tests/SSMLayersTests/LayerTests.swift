@@ -1,5 +1,8 @@
 import CKernels
+import SSMAutograd
+import SSMKernels
 import SSMLayers
+import SSMTensor
 import SSMTestSupport
 import XCTest
 

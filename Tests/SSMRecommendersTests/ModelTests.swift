@@ -1,4 +1,8 @@
+import SSMAutograd
+import SSMLayers
+import SSMMetrics
 import SSMRecommenders
+import SSMTensor
 import SSMTestSupport
 import XCTest
 

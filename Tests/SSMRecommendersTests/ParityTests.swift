@@ -1,5 +1,9 @@
 import Foundation
+import SSMAutograd
+import SSMLayers
+import SSMMetrics
 import SSMRecommenders
+import SSMTensor
 import SSMTestSupport
 import XCTest
 

@@ -161,12 +161,12 @@ void ssm_gru_backward_step(const float *dh, const float *r, const float *z, cons
 void ssm_dropout(uint64_t key, float probability, float scale, const float *x, float *y, float *mask,
                  long begin, long end);
 
-/// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
-/// applied. Called once by SSMTensor before its first allocation.
 /// A spin-wait hint to the processor (x86 `pause`, Arm `yield`).
 void ssm_cpu_relax(void);
 /// Returns freed heap memory to the system (glibc's malloc_trim); 1 if any was released.
 int ssm_release_free_memory(void);
+/// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
+/// applied. Only `AllocatorTuning.applyForTraining()` calls it, when an application asks.
 int ssm_configure_allocator(void);
 
 /// The instruction-set level in use: 0 portable, 1 AVX2+FMA, 2 AVX-512.

@@ -1,3 +1,5 @@
+import SSMTensor
+
 // Elementwise functions. Memory kept: the input (the derivative is evaluated from it in one
 // fused SIMD pass, `Tensor.elementwiseGradient`).
 

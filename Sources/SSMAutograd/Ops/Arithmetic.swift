@@ -1,3 +1,5 @@
+import SSMTensor
+
 // Elementwise arithmetic with NumPy broadcasting. Pullbacks sum gradients back over broadcast
 // axes (`Tensor.summed(toShape:)`). Memory kept: `+`/`−` nothing but shapes; `×` both operands;
 // `÷` both operands.

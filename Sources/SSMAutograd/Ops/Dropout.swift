@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 // Inverted dropout. Memory kept: the scaled keep mask.
 

@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 // Softmax cross-entropy over all classes as one fused op: the forward pass computes each row's
 // loss and, in the same sweep over the logits, its gradient `(softmax − onehot)/B`; no one-hot

@@ -1,3 +1,5 @@
+import SSMTensor
+
 // Matrix products. Memory kept: both operands (no copies: `Tensor` shares storage).
 //
 // With C = op(A)·op(B): ∂op(A) = ∂C·op(B)ᵀ and ∂op(B) = op(A)ᵀ·∂C, each written as one

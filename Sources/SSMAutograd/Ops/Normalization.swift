@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 // Layer normalisation over the last axis as one fused op. Forward: one pass per row computing
 // mean, 1/√(σ²+eps) and the output (CKernels `ssm_layer_norm_rows`). Backward: one pass per row

@@ -1,3 +1,5 @@
+import SSMTensor
+
 // Sums and means. Memory kept: the input shape.
 
 extension Variable {

@@ -1,3 +1,5 @@
+import SSMTensor
+
 // Shape operations. Memory kept: shapes and indices only (no tensors).
 
 extension Variable {

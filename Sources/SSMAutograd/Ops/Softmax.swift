@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 // Softmax and log-softmax along the last axis. Memory kept: the output.
 

@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 /// Adam and AdamW with PyTorch's semantics.
 ///

@@ -1,3 +1,5 @@
+import SSMTensor
+
 /// Updates parameters from their accumulated gradients.
 ///
 /// Optimizers hold their parameters by name (the dotted `state_dict` paths), so their state can

@@ -1,3 +1,5 @@
+import SSMTensor
+
 /// Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay,
 /// with `torch.optim.SGD`'s semantics:
 ///

@@ -1,3 +1,5 @@
+import SSMTensor
+
 extension ChunkedSSD {
   /// The SSD inputs as flat arrays of a reference scalar type.
   package struct ReferenceInputs<T: ReferenceScalar> {

@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 #if canImport(Glibc)
   import Glibc

@@ -1,3 +1,5 @@
+import SSMTensor
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)

@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 /// Causal depthwise convolution over time, channels last, with optional resets at the
 /// boundaries of packed sequences.

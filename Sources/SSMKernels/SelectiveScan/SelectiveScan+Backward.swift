@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 extension SelectiveScan {
   /// The gradients of a scalar objective with respect to every input, given its gradient with

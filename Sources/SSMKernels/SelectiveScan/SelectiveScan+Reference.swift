@@ -1,3 +1,5 @@
+import SSMTensor
+
 extension SelectiveScan {
   /// The scan's inputs as flat arrays of any reference scalar type (Double in tests, Float for
   /// the plain-loop baseline of the benchmarks).

@@ -1,4 +1,5 @@
 import CKernels
+import SSMTensor
 
 /// The selective-scan recurrence of Mamba (S6), fused with its discretisation.
 ///

@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// One next-item prediction instance: a history (oldest first) and the item that followed it.
 public struct SequenceInstance: Sendable, Equatable {
   /// The (remapped) id of the user whose sequence the instance comes from.

@@ -1,3 +1,9 @@
+import SSMTensor
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+
 /// Full-ranking evaluation (SPEC §7.6): every item id is scored, the padding id 0 excluded,
 /// history items not masked, and metrics come from each target's rank under the deterministic
 /// tie rule of `FullRanking`. Scores are computed a batch at a time and never sorted.

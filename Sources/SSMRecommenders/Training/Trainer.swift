@@ -1,4 +1,9 @@
 import Foundation
+import SSMAutograd
+import SSMKernels
+import SSMLayers
+import SSMMetrics
+import SSMTensor
 
 /// Settings of a training run; defaults follow the official configurations (SPEC §7.8, §10.2).
 public struct TrainingConfiguration: Codable, Sendable, Equatable {

@@ -1,2 +1,0 @@
-@_exported import SSMAutograd
-@_exported import SSMKernels

@@ -1,2 +1,0 @@
-@_exported import SSMLayers
-@_exported import SSMMetrics
