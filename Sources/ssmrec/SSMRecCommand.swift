@@ -111,10 +111,11 @@ func checkItemCount(_ recommender: any SequentialRecommender, _ dataset: Interac
 /// The process's peak resident memory so far, in MiB (`getrusage`: KiB on Linux, bytes on Darwin).
 func peakResidentMiB() -> Double {
   var usage = rusage()
-  guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
   #if canImport(Darwin)
+    guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
     return Double(usage.ru_maxrss) / (1024 * 1024)
   #else
+    guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
     return Double(usage.ru_maxrss) / 1024
   #endif
 }
