@@ -80,115 +80,21 @@ extension Variable {
   /// The GRU recurrence given the input projections `[B, L, 3H]` (gate order r, z, n, input
   /// biases included), `W_hh` `[3H, H]` and optionally `b_hh` `[3H]`; returns `h` `[B, L, H]`.
   ///
-  /// One tape node. Each step is one `sgemm` for `h_{t−1}·W_hhᵀ` and one SIMD pass over the
-  /// gates (CKernels); the backward runs the same steps in reverse (SPEC §4.2). Memory kept when
-  /// recording: r, z, n, `W_hn·h + b_hn` and h for every step (5·B·L·H floats); without a tape
-  /// only h.
+  /// One tape node over ``GRURecurrence`` (SSMKernels): when recording it keeps r, z, n,
+  /// `W_hn·h + b_hn` and h for every step (5·B·L·H floats); without a tape only h.
   public static func gruRecurrence(inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?) -> Variable {
-    let (batch, length, threeH) = (inputProjection.shape[0], inputProjection.shape[1], inputProjection.shape[2])
-    let hidden = threeH / 3
-    precondition(hiddenWeight.shape == [threeH, hidden], "gruRecurrence: W_hh \(hiddenWeight.shape) must be [3H, H] for projections \(inputProjection.shape)")
-    let xw = inputProjection.value, whh = hiddenWeight.value
-    let bhh = hiddenBias?.value ?? Tensor(zeros: [threeH])
-    let step = batch * hidden
-    // Recording keeps r, z, n, hn and h of every step ([L, B, H] each) for the backward pass;
-    // without a tape only h is kept and the gates of one step are scratch (5× less memory).
-    let recording = GradientMode.isEnabled && (inputProjection.requiresGradient || hiddenWeight.requiresGradient || (hiddenBias?.requiresGradient ?? false))
-    let gateRegion = recording ? length * step : step
-    // Every entry is written by the step kernel before it is read, so nothing is zero-filled
-    // (in training that was 5·B·L·H floats per call).
-    var saved = [Float](unsafeUninitializedCapacity: 4 * gateRegion + length * step) { _, count in
-      count = 4 * gateRegion + length * step
-    }
-    var hw = [Float](repeating: 0, count: batch * threeH)
-    let xStride = length * threeH
-    xw.withUnsafeBufferPointer { xp in
-      whh.withUnsafeBufferPointer { wp in
-        bhh.withUnsafeBufferPointer { bp in
-          saved.withUnsafeMutableBufferPointer { sp in
-            hw.withUnsafeMutableBufferPointer { hwp in
-              let base = sp.baseAddress!
-              let (r, z, n, hn, h) = (
-                base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
-              )
-              for t in 0..<length {
-                for b in 0..<batch { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
-                if t > 0 {
-                  BLAS.gemm(
-                    transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
-                    lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
-                }
-                let o = t * step, g = recording ? o : 0
-                ssm_gru_forward_step(
-                  xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, batch, hidden,
-                  r + g, z + g, n + g, hn + g, h + o)
-              }
-            }
-          }
-        }
-      }
-    }
-    let output = Tensor(shape: [length, batch, hidden], scalars: Array(saved[(4 * gateRegion)...])).permuted([1, 0, 2])
-    var inputs = [inputProjection, hiddenWeight]
-    if let hiddenBias { inputs.append(hiddenBias) }
-    return record(value: output, inputs: inputs) {
-      { [saved] g in
-        // The backward step writes every entry of both.
-        var dxw = Tensor(uninitializedShape: [batch, length, threeH])
-        var dW = Tensor(zeros: [threeH, hidden])
-        var dh = [Float](repeating: 0, count: step)
-        var carry = [Float](repeating: 0, count: step)
-        // The gradients of h_{t−1}·W_hhᵀ + b_hh for every step, [L, B, 3H]: the weight and bias
-        // gradients are then one long product and one column sum after the loop instead of a
-        // small product per step.
-        var dhwAll = Tensor(uninitializedShape: [length * batch, threeH])
-        saved.withUnsafeBufferPointer { sp in
-          let (r, z, n, hn, h) = (
-            sp.baseAddress!, sp.baseAddress! + length * step, sp.baseAddress! + 2 * length * step,
-            sp.baseAddress! + 3 * length * step, sp.baseAddress! + 4 * length * step
-          )
-          g.withUnsafeBufferPointer { gp in
-            whh.withUnsafeBufferPointer { wp in
-              dxw.withUnsafeMutableBufferPointer { dxp in
-                dhwAll.withUnsafeMutableBufferPointer { dhwp in
-                  for t in stride(from: length - 1, through: 0, by: -1) {
-                    let o = t * step
-                    let dhw = dhwp.baseAddress! + t * batch * threeH
-                    dh.withUnsafeMutableBufferPointer { dhp in
-                      for b in 0..<batch {
-                        ssm_accumulate(dhp.baseAddress! + b * hidden, gp.baseAddress! + (b * length + t) * hidden, hidden)
-                      }
-                      carry.withUnsafeMutableBufferPointer { cp in
-                        ssm_gru_backward_step(
-                          dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, batch, hidden,
-                          dxp.baseAddress! + t * threeH, xStride, dhw, cp.baseAddress!)
-                        // dh_{t−1} = z∘dh + dHW·W_hh
-                        BLAS.gemm(
-                          transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1,
-                          a: dhw, lda: threeH, b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!,
-                          ldc: hidden)
-                      }
-                    }
-                    swap(&dh, &carry)
-                  }
-                  // dW_hh = Σ_{t≥1} dHW_tᵀ·h_{t−1}: rows t ≥ 1 of dHW against rows t ≤ L−2 of h.
-                  if length > 1 {
-                    dW.withUnsafeMutableBufferPointer { dwp in
-                      BLAS.gemm(
-                        transposeA: true, transposeB: false, m: threeH, n: hidden, k: (length - 1) * batch, alpha: 1,
-                        a: dhwp.baseAddress! + batch * threeH, lda: threeH, b: h, ldb: hidden, beta: 0,
-                        c: dwp.baseAddress!, ldc: hidden)
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
-        let db = hiddenBias == nil ? nil : dhwAll.sum(alongAxis: 0)
-        var grads: [Tensor?] = [dxw, dW]
-        if let db { grads.append(db) }
-        return grads
+    let inputs = GRURecurrence.Inputs(
+      inputProjection: inputProjection.value, hiddenWeight: hiddenWeight.value, hiddenBias: hiddenBias?.value)
+    let recording =
+      GradientMode.isEnabled
+      && (inputProjection.requiresGradient || hiddenWeight.requiresGradient || (hiddenBias?.requiresGradient ?? false))
+    let (output, saved) = GRURecurrence.forward(inputs, saveForBackward: recording)
+    var tapeInputs = [inputProjection, hiddenWeight]
+    if let hiddenBias { tapeInputs.append(hiddenBias) }
+    return record(value: output, inputs: tapeInputs) {
+      { g in
+        let grads = GRURecurrence.backward(outputGradient: g, inputs, saved: saved!)
+        return [grads.inputProjection, grads.hiddenWeight] + (grads.hiddenBias.map { [$0] } ?? [])
       }
     }
   }

@@ -1,0 +1,89 @@
+import CKernels
+import SSMKernels
+import SSMTestSupport
+import XCTest
+
+final class GRURecurrenceTests: XCTestCase {
+  static func inputs(batch: Int, length: Int, hidden: Int, bias: Bool, seed: UInt64) -> GRURecurrence.Inputs {
+    var rng = SplitMix64(seed: seed)
+    // Projections of the size a trained GRU sees (|a| ≲ 2) so that the gates are neither all
+    // saturated nor all linear; W_hh at PyTorch's initial scale 1/√H and above.
+    let scale = 1.5 / Float(hidden).squareRoot()
+    return GRURecurrence.Inputs(
+      inputProjection: Tensor.randomUniform([batch, length, 3 * hidden], lowerBound: -2, upperBound: 2, using: &rng),
+      hiddenWeight: Tensor.randomUniform([3 * hidden, hidden], lowerBound: -scale, upperBound: scale, using: &rng),
+      hiddenBias: bias ? Tensor.randomUniform([3 * hidden], lowerBound: -0.5, upperBound: 0.5, using: &rng) : nil)
+  }
+
+  /// Fast Float32 kernel against the Double reference, forward and every gradient, at every
+  /// instruction-set level and at widths below, at and just above the vector width.
+  ///
+  /// Tolerance 1e-5 of the largest magnitude: each step is a sum of H products and a handful of
+  /// transcendental gates (kernels accurate to ~2e-7), and a GRU's state is bounded by 1, so the
+  /// errors measured stay near 1e-7 over 40 steps.
+  func testFastMatchesReferenceOverGrid() {
+    defer { _ = ssm_isa_force(-1) }
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      withEvery("length", in: [1, 2, 7, 40]) { length in
+        withEvery("batch", in: [1, 3]) { batch in
+          withEvery("hidden", in: [1, 3, 8, 9, 16, 17, 33]) { hidden in
+            withEvery("bias", in: [false, true]) { bias in
+              let x = Self.inputs(batch: batch, length: length, hidden: hidden, bias: bias, seed: UInt64(7 * length + 31 * hidden + batch))
+              let reference = GRURecurrence.ReferenceInputs(x)
+              let (output, saved) = GRURecurrence.forward(x, saveForBackward: true)
+              let expected = Tensor(shape: [batch, length, hidden], scalars: GRURecurrence.referenceForward(reference).map(Float.init))
+              assertNormalizedError(output, expected, below: 1e-5, "h")
+              // Without saving, the same states.
+              assertNormalizedError(GRURecurrence.forward(x, saveForBackward: false).output, output, below: 1e-7, "h unsaved")
+              var rng = SplitMix64(seed: 99)
+              let dy = Tensor.randomNormal([batch, length, hidden], using: &rng)
+              let fast = GRURecurrence.backward(outputGradient: dy, x, saved: saved!)
+              let slow = GRURecurrence.referenceBackward(reference, outputGradient: dy.doubles)
+              assertNormalizedError(fast.inputProjection, Tensor(shape: [batch, length, 3 * hidden], scalars: slow.inputProjection.map(Float.init)), below: 1e-5, "∂xw")
+              assertNormalizedError(fast.hiddenWeight, Tensor(shape: [3 * hidden, hidden], scalars: slow.hiddenWeight.map(Float.init)), below: 1e-5, "∂W_hh")
+              if bias {
+                assertNormalizedError(fast.hiddenBias ?? Tensor(zeros: [1]), Tensor(shape: [3 * hidden], scalars: slow.hiddenBias.map(Float.init)), below: 1e-5, "∂b_hh")
+              } else {
+                XCTAssertNil(fast.hiddenBias)
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// The Double reference's backward against central differences of the reference's forward,
+  /// for every input (1e-5: central differences at h = 1e-6 resolve ~1e-10 absolute, which is
+  /// 1e-6 relative on the smallest entries).
+  func testReferenceBackwardMatchesFiniteDifferences() {
+    withEvery("hidden", in: [1, 3, 5]) { hidden in
+      withEvery("length", in: [1, 4]) { length in
+        let x = Self.inputs(batch: 2, length: length, hidden: hidden, bias: true, seed: UInt64(hidden * 13 + length))
+        let base = GRURecurrence.ReferenceInputs(x)
+        var rng = SplitMix64(seed: 5)
+        let dy = (0..<(2 * length * hidden)).map { _ in rng.nextUnitDouble() * 2 - 1 }
+        func loss(_ r: GRURecurrence.ReferenceInputs) -> Double {
+          zip(GRURecurrence.referenceForward(r), dy).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        let analytic = GRURecurrence.referenceBackward(base, outputGradient: dy)
+        FiniteDifference.assertGradient(analytic.inputProjection, matches: { v in
+          var r = base
+          r.inputProjection = v
+          return loss(r)
+        }, at: base.inputProjection, tolerance: 1e-5, name: "xw")
+        FiniteDifference.assertGradient(analytic.hiddenWeight, matches: { v in
+          var r = base
+          r.hiddenWeight = v
+          return loss(r)
+        }, at: base.hiddenWeight, tolerance: 1e-5, name: "W_hh")
+        FiniteDifference.assertGradient(analytic.hiddenBias, matches: { v in
+          var r = base
+          r.hiddenBias = v
+          return loss(r)
+        }, at: base.hiddenBias, tolerance: 1e-5, name: "b_hh")
+      }
+    }
+  }
+}
