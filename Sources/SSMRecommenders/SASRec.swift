@@ -53,84 +53,6 @@ public final class SASRec: SequentialRecommender {
     }
   }
 
-  /// Multi-head self-attention with residual and LayerNorm (RecBole `MultiHeadAttention`).
-  public final class MultiHeadAttention: Layer {
-    /// Query projection, `D` to `D` (`query`).
-    public let query: Linear
-    /// Key projection, `D` to `D` (`key`).
-    public let key: Linear
-    /// Value projection, `D` to `D` (`value`).
-    public let value: Linear
-    /// Output projection of the concatenated heads, `D` to `D` (`dense`).
-    public let dense: Linear
-    /// LayerNorm of the output plus the residual input (`LayerNorm`).
-    public let norm: LayerNorm
-    /// Number of attention heads; each attends over `D / heads` dimensions.
-    public let heads: Int
-    /// Dropout on the attention probabilities (RecBole `attn_dropout`).
-    public let attentionDropout: Dropout
-    /// Dropout on the output projection, before the residual (RecBole `out_dropout`).
-    public let hiddenDropout: Dropout
-
-    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
-      query = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
-      key = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
-      value = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
-      dense = Linear(inputSize: c.hiddenSize, outputSize: c.hiddenSize, using: &generator)
-      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
-      heads = c.heads
-      attentionDropout = Dropout(probability: c.attentionDropout)
-      hiddenDropout = Dropout(probability: c.hiddenDropout)
-    }
-
-    /// `query.*`, `key.*`, `value.*`, `dense.*` and `LayerNorm.*`, RecBole's `MultiHeadAttention` names.
-    public func namedParameters() -> [(path: String, parameter: Parameter)] {
-      prefixed("query", query.namedParameters()) + prefixed("key", key.namedParameters())
-        + prefixed("value", value.namedParameters()) + prefixed("dense", dense.namedParameters())
-        + prefixed("LayerNorm", norm.namedParameters())
-    }
-
-    /// - Parameters: `x` `[B, L, D]`; `mask` additive, `[B, 1, L, L]`.
-    func callAsFunction(_ x: Variable, mask: Tensor, context: inout ForwardContext) -> Variable {
-      let (b, l, d) = (x.shape[0], x.shape[1], x.shape[2])
-      let size = d / heads
-      func split(_ v: Variable) -> Variable { v.reshaped(to: [b, l, heads, size]).permuted([0, 2, 1, 3]) }
-      let scores = Variable.matmul(split(query(x)), split(key(x)), transposeB: true) * (1 / Float(size).squareRoot()) + mask
-      let probabilities = attentionDropout(scores.softmax(), context: &context)
-      let contextVectors = Variable.matmul(probabilities, split(value(x))).permuted([0, 2, 1, 3]).reshaped(to: [b, l, d])
-      return norm(hiddenDropout(dense(contextVectors), context: &context) + x)
-    }
-  }
-
-  /// The Transformer's feed-forward sublayer (RecBole `FeedForward`: no dropout between GELU and
-  /// the second projection).
-  public final class TransformerFeedForward: Layer {
-    /// Expansion from `D` to `innerSize`, followed by GELU (`dense_1`).
-    public let first: Linear
-    /// Projection from `innerSize` back to `D` (`dense_2`).
-    public let second: Linear
-    /// LayerNorm of the output plus the residual input (`LayerNorm`).
-    public let norm: LayerNorm
-    /// Dropout on the second projection's output, before the residual (`hiddenDropout`).
-    public let dropout: Dropout
-
-    init(_ c: Configuration, using generator: inout some RandomNumberGenerator) {
-      first = Linear(inputSize: c.hiddenSize, outputSize: c.innerSize, using: &generator)
-      second = Linear(inputSize: c.innerSize, outputSize: c.hiddenSize, using: &generator)
-      norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
-      dropout = Dropout(probability: c.hiddenDropout)
-    }
-
-    /// `dense_1.*`, `dense_2.*` and `LayerNorm.*`, RecBole's `FeedForward` names.
-    public func namedParameters() -> [(path: String, parameter: Parameter)] {
-      prefixed("dense_1", first.namedParameters()) + prefixed("dense_2", second.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
-    }
-
-    func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
-      norm(dropout(second(first(x).gelu()), context: &context) + x)
-    }
-  }
-
   /// `"sasrec"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
   public static let kind = "sasrec"
   /// The validated width, maximum length, layer and head counts and dropouts; checkpoints store them as their
@@ -161,8 +83,17 @@ public final class SASRec: SequentialRecommender {
     items = Embedding(count: configuration.itemCount, dimension: configuration.hiddenSize, paddingIndex: 0, using: &generator)
     positions = Embedding(count: configuration.maximumLength, dimension: configuration.hiddenSize, using: &generator)
     embeddingNorm = LayerNorm(dimension: configuration.hiddenSize, epsilon: configuration.layerNormEpsilon)
-    attention = (0..<configuration.layers).map { _ in MultiHeadAttention(configuration, using: &generator) }
-    feedForward = (0..<configuration.layers).map { _ in TransformerFeedForward(configuration, using: &generator) }
+    let c = configuration
+    attention = (0..<c.layers).map { _ in
+      MultiHeadAttention(
+        dimension: c.hiddenSize, heads: c.heads, attentionDropout: c.attentionDropout, hiddenDropout: c.hiddenDropout,
+        epsilon: c.layerNormEpsilon, using: &generator)
+    }
+    feedForward = (0..<c.layers).map { _ in
+      TransformerFeedForward(
+        dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.hiddenDropout, epsilon: c.layerNormEpsilon,
+        using: &generator)
+    }
     dropout = Dropout(probability: configuration.hiddenDropout)
     applyBlanketInitialization(using: &generator)
   }

@@ -1,0 +1,121 @@
+import Foundation
+import SSMAutograd
+import SSMLayers
+import SSMTensor
+import SSMTestSupport
+import XCTest
+
+/// The Transformer sublayers against plain Double statements of their equations, and their
+/// gradients against finite differences.
+final class AttentionTests: XCTestCase {
+  /// `x·Wᵀ + b` for one row in Double.
+  func linear(_ layer: Linear, _ row: [Double]) -> [Double] {
+    let w = layer.weight.value.doubles, out = layer.weight.shape[0]
+    let b = layer.bias?.value.doubles ?? [Double](repeating: 0, count: out)
+    return (0..<out).map { o in b[o] + zip(w[(o * row.count)..<((o + 1) * row.count)], row).reduce(0) { $0 + $1.0 * $1.1 } }
+  }
+
+  /// LayerNorm of one row in Double (biased variance).
+  func layerNorm(_ norm: LayerNorm, _ row: [Double]) -> [Double] {
+    let mean = row.reduce(0, +) / Double(row.count)
+    let variance = row.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(row.count)
+    let (g, b) = (norm.weight.value.doubles, norm.bias.value.doubles)
+    return row.indices.map { (row[$0] - mean) / (variance + Double(norm.epsilon)).squareRoot() * g[$0] + b[$0] }
+  }
+
+  /// A layer with every parameter moved off its initial value, so a swapped or forgotten one shows.
+  func perturbed<L: Layer>(_ layer: L, seed: UInt64) -> L {
+    var rng = SplitMix64(seed: seed)
+    for (_, p) in layer.namedParameters() { p.value = p.value + Tensor.randomUniform(p.shape, lowerBound: -0.3, upperBound: 0.3, using: &rng) }
+    return layer
+  }
+
+  /// A causal mask with the last key of sequence 1 masked out as padding (right padding, as in
+  /// RecBole), `[B, 1, L, L]`. Every query keeps a visible key: a fully masked row is a softmax
+  /// of −10000 + s whose Float rounding (ulp 0.001 at 10⁴) no reference reproduces.
+  func mask(batch: Int, length: Int) -> Tensor {
+    var values = [Float](repeating: -10000, count: batch * length * length)
+    for b in 0..<batch {
+      for i in 0..<length {
+        for j in 0...i where !(b == 1 && j == length - 1) { values[(b * length + i) * length + j] = 0 }
+      }
+    }
+    return Tensor(shape: [batch, 1, length, length], scalars: values)
+  }
+
+  func testMultiHeadAttentionMatchesItsEquations() {
+    withEvery("heads", in: [1, 2, 4]) { heads in
+      let (batch, length, d) = (2, 5, 8)
+      var rng = SplitMix64(seed: UInt64(heads))
+      let layer = perturbed(MultiHeadAttention(dimension: d, heads: heads, using: &rng), seed: 3)
+      let x = Tensor.random([batch, length, d], seed: 11)
+      let m = mask(batch: batch, length: length)
+      var context = ForwardContext.evaluation
+      let y = layer(Variable(x), mask: m, context: &context).value
+      var expected: [Double] = []
+      let size = d / heads
+      for b in 0..<batch {
+        let rows = (0..<length).map { t in Array(x.doubles[((b * length + t) * d)..<((b * length + t + 1) * d)]) }
+        let (q, k, v) = (rows.map { linear(layer.query, $0) }, rows.map { linear(layer.key, $0) }, rows.map { linear(layer.value, $0) })
+        for i in 0..<length {
+          var joined = [Double](repeating: 0, count: d)
+          for h in 0..<heads {
+            let span = (h * size)..<((h + 1) * size)
+            let logits = (0..<length).map { j in
+              zip(q[i][span], k[j][span]).reduce(0) { $0 + $1.0 * $1.1 } / Double(size).squareRoot() + Double(m.scalars[(b * length + i) * length + j])
+            }
+            let top = logits.max()!
+            let weights = logits.map { Foundation.exp($0 - top) }
+            let total = weights.reduce(0, +)
+            for j in 0..<length { for c in span { joined[c] += weights[j] / total * v[j][c] } }
+          }
+          let projected = linear(layer.dense, joined)
+          expected += layerNorm(layer.norm, zip(projected, rows[i]).map { $0 + $1 })
+        }
+      }
+      assertClose(y, expected: expected, shape: [batch, length, d], rtol: 1e-5, atol: 1e-5)
+    }
+  }
+
+  func testTransformerFeedForwardMatchesItsEquations() {
+    var rng = SplitMix64(seed: 5)
+    let layer = perturbed(TransformerFeedForward(dimension: 6, innerDimension: 10, using: &rng), seed: 8)
+    let x = Tensor.random([3, 4, 6], seed: 2)
+    var context = ForwardContext.evaluation
+    let y = layer(Variable(x), context: &context).value
+    var expected: [Double] = []
+    for r in 0..<12 {
+      let row = Array(x.doubles[(r * 6)..<((r + 1) * 6)])
+      let inner = linear(layer.first, row).map { $0 * 0.5 * (1 + Foundation.erf($0 / 2.0.squareRoot())) }
+      expected += layerNorm(layer.norm, zip(linear(layer.second, inner), row).map { $0 + $1 })
+    }
+    assertClose(y, expected: expected, shape: [3, 4, 6], rtol: 1e-5, atol: 1e-5)
+  }
+
+  func testGradientsMatchFiniteDifferences() {
+    var rng = SplitMix64(seed: 9)
+    let attention = perturbed(MultiHeadAttention(dimension: 4, heads: 2, using: &rng), seed: 4)
+    let m = mask(batch: 2, length: 3)
+    GradientCheck.assertLayerGradients(attention, input: Tensor.random([2, 3, 4], seed: 6)) { x in
+      var context = ForwardContext.evaluation
+      return attention(x, mask: m, context: &context)
+    }
+    let feedForward = perturbed(TransformerFeedForward(dimension: 4, innerDimension: 6, using: &rng), seed: 7)
+    GradientCheck.assertLayerGradients(feedForward, input: Tensor.random([2, 3, 4], seed: 1)) { x in
+      var context = ForwardContext.evaluation
+      return feedForward(x, context: &context)
+    }
+  }
+
+  func testParameterNamesAreRecBoles() {
+    var rng = SplitMix64(seed: 1)
+    let attention = MultiHeadAttention(dimension: 8, heads: 2, using: &rng)
+    XCTAssertEqual(
+      attention.namedParameters().map(\.path),
+      ["query.weight", "query.bias", "key.weight", "key.bias", "value.weight", "value.bias", "dense.weight", "dense.bias", "LayerNorm.weight", "LayerNorm.bias"])
+    let feedForward = TransformerFeedForward(dimension: 8, innerDimension: 16, using: &rng)
+    XCTAssertEqual(
+      feedForward.namedParameters().map(\.path),
+      ["dense_1.weight", "dense_1.bias", "dense_2.weight", "dense_2.bias", "LayerNorm.weight", "LayerNorm.bias"])
+  }
+}
