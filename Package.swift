@@ -71,7 +71,8 @@ let package = Package(
     .testTarget(name: "SSMTensorTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMTestSupport", "CBLAS", "CKernels"]),
     .testTarget(name: "SSMAutogradTests", dependencies: ["SSMAutograd", "SSMTestSupport"]),
     .testTarget(name: "SSMKernelsTests", dependencies: ["SSMKernels", "SSMTestSupport", "CKernels"]),
-    .testTarget(name: "SSMLayersTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMLayers", "SSMTestSupport", "CKernels"]),
+    .testTarget(
+      name: "SSMLayersTests", dependencies: ["SSMTensor", "SSMAutograd", "SSMKernels", "SSMLayers", "SSMTestSupport", "CKernels"]),
     .testTarget(
       name: "SSMRecommendersTests",
       dependencies: ["SSMTensor", "SSMAutograd", "SSMLayers", "SSMMetrics", "SSMRecommenders", "SSMTestSupport"]),

@@ -55,10 +55,12 @@ final class KernelBenchmarks: XCTestCase {
       let elements = Double(batch * length * 128 * 32)
       Benchmark.report(
         "selective_scan_fwd_bwd_B\(batch)_L\(length)_E128_N32", fastBoth,
-        ["forward_ms": fastForward.median * 1e3, "scalar_forward_ms": slowForward.median * 1e3,
-         "scalar_fwd_bwd_ms": slowBoth.median * 1e3, "speedup_forward": slowForward.median / fastForward.median,
-         "speedup_fwd_bwd": slowBoth.median / fastBoth.median, "gflops_fwd_bwd": elements * 26 / fastBoth.median / 1e9,
-         "lanes": Double(ssm_scan_lanes())])
+        [
+          "forward_ms": fastForward.median * 1e3, "scalar_forward_ms": slowForward.median * 1e3,
+          "scalar_fwd_bwd_ms": slowBoth.median * 1e3, "speedup_forward": slowForward.median / fastForward.median,
+          "speedup_fwd_bwd": slowBoth.median / fastBoth.median, "gflops_fwd_bwd": elements * 26 / fastBoth.median / 1e9,
+          "lanes": Double(ssm_scan_lanes()),
+        ])
     }
   }
 
@@ -95,16 +97,24 @@ final class KernelBenchmarks: XCTestCase {
       var variants: [() -> Void] = chunks.map { q in
         var xq = x
         xq.chunkSize = q
-        return { blackHole(ChunkedSSD.forward(xq)); blackHole(ChunkedSSD.backward(outputGradient: g, xq)) }
+        return {
+          blackHole(ChunkedSSD.forward(xq))
+          blackHole(ChunkedSSD.backward(outputGradient: g, xq))
+        }
       }
-      variants.append { blackHole(SelectiveScan.forward(scan)); blackHole(SelectiveScan.backward(outputGradient: gScan, scan)) }
+      variants.append {
+        blackHole(SelectiveScan.forward(scan))
+        blackHole(SelectiveScan.backward(outputGradient: gScan, scan))
+      }
       let t = Benchmark.interleaved(repeats: 5, warmup: 1, variants)
       let sequential = t[chunks.count].median
       Benchmark.report(
         "chunked_ssd_fwd_bwd_B\(batch)_L\(length)_H32_P16_N64", t[1],
-        ["sequential_scan_ms": sequential * 1e3, "q32_ms": t[0].median * 1e3, "q64_ms": t[1].median * 1e3,
-         "q256_ms": t[2].median * 1e3, "speedup_q64_vs_sequential": sequential / t[1].median,
-         "speedup_best_vs_sequential": sequential / t[0..<chunks.count].map(\.median).min()!])
+        [
+          "sequential_scan_ms": sequential * 1e3, "q32_ms": t[0].median * 1e3, "q64_ms": t[1].median * 1e3,
+          "q256_ms": t[2].median * 1e3, "speedup_q64_vs_sequential": sequential / t[1].median,
+          "speedup_best_vs_sequential": sequential / t[0..<chunks.count].map(\.median).min()!,
+        ])
     }
   }
 
@@ -129,9 +139,15 @@ final class KernelBenchmarks: XCTestCase {
     }
     let cases: [(String, Tensor, () -> Void, Double)] = [
       ("partial_flip_prefix45_B\(batch)_L50_D64", x, { blackHole(PartialFlip.prefix(x, count: 45)) }, 2),
-      ("causal_conv1d_forward_B\(batch)_L50_C128_K4", inner, { blackHole(CausalConv1d.forward(inner, weight: w, bias: bias)) }, 2),
-      ("causal_conv1d_backward_B\(batch)_L50_C128_K4", inner, {
-        blackHole(CausalConv1d.backward(outputGradient: g, inner, weight: w, hasBias: true)) }, 3),
+      (
+        "causal_conv1d_forward_B\(batch)_L50_C128_K4", inner, { blackHole(CausalConv1d.forward(inner, weight: w, bias: bias)) }, 2
+      ),
+      (
+        "causal_conv1d_backward_B\(batch)_L50_C128_K4", inner,
+        {
+          blackHole(CausalConv1d.backward(outputGradient: g, inner, weight: w, hasBias: true))
+        }, 3
+      ),
     ]
     for (name, tensor, body, passes) in cases {
       let t = Benchmark.interleaved([body, memcpyCase(tensor)])

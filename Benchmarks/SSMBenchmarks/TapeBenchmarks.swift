@@ -52,7 +52,8 @@ final class TapeBenchmarks: XCTestCase {
       blackHole((dW2, dB2, dW1, dB1))
     }
     let t = Benchmark.interleaved(repeats: 201, warmup: 20, [taped, manual])
-    Benchmark.report("tape_mlp_step_16x8x32x4", t[0], ["manual_ms": t[1].median * 1e3, "overhead_ratio": t[0].median / t[1].median])
+    Benchmark.report(
+      "tape_mlp_step_16x8x32x4", t[0], ["manual_ms": t[1].median * 1e3, "overhead_ratio": t[0].median / t[1].median])
   }
 
   /// 1,000 elementwise ops on 64-element tensors: recorded (forward + backward) against forward
@@ -64,14 +65,21 @@ final class TapeBenchmarks: XCTestCase {
       for i in 0..<1000 { v = i % 2 == 0 ? v * 0.999 : v + 0.001 }
       return v
     }
-    let t = Benchmark.interleaved(repeats: 31, warmup: 3, [
-      { p.zeroGradient(); chain().sum().backward() },
-      { blackHole(chain()) },
-      { blackHole(withoutGradients { chain() }) },
-    ])
+    let t = Benchmark.interleaved(
+      repeats: 31, warmup: 3,
+      [
+        {
+          p.zeroGradient()
+          chain().sum().backward()
+        },
+        { blackHole(chain()) },
+        { blackHole(withoutGradients { chain() }) },
+      ])
     Benchmark.report(
       "tape_1000_small_ops", t[0],
-      ["forward_recorded_ms": t[1].median * 1e3, "forward_unrecorded_ms": t[2].median * 1e3,
-       "recording_us_per_op": (t[1].median - t[2].median) * 1e3, "forward_backward_us_per_op": t[0].median * 1e3])
+      [
+        "forward_recorded_ms": t[1].median * 1e3, "forward_unrecorded_ms": t[2].median * 1e3,
+        "recording_us_per_op": (t[1].median - t[2].median) * 1e3, "forward_backward_us_per_op": t[0].median * 1e3,
+      ])
   }
 }

@@ -81,7 +81,8 @@ func syntheticDataset() throws -> URL {
   var lines = ["user_id:token\titem_id:token\ttimestamp:float"]
   var rng = SplitMix64(seed: 11)
   for user in 0..<200 {
-    let start = Int(rng.next() % 60), stride = 1 + Int(rng.next() % 3)
+    let start = Int(rng.next() % 60)
+    let stride = 1 + Int(rng.next() % 3)
     for t in 0..<12 { lines.append("u\(user)\ti\((start + t * stride) % 60)\t\(t)") }
   }
   let url = FileManager.default.temporaryDirectory.appendingPathComponent("ssmrec-synthetic.inter")
@@ -124,17 +125,22 @@ let result = try train(model)
 /// Trains through the built-in models' trainer (generic over the concrete model type).
 @MainActor func train<Model: SequentialRecommender>(_ model: Model) throws -> TrainingResult {
   let trainer = try Trainer(model: model, split: split, configuration: settings, outputFolder: output)
-  print("\(Model.kind): \(model.parameterCount) parameters, \(split.train.count) training instances, batching \(trainer.batching)")
+  print(
+    "\(Model.kind): \(model.parameterCount) parameters, \(split.train.count) training instances, batching \(trainer.batching)")
   return try trainer.fit { record in
-    print("epoch \(record.epoch): loss \(String(format: "%.4f", record.trainLoss)), valid ndcg@10 \(String(format: "%.4f", record.validation["ndcg@10"] ?? 0))")
+    print(
+      "epoch \(record.epoch): loss \(String(format: "%.4f", record.trainLoss)), valid ndcg@10 \(String(format: "%.4f", record.validation["ndcg@10"] ?? 0))"
+    )
   }
 }
-print("test:", result.test.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  "))
+print(
+  "test:", result.test.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  "))
 
 // Reload the best checkpoint through the registry, as `ssmrec evaluate` does, and evaluate it
 // with the batching the checkpoint recorded: the same metrics come back.
 let contents = try Checkpoint.Contents(contentsOf: output.appendingPathComponent("best.safetensors"))
-require(contents.batching == .upTo(20), "the checkpoint records batching \(contents.batching.map(String.init(describing:)) ?? "none")")
+require(
+  contents.batching == .upTo(20), "the checkpoint records batching \(contents.batching.map(String.init(describing:)) ?? "none")")
 let reloaded = try Checkpoint.loadModel(from: contents)
 require(reloaded is BidirectionalMambaGRU, "the registry rebuilt a \(type(of: reloaded))")
 let again = Evaluator(batching: contents.batching).evaluate(reloaded, on: split.test).results

@@ -30,7 +30,8 @@ do {
   exit(1)
 }
 guard dataset.itemCount == model.itemCount else {
-  FileHandle.standardError.write(Data("error: the checkpoint scores \(model.itemCount) item ids, the dataset has \(dataset.itemCount)\n".utf8))
+  FileHandle.standardError.write(
+    Data("error: the checkpoint scores \(model.itemCount) item ids, the dataset has \(dataset.itemCount)\n".utf8))
   exit(1)
 }
 var ids: [String: Int] = [:]

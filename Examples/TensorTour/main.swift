@@ -33,7 +33,9 @@ for (m, k, n) in [(12_800, 64, 256), (256, 64, 3417)] {
 
 print("\nElementwise and softmax over 4M floats (16 MB in, 16 MB out):")
 let x = Tensor.randomNormal([4096, 1024], using: &rng)
-for (name, op) in [("exp", { x.exp() }), ("silu", { x.silu() }), ("gelu", { x.gelu() }), ("x + 1", { x + 1 }), ("softmax", { x.softmax() })] as [(String, () -> Tensor)] {
+for (name, op) in [
+  ("exp", { x.exp() }), ("silu", { x.silu() }), ("gelu", { x.gelu() }), ("x + 1", { x + 1 }), ("softmax", { x.softmax() }),
+] as [(String, () -> Tensor)] {
   var y = x
   let t = medianSeconds { y = op() }
   let gbps = 2 * Double(x.elementCount) * 4 / t / 1e9

@@ -49,7 +49,8 @@ public enum PartialFlip {
   ///   - segmentLengths: the lengths of the consecutive segments of each row, summing to `T`.
   public static func segments(_ x: Tensor, segmentLengths: [[Int]]) -> Tensor {
     precondition(x.rank == 3, "PartialFlip: x must be [B, T, D], got \(x.shape)")
-    precondition(segmentLengths.count == x.shape[0], "PartialFlip: \(segmentLengths.count) rows of segments for a batch of \(x.shape[0])")
+    precondition(
+      segmentLengths.count == x.shape[0], "PartialFlip: \(segmentLengths.count) rows of segments for a batch of \(x.shape[0])")
     var source = [Int]()
     for row in segmentLengths {
       precondition(row.reduce(0, +) == x.shape[1], "PartialFlip: segment lengths \(row) do not sum to \(x.shape[1])")

@@ -79,7 +79,8 @@ public final class TransformerFeedForward: Layer {
 
   /// PyTorch's default initialisation for both projections; LayerNorm γ = 1, β = 0.
   public init(
-    dimension: Int, innerDimension: Int, dropout: Float = 0, epsilon: Float = 1e-12, using generator: inout some RandomNumberGenerator
+    dimension: Int, innerDimension: Int, dropout: Float = 0, epsilon: Float = 1e-12,
+    using generator: inout some RandomNumberGenerator
   ) {
     first = Linear(inputSize: dimension, outputSize: innerDimension, using: &generator)
     second = Linear(inputSize: innerDimension, outputSize: dimension, using: &generator)

@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 /// A fully connected layer, `y = x·Wᵀ + b`, with `W` stored `[out, in]` as PyTorch does.
 public final class Linear: Layer {
@@ -15,7 +15,8 @@ public final class Linear: Layer {
     weight = Parameter(
       Tensor.randomUniform([outputSize, inputSize], lowerBound: -bound, upperBound: bound, using: &generator),
       role: .linearWeight)
-    self.bias = bias
+    self.bias =
+      bias
       ? Parameter(Tensor.randomUniform([outputSize], lowerBound: -bound, upperBound: bound, using: &generator), role: .linearBias)
       : nil
   }

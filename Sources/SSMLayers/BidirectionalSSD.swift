@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 /// SSD4Rec's bidirectional SSD layer (SPEC §6.3, official code) over a packed batch: one
 /// Mamba-2 block read forwards and over each segment reversed (the "sequence registers" —
@@ -38,7 +38,8 @@ public final class BidirectionalSSD: Layer {
     ssd = Mamba2Block(configuration: block, using: &generator)
     norm = LayerNorm(dimension: block.modelDimension, epsilon: epsilon)
     feedForward = FeedForward(
-      dimension: block.modelDimension, innerDimension: innerSize, dropout: dropout, epsilon: epsilon, arrangement: .normThenDropout,
+      dimension: block.modelDimension, innerDimension: innerSize, dropout: dropout, epsilon: epsilon,
+      arrangement: .normThenDropout,
       using: &generator)
     self.dropout = Dropout(probability: dropout)
     self.backwardWeight = backwardWeight

@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 /// The position-wise feed-forward network of the SSM recommenders, parameter names
 /// `w_1`, `w_2`, `LayerNorm` (SPEC §4.3, §5.2, §6.3). Two placements of dropout and the norm:
@@ -51,7 +51,8 @@ public final class FeedForward: Layer {
 
   /// `w_1.*`, `w_2.*` and `LayerNorm.*`, the names of the official recommenders' feed-forward module.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    prefixed("w_1", first.namedParameters()) + prefixed("w_2", second.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
+    prefixed("w_1", first.namedParameters()) + prefixed("w_2", second.namedParameters())
+      + prefixed("LayerNorm", norm.namedParameters())
   }
 
   /// The network at every position of `x` `[B, L, D]`, with dropout active in a training `context`;

@@ -32,11 +32,18 @@ public final class GRU: Layer {
   public let hiddenBiases: [Parameter]?
 
   /// PyTorch's initialisation: every weight and bias `U(±1/√hidden)`.
-  public init(inputSize: Int, hiddenSize: Int, layers: Int = 1, bias: Bool = true, using generator: inout some RandomNumberGenerator) {
+  public init(
+    inputSize: Int, hiddenSize: Int, layers: Int = 1, bias: Bool = true, using generator: inout some RandomNumberGenerator
+  ) {
     (self.inputSize, self.hiddenSize, self.layerCount) = (inputSize, hiddenSize, layers)
     let bound = 1 / Float(hiddenSize).squareRoot()
-    func u(_ shape: Shape) -> Parameter { Parameter(Tensor.randomUniform(shape, lowerBound: -bound, upperBound: bound, using: &generator)) }
-    var wi = [Parameter](), wh = [Parameter](), bi = [Parameter](), bh = [Parameter]()
+    func u(_ shape: Shape) -> Parameter {
+      Parameter(Tensor.randomUniform(shape, lowerBound: -bound, upperBound: bound, using: &generator))
+    }
+    var wi = [Parameter]()
+    var wh = [Parameter]()
+    var bi = [Parameter]()
+    var bh = [Parameter]()
     for k in 0..<layers {
       wi.append(u([3 * hiddenSize, k == 0 ? inputSize : hiddenSize]))
       wh.append(u([3 * hiddenSize, hiddenSize]))
@@ -70,7 +77,8 @@ public final class GRU: Layer {
     for k in 0..<layerCount {
       var projected = Variable.matmul(h, inputWeights[k].variable, transposeB: true)
       if let inputBiases { projected = projected + inputBiases[k].variable }
-      h = Variable.gruRecurrence(inputProjection: projected, hiddenWeight: hiddenWeights[k].variable, hiddenBias: hiddenBiases?[k].variable)
+      h = Variable.gruRecurrence(
+        inputProjection: projected, hiddenWeight: hiddenWeights[k].variable, hiddenBias: hiddenBiases?[k].variable)
     }
     return h
   }
@@ -113,11 +121,15 @@ public final class Conv1d: Layer {
   public let kernelSize: Int
 
   /// PyTorch's default initialisation: `U(±1/√(C_in·K))`.
-  public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, bias: Bool = true, using generator: inout some RandomNumberGenerator) {
+  public init(
+    inputChannels: Int, outputChannels: Int, kernelSize: Int, bias: Bool = true, using generator: inout some RandomNumberGenerator
+  ) {
     precondition(kernelSize % 2 == 1, "Conv1d here pads symmetrically and needs an odd kernel, got \(kernelSize)")
     let bound = 1 / Float(inputChannels * kernelSize).squareRoot()
-    weight = Parameter(Tensor.randomUniform([outputChannels, inputChannels, kernelSize], lowerBound: -bound, upperBound: bound, using: &generator))
-    self.bias = bias ? Parameter(Tensor.randomUniform([outputChannels], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
+    weight = Parameter(
+      Tensor.randomUniform([outputChannels, inputChannels, kernelSize], lowerBound: -bound, upperBound: bound, using: &generator))
+    self.bias =
+      bias ? Parameter(Tensor.randomUniform([outputChannels], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
     self.kernelSize = kernelSize
   }
 

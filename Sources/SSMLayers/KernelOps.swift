@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 // The SSMKernels kernels as single nodes on the autograd tape. Each op keeps references to its
 // input tensors (no copies) and calls the kernel's hand-written backward, which recomputes what

@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 /// The Mamba-2 block of SPEC §2.7 (as SSD4Rec calls it), with the official parameter names:
 /// `in_proj`, `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`.
@@ -85,17 +85,22 @@ public final class Mamba2Block: Layer {
   public init(configuration c: Configuration, using generator: inout some RandomNumberGenerator) {
     configuration = c
     let (e, h, g, n) = (c.innerDimension, c.heads, c.groups, c.stateSize)
-    inputProjection = Linear(inputSize: c.modelDimension, outputSize: 2 * e + 2 * g * n + h, bias: c.projectionBias, using: &generator)
+    inputProjection = Linear(
+      inputSize: c.modelDimension, outputSize: 2 * e + 2 * g * n + h, bias: c.projectionBias, using: &generator)
     let channels = e + 2 * g * n
     let bound = 1 / Float(c.convolutionWidth).squareRoot()
-    convolutionWeight = Parameter(Tensor.randomUniform([channels, 1, c.convolutionWidth], lowerBound: -bound, upperBound: bound, using: &generator))
-    convolutionBias = c.convolutionBias
+    convolutionWeight = Parameter(
+      Tensor.randomUniform([channels, 1, c.convolutionWidth], lowerBound: -bound, upperBound: bound, using: &generator))
+    convolutionBias =
+      c.convolutionBias
       ? Parameter(Tensor.randomUniform([channels], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
     let (logMin, logMax) = (libmLog(0.001), libmLog(0.1))
-    deltaBias = Parameter(Tensor((0..<h).map { _ in
-      let dt = Swift.max(libmExp(generator.nextUnitFloat() * (logMax - logMin) + logMin), 1e-4)
-      return dt + libmLog(-libmExpm1(-dt))
-    }))
+    deltaBias = Parameter(
+      Tensor(
+        (0..<h).map { _ in
+          let dt = Swift.max(libmExp(generator.nextUnitFloat() * (logMax - logMin) + logMin), 1e-4)
+          return dt + libmLog(-libmExpm1(-dt))
+        }))
     logA = Parameter(Tensor((0..<h).map { _ in libmLog(1 + 15 * generator.nextUnitFloat()) }))
     skip = Parameter(Tensor(ones: [h]))
     norm = GatedRMSNorm(dimension: e, epsilon: c.normEpsilon)
@@ -139,7 +144,9 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
   case invalid(String)
   /// The message after `invalid configuration: `, one line for command-line errors.
   public var description: String {
-    switch self { case .invalid(let m): return "invalid configuration: \(m)" }
+    switch self {
+    case .invalid(let m): return "invalid configuration: \(m)"
+    }
   }
 
   /// Throws unless every size lies in `1...limit`: configurations are checked against these

@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 #if canImport(Glibc)
   import Glibc
@@ -61,7 +61,8 @@ public final class MambaBlock: Layer {
     let bound = 1 / Float(convolutionWidth).squareRoot()
     convolutionWeight = Parameter(
       Tensor.randomUniform([e, 1, convolutionWidth], lowerBound: -bound, upperBound: bound, using: &generator))
-    self.convolutionBias = convolutionBias
+    self.convolutionBias =
+      convolutionBias
       ? Parameter(Tensor.randomUniform([e], lowerBound: -bound, upperBound: bound, using: &generator)) : nil
     stateProjection = Linear(inputSize: e, outputSize: r + 2 * stateSize, bias: false, using: &generator)
     deltaProjection = Linear(inputSize: r, outputSize: e, bias: true, using: &generator)

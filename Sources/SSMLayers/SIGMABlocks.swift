@@ -1,6 +1,6 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
+import SSMTensor
 
 /// How SIGMA's backward branch reorders the sequence.
 public enum FlipStrategy: Codable, Sendable, Equatable {
@@ -36,7 +36,8 @@ public final class DenseSelectiveGate: Layer {
 
   /// `selective_gate_sig.1.*` and `selective_gate_si.1.*` (weight and bias each), the official SIGMA names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    prefixed("selective_gate_sig.1", sigmoidBranch.namedParameters()) + prefixed("selective_gate_si.1", siluBranch.namedParameters())
+    prefixed("selective_gate_sig.1", sigmoidBranch.namedParameters())
+      + prefixed("selective_gate_si.1", siluBranch.namedParameters())
   }
 
   /// - Parameters:
@@ -156,8 +157,11 @@ public final class PartiallyFlippedMambaBlock: Layer {
     dense1 = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
     dense2 = Linear(inputSize: dimension, outputSize: dimension, using: &generator)
     mixing = BranchMixing(dimension: dimension, using: &generator)
-    mamba = MambaBlock(modelDimension: dimension, stateSize: stateSize, convolutionWidth: convolutionWidth, expansion: expansion, using: &generator)
-    featureExtractor = FeatureExtractionGRU(dimension: dimension, kernelSize: featureKernelSize, gruBias: gruBias, using: &generator)
+    mamba = MambaBlock(
+      modelDimension: dimension, stateSize: stateSize, convolutionWidth: convolutionWidth, expansion: expansion, using: &generator
+    )
+    featureExtractor = FeatureExtractionGRU(
+      dimension: dimension, kernelSize: featureKernelSize, gruBias: gruBias, using: &generator)
     gate = DenseSelectiveGate(dimension: dimension, dropout: gateDropout, using: &generator)
     self.flip = flip
   }

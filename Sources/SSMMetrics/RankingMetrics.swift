@@ -24,7 +24,8 @@ public enum FullRanking {
   public static func rank(of target: Int, in scores: UnsafeBufferPointer<Float>, excluding excluded: Int? = 0) -> Int {
     precondition(
       target >= 0 && target < scores.count && target != excluded,
-      "FullRanking.rank: target \(target) is not a candidate among \(scores.count) scores (excluded \(excluded.map(String.init) ?? "none"))")
+      "FullRanking.rank: target \(target) is not a candidate among \(scores.count) scores (excluded \(excluded.map(String.init) ?? "none"))"
+    )
     let excludedIsCandidate = excluded.map { $0 >= 0 && $0 < scores.count } ?? false
     let candidates = scores.count - (excludedIsCandidate ? 1 : 0)
     let t = scores[target]
@@ -39,7 +40,9 @@ public enum FullRanking {
   /// Ranks of each row's target in a `[B, V]` score matrix.
   /// - Precondition: one target per row, each a candidate id in `0..<V` other than `excluded`.
   public static func ranks(scores: Tensor, targets: IndexTensor, excluding excluded: Int? = 0) -> [Int] {
-    precondition(scores.rank == 2 && targets.shape == [scores.shape[0]], "ranks: scores \(scores.shape) and targets \(targets.shape) do not match")
+    precondition(
+      scores.rank == 2 && targets.shape == [scores.shape[0]],
+      "ranks: scores \(scores.shape) and targets \(targets.shape) do not match")
     let width = scores.shape[1]
     if let bad = targets.values.first(where: { $0 < 0 || Int($0) >= width || Int($0) == excluded }) {
       preconditionFailure("ranks: target id \(bad) is not a candidate among \(width) item ids")
@@ -52,7 +55,8 @@ public enum FullRanking {
         let targetValues = targets.values
         Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, 65536 / Swift.max(width, 1))) { range in
           for r in range {
-            op[r] = rank(of: Int(targetValues[r]), in: UnsafeBufferPointer(start: sp + r * width, count: width), excluding: excluded)
+            op[r] = rank(
+              of: Int(targetValues[r]), in: UnsafeBufferPointer(start: sp + r * width, count: width), excluding: excluded)
           }
         }
       }

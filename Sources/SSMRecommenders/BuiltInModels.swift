@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// The descriptors of the five built-in recommenders, with their official training settings
 /// (SPEC §10.2): the only place that lists them.
@@ -23,10 +23,13 @@ enum BuiltInModels {
     if let l = o.layers { c.layers = l }
     if let p = o.dropout { c.dropout = p }
     return c
-  } build: { try Mamba4Rec(configuration: $0, seed: $1) }
+  } build: {
+    try Mamba4Rec(configuration: $0, seed: $1)
+  }
 
   static let sigma = ModelDescriptor(
-    SIGMA.self, summary: "G-Mamba blocks with a partial flip, DS gate and FE-GRU", defaultTraining: training(epochs: 200, batchSize: 2048)
+    SIGMA.self, summary: "G-Mamba blocks with a partial flip, DS gate and FE-GRU",
+    defaultTraining: training(epochs: 200, batchSize: 2048)
   ) { itemCount, o in
     var c = SIGMA.Configuration(itemCount: itemCount)
     if let d = o.hiddenSize { (c.hiddenSize, c.innerSize) = (d, 4 * d) }
@@ -35,7 +38,9 @@ enum BuiltInModels {
     // The official prefix is 45 for a 50-slot window: keep its last 5 slots in place.
     if let length = o.maximumLength { c.flip = .prefix(count: Swift.max(0, length - 5)) }
     return c
-  } build: { try SIGMA(configuration: $0, seed: $1) }
+  } build: {
+    try SIGMA(configuration: $0, seed: $1)
+  }
 
   static let ssd4rec = ModelDescriptor(
     SSD4Rec.self, summary: "bidirectional Mamba-2 (SSD) over packed, unpadded histories",
@@ -46,7 +51,9 @@ enum BuiltInModels {
     if let l = o.layers { c.layers = l }
     if let p = o.dropout { c.dropout = p }
     return c
-  } build: { try SSD4Rec(configuration: $0, seed: $1) }
+  } build: {
+    try SSD4Rec(configuration: $0, seed: $1)
+  }
 
   static let sasrec = ModelDescriptor(
     SASRec.self, summary: "the self-attention (Transformer) baseline", defaultTraining: training(epochs: 200, batchSize: 2048)
@@ -57,7 +64,9 @@ enum BuiltInModels {
     if let p = o.dropout { (c.hiddenDropout, c.attentionDropout) = (p, p) }
     if let length = o.maximumLength { c.maximumLength = length }
     return c
-  } build: { try SASRec(configuration: $0, seed: $1) }
+  } build: {
+    try SASRec(configuration: $0, seed: $1)
+  }
 
   static let gru4rec = ModelDescriptor(
     GRU4Rec.self, summary: "the recurrent (GRU) baseline", defaultTraining: training(epochs: 200, batchSize: 2048)
@@ -67,5 +76,7 @@ enum BuiltInModels {
     if let l = o.layers { c.layers = l }
     if let p = o.dropout { c.dropout = p }
     return c
-  } build: { try GRU4Rec(configuration: $0, seed: $1) }
+  } build: {
+    try GRU4Rec(configuration: $0, seed: $1)
+  }
 }

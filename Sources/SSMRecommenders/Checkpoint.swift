@@ -91,12 +91,16 @@ public enum Checkpoint {
 
     /// Reads and checks the format tag.
     public init(contentsOf url: URL) throws {
-      do { try self.init(file: try SafeTensorsFile(contentsOf: url)) } catch let e as SafeTensorsError { throw CheckpointError.file(e) }
+      do { try self.init(file: try SafeTensorsFile(contentsOf: url)) } catch let e as SafeTensorsError {
+        throw CheckpointError.file(e)
+      }
     }
 
     /// Parses the bytes of a checkpoint file and checks the format tag.
     public init(bytes: [UInt8]) throws {
-      do { try self.init(file: try SafeTensorsFile(bytes: bytes)) } catch let e as SafeTensorsError { throw CheckpointError.file(e) }
+      do { try self.init(file: try SafeTensorsFile(bytes: bytes)) } catch let e as SafeTensorsError {
+        throw CheckpointError.file(e)
+      }
     }
 
     init(file: SafeTensorsFile) throws {
@@ -170,7 +174,8 @@ public enum Checkpoint {
         }
       }
       do {
-        try optimizer.load(OptimizerState(kind: header.kind, stepCount: header.stepCount, learningRate: header.learningRate, buffers: buffers))
+        try optimizer.load(
+          OptimizerState(kind: header.kind, stepCount: header.stepCount, learningRate: header.learningRate, buffers: buffers))
       } catch { throw CheckpointError.optimizer("\(error)") }
       return true
     }
@@ -184,7 +189,9 @@ public enum Checkpoint {
 
   /// Builds the model of a checkpoint already read and loads its parameters.
   public static func loadModel(from contents: Contents, registry: ModelRegistry = .shared) throws -> any SequentialRecommender {
-    guard let descriptor = try? registry.descriptor(named: contents.kind) else { throw CheckpointError.unknownModelKind(contents.kind) }
+    guard let descriptor = try? registry.descriptor(named: contents.kind) else {
+      throw CheckpointError.unknownModelKind(contents.kind)
+    }
     return try descriptor.loadModel(from: contents)
   }
 

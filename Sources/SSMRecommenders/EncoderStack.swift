@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// A layer of the encoder stack Mamba4Rec and SIGMA share: a sequence block, a LayerNorm and a
 /// feed-forward network.

@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// GRU4Rec as RecBole implements it (SPEC §9.2): item embeddings, dropout, a GRU without biases
 /// and a dense layer back to the embedding width; the last valid hidden state scores all items.
@@ -26,8 +26,11 @@ public final class GRU4Rec: SequentialRecommender {
     /// Throws `ConfigurationError.invalid` naming the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
-      try ConfigurationError.checkSizes(["embeddingSize": embeddingSize, "hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
+      try check(
+        itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount,
+        "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try ConfigurationError.checkSizes(
+        ["embeddingSize": embeddingSize, "hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
       try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
       try check(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
     }
@@ -61,7 +64,9 @@ public final class GRU4Rec: SequentialRecommender {
     self.configuration = configuration
     items = Embedding(count: configuration.itemCount, dimension: configuration.embeddingSize, paddingIndex: 0, using: &generator)
     items.weight.value = Tensor.xavierNormal(items.weight.shape, using: &generator)
-    gru = GRU(inputSize: configuration.embeddingSize, hiddenSize: configuration.hiddenSize, layers: configuration.layers, bias: false, using: &generator)
+    gru = GRU(
+      inputSize: configuration.embeddingSize, hiddenSize: configuration.hiddenSize, layers: configuration.layers, bias: false,
+      using: &generator)
     gru.inputWeights[0].value = Tensor.xavierUniform(gru.inputWeights[0].shape, using: &generator)
     gru.hiddenWeights[0].value = Tensor.xavierUniform(gru.hiddenWeights[0].shape, using: &generator)
     dense = Linear(inputSize: configuration.hiddenSize, outputSize: configuration.embeddingSize, using: &generator)
@@ -71,7 +76,8 @@ public final class GRU4Rec: SequentialRecommender {
   /// `item_embedding.weight`, `gru_layers.weight_ih_l<k>` / `weight_hh_l<k>` and `dense.*`, RecBole's GRU4Rec
   /// names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    prefixed("item_embedding", items.namedParameters()) + prefixed("gru_layers", gru.namedParameters()) + prefixed("dense", dense.namedParameters())
+    prefixed("item_embedding", items.namedParameters()) + prefixed("gru_layers", gru.namedParameters())
+      + prefixed("dense", dense.namedParameters())
   }
 
   /// The `dense` projection of the GRU state at each sequence's last real position, `[B, embeddingSize]`.

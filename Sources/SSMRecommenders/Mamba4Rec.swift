@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// Mamba4Rec (Liu et al., arXiv 2403.03900), as the official code computes it (SPEC §5).
 ///
@@ -37,7 +37,9 @@ public final class Mamba4Rec: SequentialRecommender {
     /// Reports the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try check(
+        itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount,
+        "itemCount must count the padding id and at least one item, and fit in 32 bits")
       try ConfigurationError.checkSizes(["hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
       try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
       try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
@@ -100,7 +102,8 @@ public final class Mamba4Rec: SequentialRecommender {
     stack = EncoderStack(
       itemCount: configuration.itemCount, hiddenSize: configuration.hiddenSize, layerCount: configuration.layers,
       dropout: configuration.dropout, epsilon: configuration.layerNormEpsilon, layerPrefix: "mamba_layers",
-      using: &generator) { MambaLayer(configuration, using: &$0) }
+      using: &generator
+    ) { MambaLayer(configuration, using: &$0) }
     applyBlanketInitialization(using: &generator)
   }
 

@@ -118,7 +118,9 @@ public final class ModelRegistry: @unchecked Sendable {
   public func register(_ descriptor: ModelDescriptor) throws {
     lock.lock()
     defer { lock.unlock() }
-    guard !descriptors.contains(where: { $0.name == descriptor.name }) else { throw ModelRegistryError.duplicateName(descriptor.name) }
+    guard !descriptors.contains(where: { $0.name == descriptor.name }) else {
+      throw ModelRegistryError.duplicateName(descriptor.name)
+    }
     descriptors.append(descriptor)
   }
 
@@ -136,7 +138,9 @@ public final class ModelRegistry: @unchecked Sendable {
   /// - Throws: ``ModelRegistryError/unknownModel(_:known:)``.
   public func descriptor(named name: String) throws -> ModelDescriptor {
     let all = self.all
-    guard let found = all.first(where: { $0.name == name }) else { throw ModelRegistryError.unknownModel(name, known: all.map(\.name)) }
+    guard let found = all.first(where: { $0.name == name }) else {
+      throw ModelRegistryError.unknownModel(name, known: all.map(\.name))
+    }
     return found
   }
 }

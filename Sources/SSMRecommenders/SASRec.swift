@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 #if canImport(Glibc)
   import Glibc
@@ -42,14 +42,17 @@ public final class SASRec: SequentialRecommender {
     /// `hiddenSize`).
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try check(
+        itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount,
+        "itemCount must count the padding id and at least one item, and fit in 32 bits")
       try ConfigurationError.checkSizes(["hiddenSize": hiddenSize, "heads": heads], atMost: ConfigurationLimits.width)
       try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
       try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
       try ConfigurationError.checkSizes(["maximumLength": maximumLength], atMost: ConfigurationLimits.length)
       try check(layerNormEpsilon > 0, "layerNormEpsilon must be positive")
       try check(heads > 0 && hiddenSize % heads == 0, "heads must divide hiddenSize")
-      try check(hiddenDropout >= 0 && hiddenDropout < 1 && attentionDropout >= 0 && attentionDropout < 1, "dropout must be in [0, 1)")
+      try check(
+        hiddenDropout >= 0 && hiddenDropout < 1 && attentionDropout >= 0 && attentionDropout < 1, "dropout must be in [0, 1)")
     }
   }
 
@@ -101,7 +104,8 @@ public final class SASRec: SequentialRecommender {
   /// `item_embedding`, `position_embedding`, `LayerNorm` and
   /// `trm_encoder.layer.<i>.{multi_head_attention,feed_forward}.*`, RecBole's SASRec names.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
-    var result = prefixed("item_embedding", items.namedParameters()) + prefixed("position_embedding", positions.namedParameters())
+    var result =
+      prefixed("item_embedding", items.namedParameters()) + prefixed("position_embedding", positions.namedParameters())
       + prefixed("LayerNorm", embeddingNorm.namedParameters())
     for i in 0..<configuration.layers {
       result += prefixed("trm_encoder.layer.\(i).multi_head_attention", attention[i].namedParameters())
@@ -125,7 +129,9 @@ public final class SASRec: SequentialRecommender {
   /// The transformer's output at each sequence's last real position, `[B, D]`; traps if the batch is wider
   /// than `maximumLength`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    precondition(batch.width <= configuration.maximumLength, "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
+    precondition(
+      batch.width <= configuration.maximumLength,
+      "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
     let positionIds = IndexTensor(shape: [batch.width], values: Array(0..<batch.width))
     var x = dropout(embeddingNorm(items(batch.items) + positions(positionIds)), context: &context)
     let mask = Self.attentionMask(batch)
@@ -148,6 +154,7 @@ extension SASRec {
   /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
   public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
     try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
-    try requireStoredShape("position_embedding.weight", [configuration.maximumLength, configuration.hiddenSize], in: storedShapes)
+    try requireStoredShape(
+      "position_embedding.weight", [configuration.maximumLength, configuration.hiddenSize], in: storedShapes)
   }
 }

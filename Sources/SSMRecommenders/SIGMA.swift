@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// SIGMA (Liu et al., arXiv 2408.11451), as the official code computes it (SPEC §3–§4):
 /// G-Mamba blocks (partially flipped Mamba, DS gate, FE-GRU, mixing) and the feed-forward
@@ -47,7 +47,9 @@ public final class SIGMA: SequentialRecommender {
     /// Throws `ConfigurationError.invalid` naming the first out-of-range value.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count the padding id and at least one item, and fit in 32 bits")
+      try check(
+        itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount,
+        "itemCount must count the padding id and at least one item, and fit in 32 bits")
       try ConfigurationError.checkSizes(["hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
       try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
       try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
@@ -59,8 +61,10 @@ public final class SIGMA: SequentialRecommender {
       try check(dropout >= 0 && dropout < 1 && gateDropout >= 0 && gateDropout < 1, "dropout must be in [0, 1)")
       try check(featureKernelSize > 0 && featureKernelSize % 2 == 1, "featureKernelSize must be odd")
       switch flip {
-      case .prefix(let count): try check(count >= 0 && count <= ConfigurationLimits.length, "flip prefix must be in 0...\(ConfigurationLimits.length)")
-      case .keepingLast(let keep): try check(keep >= 0 && keep <= ConfigurationLimits.length, "flip keep must be in 0...\(ConfigurationLimits.length)")
+      case .prefix(let count):
+        try check(count >= 0 && count <= ConfigurationLimits.length, "flip prefix must be in 0...\(ConfigurationLimits.length)")
+      case .keepingLast(let keep):
+        try check(keep >= 0 && keep <= ConfigurationLimits.length, "flip keep must be in 0...\(ConfigurationLimits.length)")
       }
     }
   }
@@ -80,12 +84,14 @@ public final class SIGMA: SequentialRecommender {
         dimension: c.hiddenSize, stateSize: c.stateSize, convolutionWidth: c.convolutionWidth, expansion: c.expansion,
         flip: c.flip, gateDropout: c.gateDropout, featureKernelSize: c.featureKernelSize, gruBias: c.gruBias, using: &generator)
       norm = LayerNorm(dimension: c.hiddenSize, epsilon: c.layerNormEpsilon)
-      feedForward = FeedForward(dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon, using: &generator)
+      feedForward = FeedForward(
+        dimension: c.hiddenSize, innerDimension: c.innerSize, dropout: c.dropout, epsilon: c.layerNormEpsilon, using: &generator)
     }
 
     /// `gmamba.*`, `LayerNorm.*` and `ffn.*`, the official names under `mamba_layers.<i>`.
     public func namedParameters() -> [(path: String, parameter: Parameter)] {
-      prefixed("gmamba", gMamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters()) + prefixed("ffn", feedForward.namedParameters())
+      prefixed("gmamba", gMamba.namedParameters()) + prefixed("LayerNorm", norm.namedParameters())
+        + prefixed("ffn", feedForward.namedParameters())
     }
 
     func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable {
@@ -115,7 +121,8 @@ public final class SIGMA: SequentialRecommender {
     stack = EncoderStack(
       itemCount: configuration.itemCount, hiddenSize: configuration.hiddenSize, layerCount: configuration.layers,
       dropout: configuration.dropout, epsilon: configuration.layerNormEpsilon, layerPrefix: "mamba_layers",
-      using: &generator) { SIGMALayer(configuration, using: &$0) }
+      using: &generator
+    ) { SIGMALayer(configuration, using: &$0) }
     applyBlanketInitialization(using: &generator)
   }
 

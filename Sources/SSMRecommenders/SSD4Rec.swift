@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// SSD4Rec (Zhang et al., arXiv 2409.01192), as the official code computes it (SPEC §6):
 /// histories packed into one row without padding, with per-token segment ids (the "sequence
@@ -63,7 +63,9 @@ public final class SSD4Rec: SequentialRecommender {
     /// settings included.
     public func validate() throws {
       func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
-      try check(itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount, "itemCount must count id 0 and at least one item, and fit in 32 bits")
+      try check(
+        itemCount >= 2 && itemCount <= ConfigurationLimits.itemCount,
+        "itemCount must count id 0 and at least one item, and fit in 32 bits")
       try ConfigurationError.checkSizes(["hiddenSize": hiddenSize], atMost: ConfigurationLimits.width)
       try ConfigurationError.checkSizes(["innerSize": innerSize], atMost: ConfigurationLimits.innerWidth)
       try ConfigurationError.checkSizes(["layers": layers], atMost: ConfigurationLimits.layers)
@@ -120,7 +122,9 @@ public final class SSD4Rec: SequentialRecommender {
   /// The packed form of a padded batch (SPEC §6.1): the concatenated items `[1, T]`, their
   /// segment ids `[1, T]` and the position of each segment's last token.
   public static func pack(_ batch: SequenceBatch) -> (items: IndexTensor, sequenceIndex: IndexTensor, lastTokens: [Int]) {
-    var items = [Int32](), ids = [Int32](), last = [Int]()
+    var items = [Int32]()
+    var ids = [Int32]()
+    var last = [Int]()
     for (b, l) in batch.lengths.enumerated() {
       let row = batch.items.values[(b * batch.width)..<(b * batch.width + l)]
       items += row
@@ -132,7 +136,9 @@ public final class SSD4Rec: SequentialRecommender {
 
   /// The training-time item masking of the official collate function: every history item is
   /// replaced by id 0 with probability `ratio`.
-  public static func masked(_ batch: SequenceBatch, ratio: Float, using generator: inout some RandomNumberGenerator) -> SequenceBatch {
+  public static func masked(_ batch: SequenceBatch, ratio: Float, using generator: inout some RandomNumberGenerator)
+    -> SequenceBatch
+  {
     var result = batch
     var values = batch.items.values
     for b in 0..<batch.count {

@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// A batch of item histories, right-padded with id 0 (RecBole's layout, SPEC §7.4).
 public struct SequenceBatch: Sendable {
@@ -195,7 +195,8 @@ extension SequentialRecommender {
   static func requireStoredShape(_ name: String, _ dimensions: [Int], in shapes: [String: Shape]) throws {
     guard let stored = shapes[name] else { throw CheckpointError.invalidConfiguration("the checkpoint stores no \(name)") }
     guard stored.dimensions == dimensions else {
-      throw CheckpointError.invalidConfiguration("the configuration implies \(name) of shape \(dimensions), the checkpoint stores \(stored)")
+      throw CheckpointError.invalidConfiguration(
+        "the configuration implies \(name) of shape \(dimensions), the checkpoint stores \(stored)")
     }
   }
 

@@ -33,8 +33,11 @@ package enum StepBenchmark {
     package var layers: Int?
 
     /// A case; the defaults are the reference configuration of the performance comparison.
-    package init(model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil) {
-      (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers) = (model, batch, length, items, hiddenSize, layers)
+    package init(model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil)
+    {
+      (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers) = (
+        model, batch, length, items, hiddenSize, layers
+      )
     }
   }
 
@@ -151,12 +154,16 @@ package enum StepBenchmark {
 
   /// Runs `repeats` training steps of a case under an ``OperationProfile``: the time per step
   /// of every recorded operation, the optimizer step and the whole step.
-  package static func profile(_ c: Case, repeats: Int) throws -> (entries: [OperationProfile.Entry], optimizer: Duration, step: Duration) {
+  package static func profile(_ c: Case, repeats: Int) throws -> (
+    entries: [OperationProfile.Entry], optimizer: Duration, step: Duration
+  ) {
     let (model, batch) = try prepare(c)
     return profile(model, batch, repeats: repeats)
   }
 
-  private static func profile<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch, repeats: Int) -> (entries: [OperationProfile.Entry], optimizer: Duration, step: Duration) {
+  private static func profile<M: SequentialRecommender>(_ model: M, _ batch: SequenceBatch, repeats: Int) -> (
+    entries: [OperationProfile.Entry], optimizer: Duration, step: Duration
+  ) {
     let adam = Adam(parameters: model.namedParameters(), learningRate: 1e-3)
     var context = ForwardContext.training(seed: 1)
     let operations = OperationProfile()
@@ -171,7 +178,8 @@ package enum StepBenchmark {
     }
     let total = ContinuousClock.now - start
     let perStep = operations.entries.map { e in
-      OperationProfile.Entry(operation: e.operation, calls: e.calls / repeats, forward: e.forward / repeats, backward: e.backward / repeats)
+      OperationProfile.Entry(
+        operation: e.operation, calls: e.calls / repeats, forward: e.forward / repeats, backward: e.backward / repeats)
     }
     return (perStep, optimizer / repeats, total / repeats)
   }

@@ -45,7 +45,8 @@ public enum ElementwiseFunction: Int32, Sendable, CaseIterable {
 /// Binary elementwise operations with NumPy broadcasting.
 @usableFromInline
 enum BinaryOperation: Int32, Sendable {
-  case add = 0, subtract, multiply, divide, maximum, minimum
+  case add = 0
+  case subtract, multiply, divide, maximum, minimum
 }
 
 extension Tensor {

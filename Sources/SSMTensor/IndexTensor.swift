@@ -45,7 +45,6 @@ public struct IndexTensor: Sendable, Equatable, CustomStringConvertible {
     set { values[shape.flatIndex(indices)] = Int32(newValue) }
   }
 
-
   /// The same values under another shape with the same element count.
   public func reshaped(to newShape: Shape) -> IndexTensor {
     precondition(newShape.elementCount == elementCount, "Cannot reshape \(shape) to \(newShape)")

@@ -114,7 +114,9 @@ public struct SafeTensorsFile: Sendable {
       if name == "__metadata__" {
         guard case .object(let map) = value else { throw SafeTensorsError.malformedHeader("__metadata__ is not an object") }
         for (k, v) in map {
-          guard case .string(let text) = v else { throw SafeTensorsError.malformedHeader("__metadata__[\(k)] is \(v.kind), not a string") }
+          guard case .string(let text) = v else {
+            throw SafeTensorsError.malformedHeader("__metadata__[\(k)] is \(v.kind), not a string")
+          }
           metadata[k] = text
         }
         continue
@@ -131,15 +133,23 @@ public struct SafeTensorsFile: Sendable {
   /// One tensor's header entry, with its size computed without overflow and its range checked
   /// against the data section.
   private static func entry(_ name: String, _ value: HeaderJSON.Value, dataSize: Int) throws -> Entry {
-    guard case .object(let fields) = value else { throw SafeTensorsError.malformedHeader("entry \(name) is \(value.kind), not an object") }
-    var dtype: String?, dims: [Int]?, bounds: [Int]?
+    guard case .object(let fields) = value else {
+      throw SafeTensorsError.malformedHeader("entry \(name) is \(value.kind), not an object")
+    }
+    var dtype: String?
+    var dims: [Int]?
+    var bounds: [Int]?
     for (key, field) in fields {
       switch key {
       case "dtype":
-        guard case .string(let d) = field else { throw SafeTensorsError.malformedHeader("entry \(name) has a dtype that is \(field.kind)") }
+        guard case .string(let d) = field else {
+          throw SafeTensorsError.malformedHeader("entry \(name) has a dtype that is \(field.kind)")
+        }
         dtype = d
       case "shape", "data_offsets":
-        guard case .array(let list) = field else { throw SafeTensorsError.malformedHeader("entry \(name) has a \(key) that is \(field.kind)") }
+        guard case .array(let list) = field else {
+          throw SafeTensorsError.malformedHeader("entry \(name) has a \(key) that is \(field.kind)")
+        }
         let integers = try list.map { element -> Int in
           guard let n = element.nonNegativeInteger else {
             throw SafeTensorsError.malformedHeader("entry \(name) has \(element.kind) in its \(key), not a non-negative integer")
@@ -154,7 +164,9 @@ public struct SafeTensorsFile: Sendable {
     guard let dtype, let dims, let bounds else {
       throw SafeTensorsError.malformedHeader("entry \(name) lacks dtype, shape or data_offsets")
     }
-    guard bounds.count == 2 else { throw SafeTensorsError.malformedHeader("entry \(name) has \(bounds.count) data offsets, not 2") }
+    guard bounds.count == 2 else {
+      throw SafeTensorsError.malformedHeader("entry \(name) has \(bounds.count) data offsets, not 2")
+    }
     guard let size = elementSizes[dtype] else { throw SafeTensorsError.unsupportedDType(tensor: name, dtype: dtype) }
     var byteCount = size
     for d in dims {
@@ -175,7 +187,11 @@ public struct SafeTensorsFile: Sendable {
 
   /// The ranges, in order, must tile `0..<dataSize`: no byte read by two tensors, none by no tensor.
   private static func checkLayout(_ entries: [String: Entry], dataSize: Int) throws {
-    let ordered = entries.sorted { ($0.value.range.lowerBound, $0.value.range.upperBound, $0.key) < ($1.value.range.lowerBound, $1.value.range.upperBound, $1.key) }
+    let ordered = entries.sorted {
+      ($0.value.range.lowerBound, $0.value.range.upperBound, $0.key) < (
+        $1.value.range.lowerBound, $1.value.range.upperBound, $1.key
+      )
+    }
     var end = 0
     var previous: String?
     // An empty range reads no byte, so it can sit anywhere inside the section.

@@ -65,7 +65,8 @@ extension Tensor {
               SSM_REDUCE_SUM.rawValue.int32, x + rows.lowerBound * n, rows.count, n, y + rows.lowerBound)
           }
         } else {
-          Parallel.forEachChunk(count: outer, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / (n * inner))) { rows in
+          Parallel.forEachChunk(count: outer, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / (n * inner))) {
+            rows in
             for o in rows {
               let dst = y + o * inner
               (dst).update(from: x + o * n * inner, count: inner)
@@ -148,7 +149,8 @@ extension Tensor {
       nonisolated(unsafe) let x = source.baseAddress!
       return Tensor(shape: outShape) { out in
         nonisolated(unsafe) let y = out.baseAddress!
-        Parallel.forEachChunk(count: outer, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))) { rows in
+        Parallel.forEachChunk(count: outer, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))) {
+          rows in
           ssm_reduce_rows(
             SSM_REDUCE_LOGSUMEXP.rawValue.int32, x + rows.lowerBound * n, rows.count, n, y + rows.lowerBound)
         }

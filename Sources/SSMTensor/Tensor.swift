@@ -1,9 +1,10 @@
+import CKernels
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
   import Darwin
 #endif
-import CKernels
 
 /// Process-wide memory settings for training; nothing in SSMRec applies them on its own, since
 /// an application linking SSMRec owns its allocator.
@@ -99,7 +100,6 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     get { storage[shape.flatIndex(indices)] }
     set { storage[shape.flatIndex(indices)] = newValue }
   }
-
 
   /// Calls `body` with a pointer to the contiguous elements. The pointer must not escape.
   @inlinable

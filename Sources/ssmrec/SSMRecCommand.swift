@@ -49,7 +49,8 @@ struct DataOptions: ParsableArguments {
     guard isFolder.boolValue else { return url }
     let named = url.appendingPathComponent(url.lastPathComponent + ".inter")
     if FileManager.default.fileExists(atPath: named.path) { return named }
-    let inters = ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".inter") }.sorted()
+    let inters = ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".inter") }
+      .sorted()
     guard let first = inters.first else { throw DatasetError.fileNotFound(named.path) }
     return url.appendingPathComponent(first)
   }
@@ -151,11 +152,12 @@ struct Info: ParsableCommand {
     let s = dataset.statistics
     let split = SequentialSplit(dataset, maximumLength: nil)
     if json {
-      print(try jsonString([
-        "users": s.users, "items": s.items, "interactions": s.interactions, "average_length": s.averageLength,
-        "sparsity": s.sparsity, "train_instances": split.train.count, "valid_instances": split.validation.count,
-        "test_instances": split.test.count,
-      ]))
+      print(
+        try jsonString([
+          "users": s.users, "items": s.items, "interactions": s.interactions, "average_length": s.averageLength,
+          "sparsity": s.sparsity, "train_instances": split.train.count, "valid_instances": split.validation.count,
+          "test_instances": split.test.count,
+        ]))
     } else {
       print("users \(s.users)  items \(s.items)  interactions \(s.interactions)  (counts include the padding id 0)")
       print("average length \(String(format: "%.2f", s.averageLength))  sparsity \(String(format: "%.2f", s.sparsity * 100))%")
@@ -165,12 +167,14 @@ struct Info: ParsableCommand {
 }
 
 struct Train: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Train a recommender with the RecBole protocol and report test metrics.")
+  static let configuration = CommandConfiguration(
+    abstract: "Train a recommender with the RecBole protocol and report test metrics.")
   @Option(name: .long, help: ArgumentHelp("One of the registered models.", discussion: modelNames)) var model: String
   @OptionGroup var data: DataOptions
   @Option(name: .long, help: "Maximum epochs (default: the model's official setting).") var epochs: Int?
   @Option(name: .long, help: "Training batch size (default: the model's official setting).") var batchSize: Int?
-  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default: the model's official setting; none keeps whole histories).") var maxLength: Int?
+  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default: the model's official setting; none keeps whole histories).")
+  var maxLength: Int?
   @Option(name: .long, help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64?
   @Option(name: .long, help: "Adam learning rate (default 0.001).") var learningRate: Float?
   @Option(name: .long, help: "Evaluations without improvement before stopping (default 10).") var stoppingStep: Int?
@@ -194,7 +198,9 @@ struct Train: ParsableCommand {
     if let layers, !(1...ConfigurationLimits.layers).contains(layers) {
       throw ValidationError("--layers must be in 1...\(ConfigurationLimits.layers)")
     }
-    if let learningRate, !(learningRate > 0 && learningRate.isFinite) { throw ValidationError("--learning-rate must be positive and finite") }
+    if let learningRate, !(learningRate > 0 && learningRate.isFinite) {
+      throw ValidationError("--learning-rate must be positive and finite")
+    }
     if let stoppingStep, stoppingStep < 0 { throw ValidationError("--stopping-step must be non-negative") }
     if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
   }
@@ -216,10 +222,14 @@ struct Train: ParsableCommand {
       overrides: .init(hiddenSize: hiddenSize, layers: layers, dropout: dropout, maximumLength: settings.maximumLength),
       seed: settings.seed)
     let folder = URL(fileURLWithPath: output)
-    print("\(model): \(recommender.parameterCount) parameters; \(split.train.count) training instances; batch \(settings.batchSize); up to \(settings.epochs) epochs")
+    print(
+      "\(model): \(recommender.parameterCount) parameters; \(split.train.count) training instances; batch \(settings.batchSize); up to \(settings.epochs) epochs"
+    )
     fflush(nil)
     let result = try train(recommender, split: split, settings: settings, folder: folder)
-    print("test: \(formatted(result.test))  (best epoch \(result.bestEpoch), \(result.epochs) epochs, \(String(format: "%.1f", result.secondsPerEpoch)) s/epoch)")
+    print(
+      "test: \(formatted(result.test))  (best epoch \(result.bestEpoch), \(result.epochs) epochs, \(String(format: "%.1f", result.secondsPerEpoch)) s/epoch)"
+    )
     let metrics: [String: Any] = [
       "model": model, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
       "epochs": result.epochs, "best_epoch": result.bestEpoch, "seconds_per_epoch": result.secondsPerEpoch,
@@ -229,7 +239,9 @@ struct Train: ParsableCommand {
     try jsonString(metrics).write(to: folder.appendingPathComponent("metrics.json"), atomically: true, encoding: .utf8)
   }
 
-  func train<M: SequentialRecommender>(_ recommender: M, split: SequentialSplit, settings: TrainingConfiguration, folder: URL) throws -> TrainingResult {
+  func train<M: SequentialRecommender>(_ recommender: M, split: SequentialSplit, settings: TrainingConfiguration, folder: URL)
+    throws -> TrainingResult
+  {
     let trainer = try Trainer(model: recommender, split: split, configuration: settings, outputFolder: folder)
     if resume {
       if try trainer.resume() { print("resumed from \(folder.appendingPathComponent("last.safetensors").path)") }
@@ -243,7 +255,6 @@ struct Train: ParsableCommand {
     return try trainer.fit(reporter: reporter)
   }
 }
-
 
 struct Evaluate: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Evaluate a checkpoint on a dataset's test split (full ranking).")
@@ -275,7 +286,9 @@ struct Evaluate: ParsableCommand {
     let split = SequentialSplit(dataset, maximumLength: batching.maximumLength)
     let evaluator = Evaluator(metrics: [.hit, .ndcg, .mrr], cutoffs: cutoffs, batching: batching)
     FileHandle.standardError.write(Data("evaluating \(contents.kind) with batching \(batching)\n".utf8))
-    guard !split.test.isEmpty else { throw CommandError("the dataset gives no test instance (a user needs at least three interactions for one)") }
+    guard !split.test.isEmpty else {
+      throw CommandError("the dataset gives no test instance (a user needs at least three interactions for one)")
+    }
     let results = evaluator.evaluate(recommender, on: split.test).results
     if json { print(try jsonString(paperNames(results))) } else { print("test: \(formatted(results))") }
   }
@@ -307,10 +320,11 @@ struct Recommend: ParsableCommand {
     if let history {
       let tokens = history.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
       guard !tokens.isEmpty else { throw CommandError("--history names no item") }
-      histories.append(try tokens.map { token in
-        guard let id = itemIDs[token] else { throw CommandError("unknown item \(token)") }
-        return id
-      })
+      histories.append(
+        try tokens.map { token in
+          guard let id = itemIDs[token] else { throw CommandError("unknown item \(token)") }
+          return id
+        })
       labels.append("history")
     } else if let users {
       let split = SequentialSplit(dataset, maximumLength: nil)
@@ -342,7 +356,8 @@ struct Bench: ParsableCommand {
       (B 256, official hyperparameters). Options may be repeated. With --json, prints one JSON \
       object per case (train_step_ms and infer_batch_ms are medians).
       """)
-  @Option(name: .long, help: ArgumentHelp("A registered model (repeatable; default: all).", discussion: modelNames)) var model: [String] = []
+  @Option(name: .long, help: ArgumentHelp("A registered model (repeatable; default: all).", discussion: modelNames)) var model:
+    [String] = []
   @Option(name: .long, help: "Batch size.") var batch: Int = 256
   @Option(name: .long, help: "Sequence length L (repeatable; default: 50 and 200).") var length: [Int] = []
   @Option(name: .long, help: "Item ids V including padding (repeatable; default: 1683 and 3417).") var items: [Int] = []
@@ -364,7 +379,8 @@ struct Bench: ParsableCommand {
       throw ValidationError("--batch and --repeats must be positive, --length and --items at least 2")
     }
     // Random data of these sizes is allocated up front; refuse sizes no machine holds.
-    if batch > 65_536 || repeats > 10_000 || length.contains(where: { $0 > 100_000 }) || items.contains(where: { $0 > 100_000_000 })
+    if batch > 65_536 || repeats > 10_000 || length.contains(where: { $0 > 100_000 })
+      || items.contains(where: { $0 > 100_000_000 })
       || length.contains(where: { batch * $0 > 1 << 26 })
     {
       throw ValidationError("--batch ≤ 65536, --repeats ≤ 10000, --length ≤ 100000, --items ≤ 100000000 and batch·length ≤ 2^26")
@@ -377,7 +393,9 @@ struct Bench: ParsableCommand {
     let itemCounts = items.isEmpty ? [1683, 3417] : items
     return models.flatMap { m in
       lengths.flatMap { l in
-        itemCounts.map { v in StepBenchmark.Case(model: m, batch: batch, length: l, items: v, hiddenSize: hiddenSize, layers: layers) }
+        itemCounts.map { v in
+          StepBenchmark.Case(model: m, batch: batch, length: l, items: v, hiddenSize: hiddenSize, layers: layers)
+        }
       }
     }
   }
@@ -425,4 +443,3 @@ struct Bench: ParsableCommand {
     if json { FileHandle.standardError.write(Data(text.utf8)) } else { print(text, terminator: "") }
   }
 }
-

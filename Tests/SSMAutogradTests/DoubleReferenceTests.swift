@@ -23,15 +23,20 @@ final class DoubleReferenceTests: XCTestCase {
     let gamma = Tensor.random([n], in: 0.5...1.5, seed: 2)
     let beta = Tensor.random([n], seed: 3)
     let c = Tensor.random([rows, n], seed: 4)
-    let (xv, gv, bv) = (Variable(x, requiresGradient: true), Variable(gamma, requiresGradient: true), Variable(beta, requiresGradient: true))
+    let (xv, gv, bv) = (
+      Variable(x, requiresGradient: true), Variable(gamma, requiresGradient: true), Variable(beta, requiresGradient: true)
+    )
     xv.layerNorm(gamma: gv, beta: bv, epsilon: 1e-5).backward(seed: c)
     let cd = c.doubles
     let loss = { (xs: [Double], gs: [Double], bs: [Double]) in
       zip(self.layerNormReference(xs, gs, bs, rows: rows, n: n, eps: 1e-5), cd).reduce(0) { $0 + $1.0 * $1.1 }
     }
-    FiniteDifference.assertGradient(xv.gradient!.doubles, matches: { loss($0, gamma.doubles, beta.doubles) }, at: x.doubles, tolerance: 1e-4, name: "x")
-    FiniteDifference.assertGradient(gv.gradient!.doubles, matches: { loss(x.doubles, $0, beta.doubles) }, at: gamma.doubles, tolerance: 1e-4, name: "gamma")
-    FiniteDifference.assertGradient(bv.gradient!.doubles, matches: { loss(x.doubles, gamma.doubles, $0) }, at: beta.doubles, tolerance: 1e-4, name: "beta")
+    FiniteDifference.assertGradient(
+      xv.gradient!.doubles, matches: { loss($0, gamma.doubles, beta.doubles) }, at: x.doubles, tolerance: 1e-4, name: "x")
+    FiniteDifference.assertGradient(
+      gv.gradient!.doubles, matches: { loss(x.doubles, $0, beta.doubles) }, at: gamma.doubles, tolerance: 1e-4, name: "gamma")
+    FiniteDifference.assertGradient(
+      bv.gradient!.doubles, matches: { loss(x.doubles, gamma.doubles, $0) }, at: beta.doubles, tolerance: 1e-4, name: "beta")
   }
 
   func testSoftmaxCrossEntropyAgainstDouble() {

@@ -9,7 +9,9 @@ final class GradientTests: XCTestCase {
   }
 
   func testArithmeticWithBroadcasting() {
-    let pairs: [(Shape, Shape)] = [([3, 4], [3, 4]), ([3, 4], [4]), ([4], [3, 4]), ([2, 1, 4], [3, 1]), ([], [3]), ([3, 1], [1, 5])]
+    let pairs: [(Shape, Shape)] = [
+      ([3, 4], [3, 4]), ([3, 4], [4]), ([4], [3, 4]), ([2, 1, 4], [3, 1]), ([], [3]), ([3, 1], [1, 5]),
+    ]
     withEvery("shapes", in: pairs.indices) { p in
       let (a, b) = (r(pairs[p].0, 1), r(pairs[p].1, 2, 0.5...2))
       withEvery("op", in: ["+", "-", "*", "/"]) { op in
@@ -141,7 +143,13 @@ final class GradientTests: XCTestCase {
     let x = Tensor(repeating: 1, shape: [300, 700])  // split between workers
     var rng = SplitMix64(seed: 5)
     let first = Variable(x).dropout(probability: 0.3, training: true, using: &rng).value
-    XCTAssertEqual(rng, { var r = SplitMix64(seed: 5); _ = r.next(); return r }(), "one draw per op")
+    XCTAssertEqual(
+      rng,
+      {
+        var r = SplitMix64(seed: 5)
+        _ = r.next()
+        return r
+      }(), "one draw per op")
     let again = Variable(x).dropout(probability: 0.3, training: true, using: &rng).value
     XCTAssertNotEqual(first, again, "a new draw gives a new mask")
     var sameKey = SplitMix64(seed: 5)
@@ -189,7 +197,8 @@ final class GradientTests: XCTestCase {
     GradientCheck.assertGradients([x, w, table], step: 1e-3) { v in
       let h = Variable.matmul(v[0], v[1]).tanh() + v[0].sigmoid() * v[0]
       let e = v[2].gatherRows(ids) + h
-      let logits = Variable.matmul(e.layerNorm(gamma: Variable(Tensor(ones: [4])), beta: Variable(Tensor(zeros: [4]))), v[2], transposeB: true)
+      let logits = Variable.matmul(
+        e.layerNorm(gamma: Variable(Tensor(ones: [4])), beta: Variable(Tensor(zeros: [4]))), v[2], transposeB: true)
       return Variable.softmaxCrossEntropy(logits: logits, targets: targets) * 3
     }
   }

@@ -55,7 +55,8 @@ final class OptimizerTests: XCTestCase {
         let p = Parameter(Tensor(initialValues(count: count)))
         let adam = Adam(parameters: [("w", p)], learningRate: 0.01, weightDecay: wd == 0 ? .none : .l2(Float(wd)))
         run(adam, p, steps: 7)
-        let expected = referenceAdam(steps: 7, lr: 0.01, wd: wd, decoupled: false, start: initialValues(count: count).map(Double.init))
+        let expected = referenceAdam(
+          steps: 7, lr: 0.01, wd: wd, decoupled: false, start: initialValues(count: count).map(Double.init))
         assertClose(p.value.doubles, expected, rtol: 0, atol: 1e-6)
       }
     }
@@ -67,7 +68,8 @@ final class OptimizerTests: XCTestCase {
         let p = Parameter(Tensor(initialValues(count: count)))
         let adamw = Adam.adamW(parameters: [("w", p)], learningRate: 0.01, weightDecay: Float(wd))
         run(adamw, p, steps: 7)
-        let expected = referenceAdam(steps: 7, lr: 0.01, wd: wd, decoupled: true, start: initialValues(count: count).map(Double.init))
+        let expected = referenceAdam(
+          steps: 7, lr: 0.01, wd: wd, decoupled: true, start: initialValues(count: count).map(Double.init))
         assertClose(p.value.doubles, expected, rtol: 0, atol: 1e-6)
       }
     }

@@ -59,7 +59,9 @@ final class TrainingTests: XCTestCase {
     let residentBefore = Benchmark.currentResidentKiB
     for _ in 0..<1000 { _ = trainStep(model, adam, x, y) }
     let residentAfter = Benchmark.currentResidentKiB
-    print("MEMORY resident_kib_before=\(residentBefore) resident_kib_after_1000_steps=\(residentAfter) live_nodes=\(Tape.liveNodeCount)")
+    print(
+      "MEMORY resident_kib_before=\(residentBefore) resident_kib_after_1000_steps=\(residentAfter) live_nodes=\(Tape.liveNodeCount)"
+    )
     XCTAssertEqual(Tape.liveNodeCount, nodesBefore, "graph nodes outlived their step")
     XCTAssertLessThan(residentAfter - residentBefore, 1024, "resident memory grew by \(residentAfter - residentBefore) KiB")
   }

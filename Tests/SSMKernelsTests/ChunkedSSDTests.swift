@@ -34,7 +34,8 @@ final class ChunkedSSDTests: XCTestCase {
   func check(_ x: ChunkedSSD.Inputs, label: String) -> Double {
     let ref = ChunkedSSD.reference(x, returnFinalState: true)
     let quadratic = ChunkedSSD.referenceQuadratic(ChunkedSSD.ReferenceInputs<Double>(x))
-    var worst = assertNormalizedError(Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-6, "quadratic vs recurrent")
+    var worst = assertNormalizedError(
+      Tensor(shape: x.x.shape, scalars: quadratic.map(Float.init)), ref.output, below: 1e-6, "quadratic vs recurrent")
     let g = Tensor.random(x.x.shape, seed: 11)
     let gFinal = Tensor.random(ref.finalState!.shape, seed: 12)
     let rg = ChunkedSSD.referenceBackward(outputGradient: g, finalStateGradient: gFinal, x)
@@ -45,7 +46,8 @@ final class ChunkedSSDTests: XCTestCase {
       worst = Swift.max(worst, assertNormalizedError(fast.output, ref.output, below: 1e-4, "y"))
       worst = Swift.max(worst, assertNormalizedError(fast.finalState!, ref.finalState!, below: 1e-4, "final state"))
       let fg = ChunkedSSD.backward(outputGradient: g, finalStateGradient: gFinal, x)
-      for (name, a, b) in [("dx", fg.x, rg.x), ("ddt", fg.dt, rg.dt), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C)] {
+      for (name, a, b) in [("dx", fg.x, rg.x), ("ddt", fg.dt, rg.dt), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C)]
+      {
         worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name))
       }
       for (name, a, b) in [("dD", fg.D, rg.D), ("dbias", fg.dtBias, rg.dtBias), ("dinitial", fg.initialState, rg.initialState)] {
@@ -98,7 +100,8 @@ final class ChunkedSSDTests: XCTestCase {
       withEvery("chunk", in: [1, 4, 16, 64]) { chunk in
         withEvery("batch", in: [1, 3]) { batch in
           if length == 200 && chunk < 4 { return }  // the slow Double reference dominates; covered at L = 50
-          let x = Self.inputs(batch: batch, length: length, chunk: chunk, initial: batch == 3, seed: UInt64(length * 100 + chunk + batch))
+          let x = Self.inputs(
+            batch: batch, length: length, chunk: chunk, initial: batch == 3, seed: UInt64(length * 100 + chunk + batch))
           _ = check(x, label: "L=\(length) Q=\(chunk) B=\(batch)")
         }
       }
@@ -109,7 +112,8 @@ final class ChunkedSSDTests: XCTestCase {
     let layouts: [[Int]] = [[23], [9, 14], [1, 5, 2, 9, 6]]
     withEvery("segments", in: layouts) { segments in
       withEvery("chunk", in: [1, 4, 8, 64]) { chunk in
-        let x = Self.inputs(batch: 1, length: 23, heads: 4, headDim: 2, state: 3, chunk: chunk, segments: segments, seed: UInt64(chunk))
+        let x = Self.inputs(
+          batch: 1, length: 23, heads: 4, headDim: 2, state: 3, chunk: chunk, segments: segments, seed: UInt64(chunk))
         _ = check(x, label: "packed segments=\(segments) Q=\(chunk)")
       }
     }
@@ -161,7 +165,8 @@ final class ChunkedSSDTests: XCTestCase {
     let padded = ChunkedSSD.Inputs(
       x: splice(x.x, longer.x), dt: splice(x.dt, longer.dt), A: x.A, B: splice(x.B, longer.B), C: splice(x.C, longer.C),
       D: x.D, dtBias: x.dtBias, chunkSize: 4)
-    assertClose(ChunkedSSD.forward(padded).output.slice(alongAxis: 1, 0..<13), ChunkedSSD.forward(x).output, rtol: 1e-5, atol: 1e-5)
+    assertClose(
+      ChunkedSSD.forward(padded).output.slice(alongAxis: 1, 0..<13), ChunkedSSD.forward(x).output, rtol: 1e-5, atol: 1e-5)
   }
 
   func testResultDoesNotDependOnChunkSize() {
@@ -180,7 +185,10 @@ final class ChunkedSSDTests: XCTestCase {
     let (batch, length, heads, headDim, state) = (2, 19, 3, 2, 4)
     let x = Self.inputs(batch: batch, length: length, heads: heads, headDim: headDim, state: state, chunk: 8, seed: 21)
     let channels = heads * headDim
-    var delta = [Float](), aRows = [Float](), d = [Float](), bias = [Float]()
+    var delta = [Float]()
+    var aRows = [Float]()
+    var d = [Float]()
+    var bias = [Float]()
     for i in 0..<(batch * length) { for h in 0..<heads { for _ in 0..<headDim { delta.append(x.dt.scalars[i * heads + h]) } } }
     for h in 0..<heads {
       for _ in 0..<headDim {
@@ -208,7 +216,8 @@ final class ChunkedSSDTests: XCTestCase {
     let g = ChunkedSSD.referenceRecurrentBackward(r, outputGradient: cotangent, finalStateGradient: finalCotangent)
     func loss(_ r: ChunkedSSD.ReferenceInputs<Double>) -> Double {
       let out = ChunkedSSD.referenceRecurrent(r)
-      return zip(out.output, cotangent).reduce(0) { $0 + $1.0 * $1.1 } + zip(out.finalState, finalCotangent).reduce(0) { $0 + $1.0 * $1.1 }
+      return zip(out.output, cotangent).reduce(0) { $0 + $1.0 * $1.1 }
+        + zip(out.finalState, finalCotangent).reduce(0) { $0 + $1.0 * $1.1 }
     }
     let fields: [(String, WritableKeyPath<ChunkedSSD.ReferenceInputs<Double>, [Double]>, [Double])] = [
       ("x", \.x, g.x), ("dt", \.dt, g.dt), ("A", \.A, g.A), ("B", \.B, g.B), ("C", \.C, g.C), ("D", \.D!, g.D!),
@@ -216,7 +225,8 @@ final class ChunkedSSDTests: XCTestCase {
     ]
     for (name, path, analytic) in fields {
       FiniteDifference.assertGradient(
-        analytic, matches: { values in
+        analytic,
+        matches: { values in
           var p = r
           p[keyPath: path] = values
           return loss(p)

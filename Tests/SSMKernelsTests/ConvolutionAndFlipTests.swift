@@ -11,18 +11,23 @@ final class CausalConv1dTests: XCTestCase {
       withEvery("batch", in: [1, 3]) { batch in
         withEvery("packed", in: [false, true]) { packed in
           withEvery("bias", in: [false, true]) { hasBias in
-            let channels = 19, width = 4
+            let channels = 19
+            let width = 4
             let x = Tensor.random([batch, length, channels], seed: UInt64(length + batch))
             let w = Tensor.random([channels, 1, width], seed: 2)
             let bias = hasBias ? Tensor.random([channels], seed: 3) : nil
             // Packed: segments of lengths 1, 2, 3, … along each row.
             var ids = [Int]()
             for _ in 0..<batch {
-              var segment = 0, left = 1
+              var segment = 0
+              var left = 1
               for _ in 0..<length {
                 ids.append(segment)
                 left -= 1
-                if left == 0 { segment += 1; left = segment + 1 }
+                if left == 0 {
+                  segment += 1
+                  left = segment + 1
+                }
               }
             }
             let seq = packed ? IndexTensor(shape: [batch, length], values: ids) : nil
@@ -55,20 +60,27 @@ final class CausalConv1dTests: XCTestCase {
     func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
       // A Double evaluation of the definition, independent of the Float reference's rounding.
       var total = 0.0
-      for bi in 0..<2 { for t in 0..<6 { for ch in 0..<3 {
-        var acc = b[ch]
-        for k in 0..<3 {
-          let s = t - 2 + k
-          if s < 0 || seq[bi, s] != seq[bi, t] { continue }
-          acc += w[ch * 3 + k] * x[(bi * 6 + s) * 3 + ch]
+      for bi in 0..<2 {
+        for t in 0..<6 {
+          for ch in 0..<3 {
+            var acc = b[ch]
+            for k in 0..<3 {
+              let s = t - 2 + k
+              if s < 0 || seq[bi, s] != seq[bi, t] { continue }
+              acc += w[ch * 3 + k] * x[(bi * 6 + s) * 3 + ch]
+            }
+            total += acc * Double(c.scalars[(bi * 6 + t) * 3 + ch])
+          }
         }
-        total += acc * Double(c.scalars[(bi * 6 + t) * 3 + ch])
-      } } }
+      }
       return total
     }
-    FiniteDifference.assertGradient(g.x.doubles, matches: { loss($0, w.doubles, b.doubles) }, at: x.doubles, tolerance: 1e-6, name: "x")
-    FiniteDifference.assertGradient(g.weight.doubles, matches: { loss(x.doubles, $0, b.doubles) }, at: w.doubles, tolerance: 1e-6, name: "w")
-    FiniteDifference.assertGradient(g.bias!.doubles, matches: { loss(x.doubles, w.doubles, $0) }, at: b.doubles, tolerance: 1e-6, name: "b")
+    FiniteDifference.assertGradient(
+      g.x.doubles, matches: { loss($0, w.doubles, b.doubles) }, at: x.doubles, tolerance: 1e-6, name: "x")
+    FiniteDifference.assertGradient(
+      g.weight.doubles, matches: { loss(x.doubles, $0, b.doubles) }, at: w.doubles, tolerance: 1e-6, name: "w")
+    FiniteDifference.assertGradient(
+      g.bias!.doubles, matches: { loss(x.doubles, w.doubles, $0) }, at: b.doubles, tolerance: 1e-6, name: "b")
   }
 
   func testPackedSegmentsEqualRunningEachAlone() {

@@ -29,10 +29,12 @@ final class GRURecurrenceTests: XCTestCase {
         withEvery("batch", in: [1, 3]) { batch in
           withEvery("hidden", in: [1, 3, 8, 9, 16, 17, 33]) { hidden in
             withEvery("bias", in: [false, true]) { bias in
-              let x = Self.inputs(batch: batch, length: length, hidden: hidden, bias: bias, seed: UInt64(7 * length + 31 * hidden + batch))
+              let x = Self.inputs(
+                batch: batch, length: length, hidden: hidden, bias: bias, seed: UInt64(7 * length + 31 * hidden + batch))
               let reference = GRURecurrence.ReferenceInputs(x)
               let (output, saved) = GRURecurrence.forward(x, saveForBackward: true)
-              let expected = Tensor(shape: [batch, length, hidden], scalars: GRURecurrence.referenceForward(reference).map(Float.init))
+              let expected = Tensor(
+                shape: [batch, length, hidden], scalars: GRURecurrence.referenceForward(reference).map(Float.init))
               assertNormalizedError(output, expected, below: 1e-5, "h")
               // Without saving, the same states.
               assertNormalizedError(GRURecurrence.forward(x, saveForBackward: false).output, output, below: 1e-7, "h unsaved")
@@ -40,10 +42,16 @@ final class GRURecurrenceTests: XCTestCase {
               let dy = Tensor.randomNormal([batch, length, hidden], using: &rng)
               let fast = GRURecurrence.backward(outputGradient: dy, x, saved: saved!)
               let slow = GRURecurrence.referenceBackward(reference, outputGradient: dy.doubles)
-              assertNormalizedError(fast.inputProjection, Tensor(shape: [batch, length, 3 * hidden], scalars: slow.inputProjection.map(Float.init)), below: 1e-5, "∂xw")
-              assertNormalizedError(fast.hiddenWeight, Tensor(shape: [3 * hidden, hidden], scalars: slow.hiddenWeight.map(Float.init)), below: 1e-5, "∂W_hh")
+              assertNormalizedError(
+                fast.inputProjection, Tensor(shape: [batch, length, 3 * hidden], scalars: slow.inputProjection.map(Float.init)),
+                below: 1e-5, "∂xw")
+              assertNormalizedError(
+                fast.hiddenWeight, Tensor(shape: [3 * hidden, hidden], scalars: slow.hiddenWeight.map(Float.init)), below: 1e-5,
+                "∂W_hh")
               if bias {
-                assertNormalizedError(fast.hiddenBias ?? Tensor(zeros: [1]), Tensor(shape: [3 * hidden], scalars: slow.hiddenBias.map(Float.init)), below: 1e-5, "∂b_hh")
+                assertNormalizedError(
+                  fast.hiddenBias ?? Tensor(zeros: [1]), Tensor(shape: [3 * hidden], scalars: slow.hiddenBias.map(Float.init)),
+                  below: 1e-5, "∂b_hh")
               } else {
                 XCTAssertNil(fast.hiddenBias)
               }
@@ -68,21 +76,27 @@ final class GRURecurrenceTests: XCTestCase {
           zip(GRURecurrence.referenceForward(r), dy).reduce(0) { $0 + $1.0 * $1.1 }
         }
         let analytic = GRURecurrence.referenceBackward(base, outputGradient: dy)
-        FiniteDifference.assertGradient(analytic.inputProjection, matches: { v in
-          var r = base
-          r.inputProjection = v
-          return loss(r)
-        }, at: base.inputProjection, tolerance: 1e-5, name: "xw")
-        FiniteDifference.assertGradient(analytic.hiddenWeight, matches: { v in
-          var r = base
-          r.hiddenWeight = v
-          return loss(r)
-        }, at: base.hiddenWeight, tolerance: 1e-5, name: "W_hh")
-        FiniteDifference.assertGradient(analytic.hiddenBias, matches: { v in
-          var r = base
-          r.hiddenBias = v
-          return loss(r)
-        }, at: base.hiddenBias, tolerance: 1e-5, name: "b_hh")
+        FiniteDifference.assertGradient(
+          analytic.inputProjection,
+          matches: { v in
+            var r = base
+            r.inputProjection = v
+            return loss(r)
+          }, at: base.inputProjection, tolerance: 1e-5, name: "xw")
+        FiniteDifference.assertGradient(
+          analytic.hiddenWeight,
+          matches: { v in
+            var r = base
+            r.hiddenWeight = v
+            return loss(r)
+          }, at: base.hiddenWeight, tolerance: 1e-5, name: "W_hh")
+        FiniteDifference.assertGradient(
+          analytic.hiddenBias,
+          matches: { v in
+            var r = base
+            r.hiddenBias = v
+            return loss(r)
+          }, at: base.hiddenBias, tolerance: 1e-5, name: "b_hh")
       }
     }
   }

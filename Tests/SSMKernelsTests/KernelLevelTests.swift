@@ -231,7 +231,8 @@ final class KernelLevelTests: XCTestCase {
         assertMatches(acc, expectedMax, rtol: 0, atol: 0, "maximum")
         assertPaddingIntact(acc, after: n, "maximum")
         XCTAssertEqual(Array(index.prefix(n)), expectedIndex, "first maximum wins\(TestContext.description)")
-        XCTAssertEqual(Array(index.dropFirst(n)), [Int32](repeating: -77, count: padding), "index padding\(TestContext.description)")
+        XCTAssertEqual(
+          Array(index.dropFirst(n)), [Int32](repeating: -77, count: padding), "index padding\(TestContext.description)")
       }
     }
   }
@@ -247,7 +248,8 @@ final class KernelLevelTests: XCTestCase {
       withEvery("n", in: sizes + [2047, 2048, 2049, 4100]) { n in
         let x = uniform(n, -1...2, seed: seed(n, 1))
         let b = uniform(n, seed: seed(n, 2))
-        var sum = 0.0, magnitude = 0.0
+        var sum = 0.0
+        var magnitude = 0.0
         for v in x {
           sum += Double(v)
           magnitude += Swift.abs(Double(v))
@@ -259,7 +261,8 @@ final class KernelLevelTests: XCTestCase {
         for v in x { squares += (Double(v) - Double(shift)) * (Double(v) - Double(shift)) }
         assertMatches(ssm_sum_squared_deviation(input(x), shift, n), squares, rtol: 2e-6, atol: 0, "squared deviation")
 
-        var dot = 0.0, dotMagnitude = 0.0
+        var dot = 0.0
+        var dotMagnitude = 0.0
         for i in 0..<n {
           dot += Double(x[i]) * Double(b[i])
           dotMagnitude += Swift.abs(Double(x[i]) * Double(b[i]))
@@ -289,7 +292,8 @@ final class KernelLevelTests: XCTestCase {
           var out = output(rows)
           ssm_reduce_rows(kernelCode(SSM_REDUCE_SUM.rawValue), input(x), rows, cols, &out)
           withEvery("row", in: 0..<rows) { r in
-            var s = 0.0, magnitude = 0.0
+            var s = 0.0
+            var magnitude = 0.0
             for v in xd[(r * cols)..<((r + 1) * cols)] {
               s += v
               magnitude += Swift.abs(v)
@@ -324,7 +328,8 @@ final class KernelLevelTests: XCTestCase {
         withEvery("cols", in: sizes) { cols in
           let x = maskedLogits(rows: rows, cols: cols, seed: seed(rows, cols))
           let xd = x.map(Double.init)
-          var softmax = [Double](), logSoftmax = [Double]()
+          var softmax = [Double]()
+          var logSoftmax = [Double]()
           for r in 0..<rows {
             let row = xd[(r * cols)..<((r + 1) * cols)]
             softmax += Reference.softmax(row)
@@ -370,7 +375,9 @@ final class KernelLevelTests: XCTestCase {
           let x = uniform(rows * n, -1...3, seed: seed(rows, n, 1))
           let gamma = uniform(n, 0.5...1.5, seed: seed(n, 2))
           let beta = uniform(n, -0.5...0.5, seed: seed(n, 3))
-          var expectedY = [Double](), expectedMean = [Double](), expectedRstd = [Double]()
+          var expectedY = [Double]()
+          var expectedMean = [Double]()
+          var expectedRstd = [Double]()
           for r in 0..<rows {
             let row = x[(r * n)..<((r + 1) * n)].map(Double.init)
             var mean = 0.0
@@ -384,7 +391,9 @@ final class KernelLevelTests: XCTestCase {
             expectedMean.append(mean)
             expectedRstd.append(rstd)
           }
-          var y = output(rows * n), mean = output(rows), rstd = output(rows)
+          var y = output(rows * n)
+          var mean = output(rows)
+          var rstd = output(rows)
           ssm_layer_norm_rows(input(x), input(gamma), input(beta), eps, rows, n, &y, &mean, &rstd)
           assertMatches(mean, expectedMean, rtol: 1e-6, atol: 1e-7, "mean")
           assertMatches(rstd, expectedRstd, rtol: 1e-6, atol: 0, "rstd")
@@ -406,9 +415,11 @@ final class KernelLevelTests: XCTestCase {
           let x = uniform(rows * n, -1...3, seed: seed(rows, n, 1))
           let g = uniform(rows * n, seed: seed(rows, n, 2))
           let gamma = uniform(n, 0.5...1.5, seed: seed(n, 3))
-          let dgamma0 = uniform(n, seed: seed(n, 4)), dbeta0 = uniform(n, seed: seed(n, 5))
+          let dgamma0 = uniform(n, seed: seed(n, 4))
+          let dbeta0 = uniform(n, seed: seed(n, 5))
           // The saved statistics as the forward pass would store them (Float), from Double.
-          var mean = [Float](), rstd = [Float]()
+          var mean = [Float]()
+          var rstd = [Float]()
           for r in 0..<rows {
             let row = x[(r * n)..<((r + 1) * n)].map(Double.init)
             var mu = 0.0
@@ -420,12 +431,14 @@ final class KernelLevelTests: XCTestCase {
             rstd.append(Float(1 / (variance / Double(n) + 1e-5).squareRoot()))
           }
           var expectedDx = [Double](repeating: 0, count: rows * n)
-          var expectedDgamma = dgamma0.map(Double.init), expectedDbeta = dbeta0.map(Double.init)
+          var expectedDgamma = dgamma0.map(Double.init)
+          var expectedDbeta = dbeta0.map(Double.init)
           var largestRstd = 0.0
           for r in 0..<rows {
             let (mu, rs) = (Double(mean[r]), Double(rstd[r]))
             largestRstd = rs > largestRstd ? rs : largestRstd
-            var sumGG = 0.0, sumGGX = 0.0
+            var sumGG = 0.0
+            var sumGGX = 0.0
             for i in 0..<n {
               let xhat = (Double(x[r * n + i]) - mu) * rs
               let gg = Double(g[r * n + i]) * Double(gamma[i])
@@ -440,7 +453,9 @@ final class KernelLevelTests: XCTestCase {
               expectedDx[r * n + i] = rs * (Double(g[r * n + i]) * Double(gamma[i]) - a - xhat * b)
             }
           }
-          var dx = output(rows * n), dgamma = inOut(dgamma0), dbeta = inOut(dbeta0)
+          var dx = output(rows * n)
+          var dgamma = inOut(dgamma0)
+          var dbeta = inOut(dbeta0)
           ssm_layer_norm_backward_rows(
             input(x), input(mean), input(rstd), input(gamma), input(g), rows, n, &dx, &dgamma, &dbeta)
           // dx cancels three terms of size ~1 before the rstd scaling: its absolute error is a
@@ -490,14 +505,16 @@ final class KernelLevelTests: XCTestCase {
           let x = uniform(rows * n, -8...8, seed: seed(rows, n))
           let xd = x.map(Double.init)
           let targets = (0..<rows).map { r in Int32([0, n - 1, n / 2, 1 % n, (2 * n) / 3][r % 5]) }
-          var expectedLoss = [Double](), expectedGrad = [Double]()
+          var expectedLoss = [Double]()
+          var expectedGrad = [Double]()
           for r in 0..<rows {
             let row = xd[(r * n)..<((r + 1) * n)]
             expectedLoss.append(Reference.logSumExp(row) - xd[r * n + Int(targets[r])])
             let p = Reference.softmax(row)
             for i in 0..<n { expectedGrad.append(Double(scale) * (p[i] - (i == Int(targets[r]) ? 1 : 0))) }
           }
-          var loss = output(rows), grad = output(rows * n)
+          var loss = output(rows)
+          var grad = output(rows * n)
           ssm_softmax_cross_entropy_rows(input(x), targets, rows, n, scale, &loss, &grad)
           // logsumexp − x[t] cancels values up to ~13; softmax − 1 at the target cancels ~1.
           assertMatches(loss, expectedLoss, rtol: 1e-6, atol: 1e-6, "loss")
@@ -519,12 +536,16 @@ final class KernelLevelTests: XCTestCase {
         let weightDecay: Float = decoupled == 1 ? 0.1 : 0.05
         withEvery("n", in: [5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129]) { n in
           let start = uniform(n, -2...2, seed: seed(n, Int(decoupled)))
-          var p = inOut(start), m = inOut([Float](repeating: 0, count: n)), v = inOut([Float](repeating: 0, count: n))
+          var p = inOut(start)
+          var m = inOut([Float](repeating: 0, count: n))
+          var v = inOut([Float](repeating: 0, count: n))
           var rp = start.map(Double.init)
-          var rm = [Double](repeating: 0, count: n), rv = [Double](repeating: 0, count: n)
+          var rm = [Double](repeating: 0, count: n)
+          var rv = [Double](repeating: 0, count: n)
           for t in 1...6 {
             let g = uniform(n, -3...3, seed: seed(n, t, 7))
-            let bc1 = 1 - Foundation.pow(b1, Double(t)), bc2 = 1 - Foundation.pow(b2, Double(t))
+            let bc1 = 1 - Foundation.pow(b1, Double(t))
+            let bc2 = 1 - Foundation.pow(b2, Double(t))
             ssm_adam_update(&p, input(g), &m, &v, n, lr, beta1, beta2, eps, weightDecay, decoupled, Float(bc1), Float(bc2))
             let (lrD, wd, epsD) = (Double(lr), Double(weightDecay), Double(eps))
             for i in 0..<n {
@@ -564,7 +585,8 @@ final class KernelLevelTests: XCTestCase {
               let w = uniform(K * C, seed: seed(K, C, 2))
               let bias = hasBias ? uniform(C, seed: seed(C, 3)) : nil
               let g = uniform(count, seed: seed(K, C, 4))
-              let dweight0 = uniform(K * C, seed: seed(K, C, 5)), dbias0 = uniform(C, seed: seed(C, 6))
+              let dweight0 = uniform(K * C, seed: seed(K, C, 5))
+              let dbias0 = uniform(C, seed: seed(C, 6))
               // Segment boundaries at different steps in the two batch elements.
               let seq: [Int32]? = segmented ? (0..<batch).flatMap { b in (0..<length).map { Int32(($0 + 2 * b) / 3) } } : nil
               func tap(_ b: Int, _ t: Int, _ k: Int) -> Int? {
@@ -575,7 +597,8 @@ final class KernelLevelTests: XCTestCase {
               }
               var expectedY = [Double](repeating: 0, count: count)
               var expectedDx = [Double](repeating: 0, count: count)
-              var expectedDw = dweight0.map(Double.init), expectedDbias = dbias0.map(Double.init)
+              var expectedDw = dweight0.map(Double.init)
+              var expectedDbias = dbias0.map(Double.init)
               for b in 0..<batch {
                 for t in 0..<length {
                   for c in 0..<C {
@@ -594,7 +617,10 @@ final class KernelLevelTests: XCTestCase {
                 }
               }
               let (xs, ws, gs) = (input(x), input(w), input(g))
-              var y = output(count), dx = output(count), dweight = inOut(dweight0), dbias = inOut(dbias0)
+              var y = output(count)
+              var dx = output(count)
+              var dweight = inOut(dweight0)
+              var dbias = inOut(dbias0)
               withOptionalPointer(bias.map(input)) { biasPointer in
                 withOptionalPointer(seq) { seqPointer in
                   for (begin, end) in [(0, 1), (1, batch)] {
@@ -641,12 +667,17 @@ final class KernelLevelTests: XCTestCase {
             for b in 0..<rows { for j in 0..<(3 * H) { xw[b * stride + j] = xValues[b * 3 * H + j] } }
             let hw = uniform(rows * 3 * H, -3...3, seed: seed(rows, H, 2))
             let previous = hasPrevious ? uniform(rows * H, seed: seed(rows, H, 3)) : nil
-            var eR = [Double](), eZ = [Double](), eN = [Double](), eHn = [Double](), eH = [Double]()
+            var eR = [Double]()
+            var eZ = [Double]()
+            var eN = [Double]()
+            var eHn = [Double]()
+            var eH = [Double]()
             for b in 0..<rows {
               for j in 0..<H {
                 let x = { (gate: Int) in Double(xw[b * stride + gate * H + j]) }
                 let h = { (gate: Int) in Double(hw[b * 3 * H + gate * H + j]) }
-                let r = Reference.sigmoid(x(0) + h(0)), z = Reference.sigmoid(x(1) + h(1))
+                let r = Reference.sigmoid(x(0) + h(0))
+                let z = Reference.sigmoid(x(1) + h(1))
                 let n = Foundation.tanh(x(2) + r * h(2))
                 let prev = previous.map { Double($0[b * H + j]) } ?? 0
                 eR.append(r)
@@ -657,7 +688,11 @@ final class KernelLevelTests: XCTestCase {
               }
             }
             let count = rows * H
-            var r = output(count), z = output(count), n = output(count), hn = output(count), h = output(count)
+            var r = output(count)
+            var z = output(count)
+            var n = output(count)
+            var hn = output(count)
+            var h = output(count)
             withOptionalPointer(previous.map(input)) { previousPointer in
               ssm_gru_forward_step(input(xw), stride, input(hw), previousPointer, rows, H, &r, &z, &n, &hn, &h)
             }
@@ -682,7 +717,8 @@ final class KernelLevelTests: XCTestCase {
       withEvery("rows", in: [1, 3]) { rows in
         withEvery("H", in: [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65]) { H in
           withEvery("h_prev", in: [false, true]) { hasPrevious in
-            let count = rows * H, stride = 3 * H + 5
+            let count = rows * H
+            let stride = 3 * H + 5
             let dh = uniform(count, seed: seed(rows, H, 1))
             let r = uniform(count, 0.05...0.95, seed: seed(rows, H, 2))
             let z = uniform(count, 0.05...0.95, seed: seed(rows, H, 3))
@@ -712,7 +748,8 @@ final class KernelLevelTests: XCTestCase {
             }
             var dxw = [Float](repeating: sentinel, count: rows * stride + padding)
             for b in 0..<rows { for j in 0..<(3 * H) { dxw[b * stride + j] = .nan } }
-            var dhw = output(rows * 3 * H), dhPrev = output(count)
+            var dhw = output(rows * 3 * H)
+            var dhPrev = output(count)
             withOptionalPointer(previous.map(input)) { previousPointer in
               ssm_gru_backward_step(
                 input(dh), input(r), input(z), input(n), input(hn), previousPointer, rows, H, &dxw, stride, &dhw,
@@ -726,7 +763,8 @@ final class KernelLevelTests: XCTestCase {
             var gaps = [Float]()
             for b in 0..<rows { gaps += dxw[(b * stride + 3 * H)..<((b + 1) * stride)] }
             gaps += dxw[(rows * stride)...]
-            XCTAssertTrue(gaps.allSatisfy { $0.bitPattern == sentinel.bitPattern }, "dxw written between rows\(TestContext.description)")
+            XCTAssertTrue(
+              gaps.allSatisfy { $0.bitPattern == sentinel.bitPattern }, "dxw written between rows\(TestContext.description)")
             assertPaddingIntact(dhw, after: rows * 3 * H, "dhw")
             assertPaddingIntact(dhPrev, after: count, "dh_prev")
           }
@@ -747,7 +785,8 @@ final class KernelLevelTests: XCTestCase {
         withEvery("n", in: sizes + [1000]) { n in
           let scale = 1 / (1 - p)
           let x = input(uniform(n, 0.5...2, seed: seed(n, 1)))
-          var y = output(n), mask = output(n)
+          var y = output(n)
+          var mask = output(n)
           ssm_dropout(key, p, scale, x, &y, &mask, 0, n)
           let expected = (0..<n).map { DropoutRule.keeps(key: key, index: $0, probability: p) ? scale : 0 }
           XCTAssertEqual(Array(mask.prefix(n)), expected, "mask\(TestContext.description)")
@@ -755,7 +794,8 @@ final class KernelLevelTests: XCTestCase {
           assertPaddingIntact(mask, after: n, "mask")
           assertPaddingIntact(y, after: n, "y")
 
-          var piecewiseY = output(n), piecewiseMask = output(n)
+          var piecewiseY = output(n)
+          var piecewiseMask = output(n)
           let cuts = [0, n / 3, Swift.min(n, (2 * n) / 3 + 1), n]
           for k in 0..<3 { ssm_dropout(key, p, scale, x, &piecewiseY, &piecewiseMask, cuts[k], cuts[k + 1]) }
           XCTAssertEqual(piecewiseMask, mask, "mask computed in pieces\(TestContext.description)")
@@ -780,11 +820,13 @@ final class KernelLevelTests: XCTestCase {
     let (begin, count) = ((1 << 32) - 7, 40)
     let x = uniform(count, 0.5...2, seed: 3)
     atEveryLevel {
-      var y = output(count), mask = output(count)
+      var y = output(count)
+      var mask = output(count)
       x.withUnsafeBufferPointer { xp in
         y.withUnsafeMutableBufferPointer { yp in
           mask.withUnsafeMutableBufferPointer { mp in
-            ssm_dropout(key, 0.5, 2, xp.baseAddress! - begin, yp.baseAddress! - begin, mp.baseAddress! - begin, begin, begin + count)
+            ssm_dropout(
+              key, 0.5, 2, xp.baseAddress! - begin, yp.baseAddress! - begin, mp.baseAddress! - begin, begin, begin + count)
           }
         }
       }

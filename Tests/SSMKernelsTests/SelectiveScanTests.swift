@@ -15,12 +15,14 @@ final class SelectiveScanTests: XCTestCase {
     // With growingModes some A entries are slightly positive, which the kernels' cheaper
     // exponential for non-positive arguments must not be used for.
     let a = -Tensor.randomUniform([channels, state], lowerBound: growingModes ? -0.05 : 0.5, upperBound: 4, using: &rng)
-    let delta = softplus
+    let delta =
+      softplus
       ? Tensor.randomUniform(shape, lowerBound: -3, upperBound: 1, using: &rng)
       : Tensor.randomUniform(shape, lowerBound: 0.01, upperBound: 0.5, using: &rng)
     return SelectiveScan.Inputs(
       u: Tensor.randomNormal(shape, using: &rng), delta: delta,
-      A: a, B: Tensor.randomNormal([batch, length, state], using: &rng), C: Tensor.randomNormal([batch, length, state], using: &rng),
+      A: a, B: Tensor.randomNormal([batch, length, state], using: &rng),
+      C: Tensor.randomNormal([batch, length, state], using: &rng),
       D: skip ? Tensor.randomNormal([channels], using: &rng) : nil, z: gated ? Tensor.randomNormal(shape, using: &rng) : nil,
       deltaBias: bias ? Tensor.randomUniform([channels], lowerBound: -1, upperBound: 1, using: &rng) : nil,
       deltaSoftplus: softplus)
@@ -53,7 +55,9 @@ final class SelectiveScanTests: XCTestCase {
             var worst = 0.0
             worst = Swift.max(worst, assertNormalizedError(fast.output, ref.output, below: 1e-4, "y"))
             worst = Swift.max(worst, assertNormalizedError(fast.lastState!, ref.lastState!, below: 1e-4, "last state"))
-            for (name, a, b) in [("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C)] {
+            for (name, a, b) in [
+              ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
+            ] {
               worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name))
             }
             for (name, a, b) in [("dD", fg.D, rg.D), ("dz", fg.z, rg.z), ("dbias", fg.deltaBias, rg.deltaBias)] {
@@ -61,7 +65,9 @@ final class SelectiveScanTests: XCTestCase {
               if let a, let b { worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name)) }
             }
             if level == levels.last && batch == 3 {
-              print("GRID selective_scan isa=\(level) L=\(length) B=\(batch) E=\(channels) N=\(x.dimensions.state) worst_normalized_error=\(worst)")
+              print(
+                "GRID selective_scan isa=\(level) L=\(length) B=\(batch) E=\(channels) N=\(x.dimensions.state) worst_normalized_error=\(worst)"
+              )
             }
           }
         }
@@ -102,7 +108,8 @@ final class SelectiveScanTests: XCTestCase {
 
   func testScanWithScalarAPerChannelIsTheDiscreteRecurrence() {
     // L = 1: y = C·(Δ·B·u) + D·u exactly.
-    let x = Self.inputs(batch: 1, length: 1, channels: 2, state: 3, gated: false, skip: true, bias: false, softplus: false, seed: 3)
+    let x = Self.inputs(
+      batch: 1, length: 1, channels: 2, state: 3, gated: false, skip: true, bias: false, softplus: false, seed: 3)
     let y = SelectiveScan.forward(x).output
     for e in 0..<2 {
       let dt = x.delta[0, 0, e]

@@ -10,7 +10,8 @@ import XCTest
 final class AttentionTests: XCTestCase {
   /// `x·Wᵀ + b` for one row in Double.
   func linear(_ layer: Linear, _ row: [Double]) -> [Double] {
-    let w = layer.weight.value.doubles, out = layer.weight.shape[0]
+    let w = layer.weight.value.doubles
+    let out = layer.weight.shape[0]
     let b = layer.bias?.value.doubles ?? [Double](repeating: 0, count: out)
     return (0..<out).map { o in b[o] + zip(w[(o * row.count)..<((o + 1) * row.count)], row).reduce(0) { $0 + $1.0 * $1.1 } }
   }
@@ -26,7 +27,9 @@ final class AttentionTests: XCTestCase {
   /// A layer with every parameter moved off its initial value, so a swapped or forgotten one shows.
   func perturbed<L: Layer>(_ layer: L, seed: UInt64) -> L {
     var rng = SplitMix64(seed: seed)
-    for (_, p) in layer.namedParameters() { p.value = p.value + Tensor.randomUniform(p.shape, lowerBound: -0.3, upperBound: 0.3, using: &rng) }
+    for (_, p) in layer.namedParameters() {
+      p.value = p.value + Tensor.randomUniform(p.shape, lowerBound: -0.3, upperBound: 0.3, using: &rng)
+    }
     return layer
   }
 
@@ -56,13 +59,16 @@ final class AttentionTests: XCTestCase {
       let size = d / heads
       for b in 0..<batch {
         let rows = (0..<length).map { t in Array(x.doubles[((b * length + t) * d)..<((b * length + t + 1) * d)]) }
-        let (q, k, v) = (rows.map { linear(layer.query, $0) }, rows.map { linear(layer.key, $0) }, rows.map { linear(layer.value, $0) })
+        let (q, k, v) = (
+          rows.map { linear(layer.query, $0) }, rows.map { linear(layer.key, $0) }, rows.map { linear(layer.value, $0) }
+        )
         for i in 0..<length {
           var joined = [Double](repeating: 0, count: d)
           for h in 0..<heads {
             let span = (h * size)..<((h + 1) * size)
             let logits = (0..<length).map { j in
-              zip(q[i][span], k[j][span]).reduce(0) { $0 + $1.0 * $1.1 } / Double(size).squareRoot() + Double(m.scalars[(b * length + i) * length + j])
+              zip(q[i][span], k[j][span]).reduce(0) { $0 + $1.0 * $1.1 } / Double(size).squareRoot()
+                + Double(m.scalars[(b * length + i) * length + j])
             }
             let top = logits.max()!
             let weights = logits.map { Foundation.exp($0 - top) }
@@ -112,7 +118,10 @@ final class AttentionTests: XCTestCase {
     let attention = MultiHeadAttention(dimension: 8, heads: 2, using: &rng)
     XCTAssertEqual(
       attention.namedParameters().map(\.path),
-      ["query.weight", "query.bias", "key.weight", "key.bias", "value.weight", "value.bias", "dense.weight", "dense.bias", "LayerNorm.weight", "LayerNorm.bias"])
+      [
+        "query.weight", "query.bias", "key.weight", "key.bias", "value.weight", "value.bias", "dense.weight", "dense.bias",
+        "LayerNorm.weight", "LayerNorm.bias",
+      ])
     let feedForward = TransformerFeedForward(dimension: 8, innerDimension: 16, using: &rng)
     XCTAssertEqual(
       feedForward.namedParameters().map(\.path),

@@ -30,11 +30,15 @@ final class LayerTests: XCTestCase {
     let want = expected.map { "\($0.0) \($0.1)" }.sorted().joined(separator: "\n")
     XCTAssertEqual(text, want, file: file, line: line)
     XCTAssertEqual(storedParameterCount(layer), direct, "stored Parameter properties", file: file, line: line)
-    XCTAssertEqual(Set(listed.map { ObjectIdentifier($0.parameter) }).count, listed.count, "a parameter listed twice", file: file, line: line)
+    XCTAssertEqual(
+      Set(listed.map { ObjectIdentifier($0.parameter) }).count, listed.count, "a parameter listed twice", file: file, line: line)
   }
 
   /// Gradient check of a layer's output with respect to its input and every parameter.
-  func checkLayer(_ layer: Layer, input: Tensor, step: Float = 1e-2, file: StaticString = #filePath, line: UInt = #line, _ run: (Variable) -> Variable) {
+  func checkLayer(
+    _ layer: Layer, input: Tensor, step: Float = 1e-2, file: StaticString = #filePath, line: UInt = #line,
+    _ run: (Variable) -> Variable
+  ) {
     GradientCheck.assertLayerGradients(layer, input: input, step: step, file: file, line: line, run)
   }
 
@@ -68,8 +72,10 @@ final class LayerTests: XCTestCase {
     let gru = GRU(inputSize: 3, hiddenSize: 4, layers: 2, bias: true, using: &rng)
     assertParameters(
       gru,
-      [("weight_ih_l0", [12, 3]), ("weight_hh_l0", [12, 4]), ("bias_ih_l0", [12]), ("bias_hh_l0", [12]),
-       ("weight_ih_l1", [12, 4]), ("weight_hh_l1", [12, 4]), ("bias_ih_l1", [12]), ("bias_hh_l1", [12])], direct: 8)
+      [
+        ("weight_ih_l0", [12, 3]), ("weight_hh_l0", [12, 4]), ("bias_ih_l0", [12]), ("bias_hh_l0", [12]),
+        ("weight_ih_l1", [12, 4]), ("weight_hh_l1", [12, 4]), ("bias_ih_l1", [12]), ("bias_hh_l1", [12]),
+      ], direct: 8)
     let plain = GRU(inputSize: 3, hiddenSize: 3, bias: false, using: &rng)
     // The GRU step kernels are dispatched per instruction-set level: every level is checked.
     do {
@@ -94,7 +100,11 @@ final class LayerTests: XCTestCase {
     for arrangement in [FeedForward.Arrangement.postNormResidual, .normThenDropout] {
       let ffn = FeedForward(dimension: 4, innerDimension: 8, dropout: 0.3, arrangement: arrangement, using: &rng)
       assertParameters(
-        ffn, [("w_1.weight", [8, 4]), ("w_1.bias", [8]), ("w_2.weight", [4, 8]), ("w_2.bias", [4]), ("LayerNorm.weight", [4]), ("LayerNorm.bias", [4])],
+        ffn,
+        [
+          ("w_1.weight", [8, 4]), ("w_1.bias", [8]), ("w_2.weight", [4, 8]), ("w_2.bias", [4]), ("LayerNorm.weight", [4]),
+          ("LayerNorm.bias", [4]),
+        ],
         direct: 0)
       checkLayer(ffn, input: Tensor.random([2, 3, 4], seed: 12)) { x in
         var context = ForwardContext.evaluation
@@ -108,8 +118,10 @@ final class LayerTests: XCTestCase {
     let mamba = MambaBlock(modelDimension: 4, stateSize: 3, convolutionWidth: 2, expansion: 2, using: &rng)
     assertParameters(
       mamba,
-      [("in_proj.weight", [16, 4]), ("conv1d.weight", [8, 1, 2]), ("conv1d.bias", [8]), ("x_proj.weight", [7, 8]),
-       ("dt_proj.weight", [8, 1]), ("dt_proj.bias", [8]), ("A_log", [8, 3]), ("D", [8]), ("out_proj.weight", [4, 8])],
+      [
+        ("in_proj.weight", [16, 4]), ("conv1d.weight", [8, 1, 2]), ("conv1d.bias", [8]), ("x_proj.weight", [7, 8]),
+        ("dt_proj.weight", [8, 1]), ("dt_proj.bias", [8]), ("A_log", [8, 3]), ("D", [8]), ("out_proj.weight", [4, 8]),
+      ],
       direct: 4)
     // The reference Δ initialisation: softplus(dt_proj.bias) within [dt_min, dt_max].
     for b in mamba.deltaProjection.bias!.value.scalars {
@@ -124,8 +136,10 @@ final class LayerTests: XCTestCase {
     let mamba2 = Mamba2Block(configuration: c, using: &rng)
     assertParameters(
       mamba2,
-      [("in_proj.weight", [26, 4]), ("conv1d.weight", [14, 1, 3]), ("conv1d.bias", [14]), ("dt_bias", [4]), ("A_log", [4]),
-       ("D", [4]), ("norm.weight", [8]), ("out_proj.weight", [4, 8])], direct: 5)
+      [
+        ("in_proj.weight", [26, 4]), ("conv1d.weight", [14, 1, 3]), ("conv1d.bias", [14]), ("dt_bias", [4]), ("A_log", [4]),
+        ("D", [4]), ("norm.weight", [8]), ("out_proj.weight", [4, 8]),
+      ], direct: 5)
     XCTAssertTrue(mamba2.logA.value.scalars.allSatisfy { exp(Double($0)) >= 1 && exp(Double($0)) <= 16 })
     let seq = IndexTensor(shape: [1, 5], values: [0, 0, 1, 1, 1])
     checkLayer(mamba2, input: Tensor.random([1, 5, 4], seed: 14), step: 3e-3) { mamba2($0, sequenceIndex: seq) }
@@ -152,7 +166,11 @@ final class LayerTests: XCTestCase {
     var rng = SplitMix64(seed: 5)
     let gate = DenseSelectiveGate(dimension: 3, using: &rng)
     assertParameters(
-      gate, [("selective_gate_sig.1.weight", [3, 3]), ("selective_gate_sig.1.bias", [3]), ("selective_gate_si.1.weight", [3, 3]), ("selective_gate_si.1.bias", [3])],
+      gate,
+      [
+        ("selective_gate_sig.1.weight", [3, 3]), ("selective_gate_sig.1.bias", [3]), ("selective_gate_si.1.weight", [3, 3]),
+        ("selective_gate_si.1.bias", [3]),
+      ],
       direct: 0)
     let other = Tensor.random([2, 3], seed: 15)
     checkLayer(gate, input: Tensor.random([2, 3], seed: 16)) { h in
@@ -160,7 +178,9 @@ final class LayerTests: XCTestCase {
       return gate(h, sigmoidInput: Variable(other), context: &context)
     }
     let fe = FeatureExtractionGRU(dimension: 3, using: &rng)
-    assertParameters(fe, [("gru.weight_ih_l0", [9, 3]), ("gru.weight_hh_l0", [9, 3]), ("conv1d.weight", [3, 3, 3]), ("conv1d.bias", [3])], direct: 0)
+    assertParameters(
+      fe, [("gru.weight_ih_l0", [9, 3]), ("gru.weight_hh_l0", [9, 3]), ("conv1d.weight", [3, 3, 3]), ("conv1d.bias", [3])],
+      direct: 0)
     checkLayer(fe, input: Tensor.random([2, 4, 3], seed: 17)) { fe($0) }
     let mixing = BranchMixing(dimension: 3, using: &rng)
     assertParameters(mixing, [("combining_weights", [3]), ("projection.weight", [3, 3]), ("projection.bias", [3])], direct: 1)
@@ -181,4 +201,3 @@ final class LayerTests: XCTestCase {
     }
   }
 }
-

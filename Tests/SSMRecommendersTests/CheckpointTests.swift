@@ -47,7 +47,8 @@ final class CheckpointTests: XCTestCase {
     let resumedAdam = Adam(parameters: resumed.namedParameters(), learningRate: 0.5)
     XCTAssertTrue(try contents.restore(resumedAdam))
     XCTAssertEqual(resumedAdam.stepCount, 3)
-    var c1 = ForwardContext.training(seed: 8), c2 = ForwardContext.training(seed: 8)
+    var c1 = ForwardContext.training(seed: 8)
+    var c2 = ForwardContext.training(seed: 8)
     for (m, o, c) in [(model, adam, 1), (resumed, resumedAdam, 2)] as [(Mamba4Rec, Adam, Int)] {
       m.zeroGradients()
       if c == 1 { m.loss(batch, context: &c1).backward() } else { m.loss(batch, context: &c2).backward() }
@@ -136,7 +137,9 @@ final class CheckpointTests: XCTestCase {
     }
     let descriptor = try ModelRegistry.shared.descriptor(named: Mamba4Rec.kind)
     try registry.register(descriptor)
-    XCTAssertThrowsError(try registry.register(descriptor)) { XCTAssertEqual($0 as? ModelRegistryError, .duplicateName("mamba4rec")) }
+    XCTAssertThrowsError(try registry.register(descriptor)) {
+      XCTAssertEqual($0 as? ModelRegistryError, .duplicateName("mamba4rec"))
+    }
     XCTAssertEqual(ModelRegistry.shared.names, ["mamba4rec", "sigma", "ssd4rec", "sasrec", "gru4rec"])
 
     let model = try descriptor.makeModel(itemCount: 20, overrides: .init(hiddenSize: 8, layers: 2, dropout: 0), seed: 4)

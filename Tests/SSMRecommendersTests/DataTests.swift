@@ -121,16 +121,21 @@ final class DataTests: XCTestCase {
   }
 
   func testFilesWithoutTimestampsSayTheyKeepFileOrder() throws {
-    let timed = try InteractionDataset(contentsOf: try write("t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t9\n1\t3\t1\n"))
+    let timed = try InteractionDataset(
+      contentsOf: try write("t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t9\n1\t3\t1\n"))
     XCTAssertTrue(timed.hasTimestamps)
-    XCTAssertEqual(SequentialSplit(timed, maximumLength: nil).train.first?.target, 1, "by time: token 3 (id 2), then token 2 (id 1)")
+    XCTAssertEqual(
+      SequentialSplit(timed, maximumLength: nil).train.first?.target, 1, "by time: token 3 (id 2), then token 2 (id 1)")
     let untimed = try InteractionDataset(contentsOf: try write("u.inter", "user_id:token\titem_id:token\n1\t2\n1\t3\n"))
     XCTAssertFalse(untimed.hasTimestamps)
-    XCTAssertEqual(SequentialSplit(untimed, maximumLength: nil).train.first?.target, 2, "file order: token 2 (id 1), then token 3 (id 2)")
+    XCTAssertEqual(
+      SequentialSplit(untimed, maximumLength: nil).train.first?.target, 2, "file order: token 2 (id 1), then token 3 (id 2)")
   }
 
   func testBatchesArePaddedAndSeededlyShuffled() throws {
-    let instances = (0..<10).map { SequenceInstance(user: 1, history: Array(repeating: Int32($0 + 1), count: $0 % 3 + 1), target: 1) }
+    let instances = (0..<10).map {
+      SequenceInstance(user: 1, history: Array(repeating: Int32($0 + 1), count: $0 % 3 + 1), target: 1)
+    }
     let a = Array(BatchSequence(instances, batchSize: 4, shuffleSeed: 5))
     let b = Array(BatchSequence(instances, batchSize: 4, shuffleSeed: 5))
     XCTAssertEqual(a.map(\.items), b.map(\.items))
@@ -140,7 +145,9 @@ final class DataTests: XCTestCase {
     XCTAssertEqual(fixed[0].width, 5)
     XCTAssertEqual(fixed[0].items[0, 1], 0, "right padding")
     // Up to a length: cut to the most recent items, padded to the longest of the batch.
-    let long = [SequenceInstance(user: 1, history: [1, 2, 3, 4, 5], target: 6), SequenceInstance(user: 2, history: [7], target: 8)]
+    let long = [
+      SequenceInstance(user: 1, history: [1, 2, 3, 4, 5], target: 6), SequenceInstance(user: 2, history: [7], target: 8),
+    ]
     let cut = Array(BatchSequence(long, batchSize: 2, batching: .upTo(3)))[0]
     XCTAssertEqual(cut.width, 3)
     XCTAssertEqual(cut.items.values, [3, 4, 5, 7, 0, 0])

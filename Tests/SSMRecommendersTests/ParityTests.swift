@@ -69,7 +69,10 @@ struct ParityReport {
 
   /// Outputs: max|a − e| / max|e| ≤ 1e-4.
   mutating func output(_ name: String, _ actual: Tensor, _ expected: Tensor) {
-    guard actual.shape == expected.shape else { failures.append("\(name): shape \(actual.shape) vs \(expected.shape)"); return }
+    guard actual.shape == expected.shape else {
+      failures.append("\(name): shape \(actual.shape) vs \(expected.shape)")
+      return
+    }
     let e = normalizedError(actual, expected)
     if !(e <= worstOutput) { worstOutput = e }
     if !(e <= 1e-4) { failures.append("\(name): relative error \(e) > 1e-4") }
@@ -86,8 +89,14 @@ struct ParityReport {
   mutating func gradients(_ actual: [String: Tensor], _ expected: [String: Tensor]) {
     let largestNorm = largest(expected.values.map { norm($0) })
     for (name, e) in expected.sorted(by: { $0.key < $1.key }) {
-      guard let a = actual[name] else { failures.append("no gradient computed for \(name)"); continue }
-      guard a.shape == e.shape else { failures.append("gradient \(name): shape \(a.shape) vs \(e.shape)"); continue }
+      guard let a = actual[name] else {
+        failures.append("no gradient computed for \(name)")
+        continue
+      }
+      guard a.shape == e.shape else {
+        failures.append("gradient \(name): shape \(a.shape) vs \(e.shape)")
+        continue
+      }
       // NaN-propagating: a NaN gradient entry makes `worst` NaN and fails the check below.
       let worst = largest(zip(a.scalars, e.scalars).map { Swift.abs(Double($0) - Double($1)) })
       let ratio = worst / Swift.max(norm(e), 1e-3 * largestNorm, 1e-30)
@@ -116,7 +125,8 @@ enum Parity {
     var generator = SplitMix64(seed: 0)
     switch model {
     case "mamba_block", "mamba2_block":
-      let block: any BlockUnderTest = model == "mamba_block"
+      let block: any BlockUnderTest =
+        model == "mamba_block"
         ? MambaBlock(
           modelDimension: config.int("d_model"), stateSize: config.int("d_state"), convolutionWidth: config.int("d_conv"),
           expansion: config.int("expand"), deltaRank: config.int("dt_rank"), convolutionBias: config.bool("conv_bias"),
@@ -135,12 +145,16 @@ enum Parity {
       report.loss(loss.value.scalar, try fixture.tensor("expected.loss").scalar, scale: scale)
       block.zeroGradients()
       loss.backward()
-      var actual = Dictionary(uniqueKeysWithValues: block.namedParameters().map { ($0.path, $0.parameter.gradient ?? Tensor(zeros: $0.parameter.shape)) })
+      var actual = Dictionary(
+        uniqueKeysWithValues: block.namedParameters().map {
+          ($0.path, $0.parameter.gradient ?? Tensor(zeros: $0.parameter.shape))
+        })
       actual["input.x"] = x.gradient
       report.gradients(actual, expectedGradients)
       return report
     default:
-      return try RecommenderParity.check(model: model, config: config, fixture: fixture, parameters: parameters, expectedGradients: expectedGradients)
+      return try RecommenderParity.check(
+        model: model, config: config, fixture: fixture, parameters: parameters, expectedGradients: expectedGradients)
     }
   }
 }
@@ -281,9 +295,10 @@ enum RecommenderParity {
     let expectedLoss = try fixture.tensor("expected.loss").scalar
     report.loss(loss.value.scalar, expectedLoss, scale: Swift.abs(Double(expectedLoss)))
     loss.backward()
-    let actual = Dictionary(uniqueKeysWithValues: model.namedParameters().map {
-      ($0.path, $0.parameter.gradient ?? Tensor(zeros: $0.parameter.shape))
-    })
+    let actual = Dictionary(
+      uniqueKeysWithValues: model.namedParameters().map {
+        ($0.path, $0.parameter.gradient ?? Tensor(zeros: $0.parameter.shape))
+      })
     report.gradients(actual, expectedGradients)
     return report
   }

@@ -38,7 +38,8 @@ enum Reference {
     case .sigmoid: return s * (1 - s)
     case .silu: return s * (1 + x * (1 - s))
     case .softplus: return x > 20 ? 1 : s
-    case .gelu: return 0.5 * Foundation.erfc(-x / 2.0.squareRoot()) + x * Foundation.exp(-x * x / 2) / (2 * Double.pi).squareRoot()
+    case .gelu:
+      return 0.5 * Foundation.erfc(-x / 2.0.squareRoot()) + x * Foundation.exp(-x * x / 2) / (2 * Double.pi).squareRoot()
     case .relu: return x > 0 ? 1 : 0
     case .abs: return x > 0 ? 1 : (x < 0 ? -1 : 0)
     case .negate: return -1
@@ -121,7 +122,9 @@ final class ElementwiseTests: XCTestCase {
     XCTAssertEqual(x.tanh().scalars[4], 1)
     XCTAssertEqual(x.tanh().scalars[5], -1)
     XCTAssertEqual(Tensor([25]).softplus().scalar, 25)
-    XCTAssertEqual(Tensor([Float.leastNormalMagnitude / 4]).log().scalar, Float(Foundation.log(Double(Float.leastNormalMagnitude / 4))), accuracy: 1e-4)
+    XCTAssertEqual(
+      Tensor([Float.leastNormalMagnitude / 4]).log().scalar, Float(Foundation.log(Double(Float.leastNormalMagnitude / 4))),
+      accuracy: 1e-4)
   }
 
   /// The kernels compute whole SIMD blocks with vector code and the tail with scalar code: the

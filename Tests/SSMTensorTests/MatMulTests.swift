@@ -34,7 +34,8 @@ final class MatMulTests: XCTestCase {
           let a = Tensor.random(ta ? [k, m] : [m, k], seed: UInt64(m * 7 + k))
           let b = Tensor.random(tb ? [n, k] : [k, n], seed: UInt64(n * 5 + k))
           let expected = Self.reference(a, b, transposeA: ta, transposeB: tb, batch: 1)
-          assertClose(Tensor.matmul(a, b, transposeA: ta, transposeB: tb), expected: expected, shape: [m, n], rtol: 1e-5, atol: 1e-5)
+          assertClose(
+            Tensor.matmul(a, b, transposeA: ta, transposeB: tb), expected: expected, shape: [m, n], rtol: 1e-5, atol: 1e-5)
         }
       }
     }
@@ -50,13 +51,16 @@ final class MatMulTests: XCTestCase {
         let a2 = Tensor.random(ta ? [k, m] : [m, k], seed: 4)
         assertClose(
           Tensor.matmul(a3, b3, transposeA: ta, transposeB: tb),
-          expected: Self.reference(a3, b3, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5, atol: 1e-5)
+          expected: Self.reference(a3, b3, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5,
+          atol: 1e-5)
         assertClose(
           Tensor.matmul(a3, b2, transposeA: ta, transposeB: tb),
-          expected: Self.reference(a3, b2, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5, atol: 1e-5)
+          expected: Self.reference(a3, b2, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5,
+          atol: 1e-5)
         assertClose(
           Tensor.matmul(a2, b3, transposeA: ta, transposeB: tb),
-          expected: Self.reference(a2, b3, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5, atol: 1e-5)
+          expected: Self.reference(a2, b3, transposeA: ta, transposeB: tb, batch: batch), shape: [batch, m, n], rtol: 1e-5,
+          atol: 1e-5)
       }
     }
   }
@@ -103,7 +107,8 @@ final class MatMulTests: XCTestCase {
   func testFourDimensionalBatch() {
     let a = Tensor.random([2, 3, 4, 5], seed: 1)
     let b = Tensor.random([2, 3, 5, 6], seed: 2)
-    let expected = Self.reference(a.reshaped(to: [6, 4, 5]), b.reshaped(to: [6, 5, 6]), transposeA: false, transposeB: false, batch: 6)
+    let expected = Self.reference(
+      a.reshaped(to: [6, 4, 5]), b.reshaped(to: [6, 5, 6]), transposeA: false, transposeB: false, batch: 6)
     assertClose(Tensor.matmul(a, b), expected: expected, shape: [2, 3, 4, 6], rtol: 1e-5)
   }
 

@@ -8,7 +8,9 @@ import XCTest
 final class NaNProofAssertionTests: XCTestCase {
   private var captured: [String]?
 
-  override func recordFailure(withDescription description: String, inFile filePath: String, atLine lineNumber: Int, expected: Bool) {
+  override func recordFailure(
+    withDescription description: String, inFile filePath: String, atLine lineNumber: Int, expected: Bool
+  ) {
     if captured != nil {
       captured!.append(description)
     } else {
@@ -52,7 +54,8 @@ final class NaNProofAssertionTests: XCTestCase {
       expectPass("assertClose(both \(special), mustMatch)") { assertClose(poisoned, poisoned, nonFinite: .mustMatch) }
       expectFailure("assertClose(\(special) vs finite, mustMatch)") { assertClose(poisoned, finite, nonFinite: .mustMatch) }
     }
-    var plus = finite, minus = finite
+    var plus = finite
+    var minus = finite
     (plus[flat: 0], minus[flat: 0]) = (.infinity, -.infinity)
     expectFailure("+∞ against −∞, mustMatch") { assertClose(plus, minus, nonFinite: .mustMatch) }
     expectPass("finite values within tolerance") { assertClose(finite, finite) }

@@ -40,7 +40,8 @@ final class ReductionTests: XCTestCase {
             let m = v.reduce(0, +) / Double(v.count)
             return v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(v.count)
           }
-          assertClose(x.variance(alongAxis: axis, keepingDimension: keep), expected: variances, shape: outShape, rtol: 1e-4, atol: 1e-6)
+          assertClose(
+            x.variance(alongAxis: axis, keepingDimension: keep), expected: variances, shape: outShape, rtol: 1e-4, atol: 1e-6)
           let maxima = Self.reduce(x, axis: axis) { $0.max()! }
           assertClose(x.max(alongAxis: axis, keepingDimension: keep), expected: maxima, shape: outShape, rtol: 0, atol: 0)
           let argmaxima = Self.reduce(x, axis: axis) { v in Double(v.firstIndex(of: v.max()!)!) }

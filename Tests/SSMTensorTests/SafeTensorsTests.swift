@@ -65,11 +65,18 @@ final class SafeTensorsTests: XCTestCase {
       ("header past end", [255, 0, 0, 0, 0, 0, 0, 0, 0x7b], .headerLargerThanFile(declared: 255, fileSize: 9)),
       ("not json", file("{nope", good), .malformedHeader("expected a key at byte 1 of the header")),
       ("not object", file("[1]", good), .malformedHeader("not a JSON object")),
-      ("bad dtype", file(#"{"x": {"dtype": "Q8", "shape": [2], "data_offsets": [0, 8]}}"#, good), .unsupportedDType(tensor: "x", dtype: "Q8")),
-      ("past data", file(#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#, good),
-       .invalidOffsets(tensor: "x", detail: "[0, 16] outside a data section of 8 bytes")),
-      ("size mismatch", file(#"{"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}"#, good),
-       .invalidOffsets(tensor: "x", detail: "8 bytes for shape [3] of F32")),
+      (
+        "bad dtype", file(#"{"x": {"dtype": "Q8", "shape": [2], "data_offsets": [0, 8]}}"#, good),
+        .unsupportedDType(tensor: "x", dtype: "Q8")
+      ),
+      (
+        "past data", file(#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#, good),
+        .invalidOffsets(tensor: "x", detail: "[0, 16] outside a data section of 8 bytes")
+      ),
+      (
+        "size mismatch", file(#"{"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}"#, good),
+        .invalidOffsets(tensor: "x", detail: "8 bytes for shape [3] of F32")
+      ),
       ("missing fields", file(#"{"x": {"dtype": "F32"}}"#, good), .malformedHeader("entry x lacks dtype, shape or data_offsets")),
     ]
     for (name, data, expected) in cases {
@@ -83,24 +90,52 @@ final class SafeTensorsTests: XCTestCase {
     }
     // Each of these is refused with a typed error; the case name says why.
     let refused: [(String, [UInt8], (SafeTensorsError) -> Bool)] = [
-      ("shape product overflows", file("{" + entry("x", shape: "[4294967296, 4294967296, 16]", offsets: "[0, 16]") + "}", two), {
-        if case .invalidOffsets = $0 { return true } else { return false }
-      }),
-      ("shape entry beyond Int", file("{" + entry("x", shape: "[99999999999999999999999]", offsets: "[0, 16]") + "}", two), isMalformed),
+      (
+        "shape product overflows", file("{" + entry("x", shape: "[4294967296, 4294967296, 16]", offsets: "[0, 16]") + "}", two),
+        {
+          if case .invalidOffsets = $0 { return true } else { return false }
+        }
+      ),
+      (
+        "shape entry beyond Int", file("{" + entry("x", shape: "[99999999999999999999999]", offsets: "[0, 16]") + "}", two),
+        isMalformed
+      ),
       ("fractional shape entry", file("{" + entry("x", shape: "[4.0]", offsets: "[0, 16]") + "}", two), isMalformed),
       ("exponent shape entry", file("{" + entry("x", shape: "[4e0]", offsets: "[0, 16]") + "}", two), isMalformed),
       ("boolean shape entry", file("{" + entry("x", shape: "[true]", offsets: "[0, 4]") + "}", two), isMalformed),
       ("negative shape entry", file("{" + entry("x", shape: "[-4]", offsets: "[0, 16]") + "}", two), isMalformed),
       ("fractional offset", file("{" + entry("x", shape: "[4]", offsets: "[0, 16.5]") + "}", two), isMalformed),
       ("three offsets", file("{" + entry("x", shape: "[4]", offsets: "[0, 8, 16]") + "}", two), isMalformed),
-      ("duplicate tensor name", file("{" + entry("x", shape: "[2]", offsets: "[0, 8]") + ", " + entry("x", shape: "[2]", offsets: "[8, 16]") + "}", two), isMalformed),
-      ("overlapping ranges", file("{" + entry("x", shape: "[3]", offsets: "[0, 12]") + ", " + entry("y", shape: "[2]", offsets: "[8, 16]") + "}", two), isLayout),
-      ("aliased ranges", file("{" + entry("x", shape: "[4]", offsets: "[0, 16]") + ", " + entry("y", shape: "[4]", offsets: "[0, 16]") + "}", two), isLayout),
-      ("gap between ranges", file("{" + entry("x", shape: "[1]", offsets: "[0, 4]") + ", " + entry("y", shape: "[2]", offsets: "[8, 16]") + "}", two), isLayout),
+      (
+        "duplicate tensor name",
+        file("{" + entry("x", shape: "[2]", offsets: "[0, 8]") + ", " + entry("x", shape: "[2]", offsets: "[8, 16]") + "}", two),
+        isMalformed
+      ),
+      (
+        "overlapping ranges",
+        file("{" + entry("x", shape: "[3]", offsets: "[0, 12]") + ", " + entry("y", shape: "[2]", offsets: "[8, 16]") + "}", two),
+        isLayout
+      ),
+      (
+        "aliased ranges",
+        file("{" + entry("x", shape: "[4]", offsets: "[0, 16]") + ", " + entry("y", shape: "[4]", offsets: "[0, 16]") + "}", two),
+        isLayout
+      ),
+      (
+        "gap between ranges",
+        file("{" + entry("x", shape: "[1]", offsets: "[0, 4]") + ", " + entry("y", shape: "[2]", offsets: "[8, 16]") + "}", two),
+        isLayout
+      ),
       ("unused trailing bytes", file("{" + entry("x", shape: "[2]", offsets: "[0, 8]") + "}", two), isLayout),
-      ("unknown entry field", file(#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16], "extra": 1}}"#, two), isMalformed),
+      (
+        "unknown entry field", file(#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16], "extra": 1}}"#, two),
+        isMalformed
+      ),
       ("metadata not strings", file(#"{"__metadata__": {"a": 1}}"#, []), isMalformed),
-      ("nesting too deep", file("{\"x\": " + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "}", []), isMalformed),
+      (
+        "nesting too deep",
+        file("{\"x\": " + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "}", []), isMalformed
+      ),
       ("invalid UTF-8 name", file("{\"\u{FF}\": 1}", []).map { $0 == 0xC3 ? 0xFF : $0 }, isMalformed),
       ("trailing text", file("{} {}", []), isMalformed),
     ]
@@ -111,7 +146,8 @@ final class SafeTensorsTests: XCTestCase {
       }
     }
     // Empty tensors read no bytes and may sit anywhere; the others still tile the section.
-    let empty = file("{" + entry("x", shape: "[4]", offsets: "[0, 16]") + ", " + entry("e", shape: "[0, 3]", offsets: "[8, 8]") + "}", two)
+    let empty = file(
+      "{" + entry("x", shape: "[4]", offsets: "[0, 16]") + ", " + entry("e", shape: "[0, 3]", offsets: "[8, 8]") + "}", two)
     XCTAssertEqual(try SafeTensorsFile(bytes: empty).entries["e"]?.shape, [0, 3])
     // A file cut in half: its header now promises more data than there is.
     var writer = SafeTensorsWriter()

@@ -24,11 +24,17 @@ final class ShapeTests: XCTestCase {
     withEvery("permutation", in: [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [1, 0, 3, 2], [2, 3, 0, 1]]) { p in
       let y = x.permuted(p)
       XCTAssertEqual(y.shape.dimensions, p.map { dims[$0] })
-      for i in 0..<2 { for j in 0..<3 { for k in 0..<4 { for l in 0..<5 {
-        let source = [i, j, k, l]
-        let target = p.map { source[$0] }
-        XCTAssertEqual(y[target[0], target[1], target[2], target[3]], x[i, j, k, l])
-      } } } }
+      for i in 0..<2 {
+        for j in 0..<3 {
+          for k in 0..<4 {
+            for l in 0..<5 {
+              let source = [i, j, k, l]
+              let target = p.map { source[$0] }
+              XCTAssertEqual(y[target[0], target[1], target[2], target[3]], x[i, j, k, l])
+            }
+          }
+        }
+      }
     }
     let m = Tensor.random([17, 3], seed: 3)
     XCTAssertEqual(m.transposed().transposed(), m)
@@ -76,9 +82,13 @@ final class ShapeTests: XCTestCase {
     let ids = IndexTensor(shape: [3, 7], values: (0..<21).map { _ in Int(rng.next() % 17) })
     let gathered = table.gatherRows(ids)
     XCTAssertEqual(gathered.shape, [3, 7, 5])
-    for i in 0..<3 { for j in 0..<7 { for d in 0..<5 {
-      XCTAssertEqual(gathered[i, j, d], table[ids[i, j], d])
-    } } }
+    for i in 0..<3 {
+      for j in 0..<7 {
+        for d in 0..<5 {
+          XCTAssertEqual(gathered[i, j, d], table[ids[i, j], d])
+        }
+      }
+    }
     // ⟨gather(T), G⟩ = ⟨T, scatter(G)⟩ for random T and G.
     let g = Tensor.random([3, 7, 5], seed: 8)
     let scattered = Tensor.scatteringRows(g, at: ids, rowCount: 17)

@@ -107,7 +107,8 @@ public func assertClose(
 /// Asserts that a tensor has `shape` and agrees with Double reference values.
 public func assertClose(
   _ actual: Tensor, expected: [Double], shape: Shape, rtol: Double = 1e-5, atol: Double = 1e-6,
-  nonFinite: NonFiniteValues = .refused, _ message: @autoclosure () -> String = "", file: StaticString = #filePath, line: UInt = #line
+  nonFinite: NonFiniteValues = .refused, _ message: @autoclosure () -> String = "", file: StaticString = #filePath,
+  line: UInt = #line
 ) {
   guard actual.shape == shape else {
     XCTFail(
@@ -129,7 +130,8 @@ public func assertClose(
 /// Asserts that two arrays agree within `atol + rtol·|expected|`, reporting the worst index.
 public func assertClose(
   _ actual: [Double], _ expected: [Double], rtol: Double = 1e-5, atol: Double = 1e-6,
-  nonFinite: NonFiniteValues = .refused, _ message: @autoclosure () -> String = "", file: StaticString = #filePath, line: UInt = #line
+  nonFinite: NonFiniteValues = .refused, _ message: @autoclosure () -> String = "", file: StaticString = #filePath,
+  line: UInt = #line
 ) {
   guard actual.count == expected.count else {
     XCTFail("count \(actual.count) != expected \(expected.count)\(TestContext.description)", file: file, line: line)

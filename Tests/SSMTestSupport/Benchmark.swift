@@ -53,7 +53,8 @@ public enum Benchmark {
 
   /// Prints `BENCH name=… key=value …` with the timing and any extra fields.
   public static func report(_ name: String, _ timing: Timing, _ fields: KeyValuePairs<String, Double> = [:]) {
-    var line = "BENCH name=\(name) median_ms=\(fmt(timing.median * 1e3)) min_ms=\(fmt(timing.minimum * 1e3)) max_ms=\(fmt(timing.maximum * 1e3))"
+    var line =
+      "BENCH name=\(name) median_ms=\(fmt(timing.median * 1e3)) min_ms=\(fmt(timing.minimum * 1e3)) max_ms=\(fmt(timing.maximum * 1e3))"
     for (key, value) in fields { line += " \(key)=\(fmt(value))" }
     print(line)
   }

@@ -26,7 +26,8 @@ extension Variable {
         targets.values.withUnsafeBufferPointer { tb in
           rowLoss.withUnsafeMutableBufferPointer { rl in
             nonisolated(unsafe) let p = (lb.baseAddress!, tb.baseAddress!, rl.baseAddress!, out.baseAddress!)
-            Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))) { r in
+            Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))) {
+              r in
               let o = r.lowerBound
               ssm_softmax_cross_entropy_rows(p.0 + o * n, p.1 + o, r.count, n, scale, p.2 + o, p.3 + o * n)
             }

@@ -25,8 +25,12 @@ extension Variable {
           bv.withUnsafeBufferPointer { bb in
             mean.withUnsafeMutableBufferPointer { mb in
               rstd.withUnsafeMutableBufferPointer { rb in
-                nonisolated(unsafe) let p = (xb.baseAddress!, gb.baseAddress!, bb.baseAddress!, out.baseAddress!, mb.baseAddress!, rb.baseAddress!)
-                Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))) { r in
+                nonisolated(unsafe) let p = (
+                  xb.baseAddress!, gb.baseAddress!, bb.baseAddress!, out.baseAddress!, mb.baseAddress!, rb.baseAddress!
+                )
+                Parallel.forEachChunk(
+                  count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))
+                ) { r in
                   let o = r.lowerBound
                   ssm_layer_norm_rows(p.0 + o * n, p.1, p.2, epsilon, r.count, n, p.3 + o * n, p.4 + o, p.5 + o)
                 }
@@ -47,7 +51,10 @@ extension Variable {
               gv.withUnsafeBufferPointer { gammaBuffer in
                 partialGamma.withUnsafeMutableBufferPointer { pg in
                   partialBeta.withUnsafeMutableBufferPointer { pb in
-                    nonisolated(unsafe) let p = (xb.baseAddress!, gb.baseAddress!, gammaBuffer.baseAddress!, out.baseAddress!, pg.baseAddress!, pb.baseAddress!)
+                    nonisolated(unsafe) let p = (
+                      xb.baseAddress!, gb.baseAddress!, gammaBuffer.baseAddress!, out.baseAddress!, pg.baseAddress!,
+                      pb.baseAddress!
+                    )
                     mean.withUnsafeBufferPointer { mb in
                       rstd.withUnsafeBufferPointer { rb in
                         nonisolated(unsafe) let stats = (mb.baseAddress!, rb.baseAddress!)

@@ -16,7 +16,9 @@ extension Variable {
             y.withUnsafeBufferPointer { yb in
               g.withUnsafeBufferPointer { gb in
                 nonisolated(unsafe) let p = (yb.baseAddress!, gb.baseAddress!, out.baseAddress!)
-                Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))) { r in
+                Parallel.forEachChunk(
+                  count: rows, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(n, 1))
+                ) { r in
                   ssm_softmax_backward_rows(p.0 + r.lowerBound * n, p.1 + r.lowerBound * n, r.count, n, p.2 + r.lowerBound * n)
                 }
               }

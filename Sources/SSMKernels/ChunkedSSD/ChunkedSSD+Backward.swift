@@ -20,9 +20,13 @@ extension ChunkedSSD {
   /// products per (batch element, group, chunk) at the end.
   public static func backward(outputGradient: Tensor, finalStateGradient: Tensor? = nil, _ inputs: Inputs) -> Gradients {
     let d = inputs.dimensions
-    precondition(outputGradient.shape == inputs.x.shape, "ChunkedSSD.backward: gradient \(outputGradient.shape) must match x \(inputs.x.shape)")
+    precondition(
+      outputGradient.shape == inputs.x.shape,
+      "ChunkedSSD.backward: gradient \(outputGradient.shape) must match x \(inputs.x.shape)")
     if let finalStateGradient {
-      precondition(finalStateGradient.shape == [d.batch, d.heads, d.headDim, d.state], "ChunkedSSD.backward: final-state gradient \(finalStateGradient.shape) must be [B, H, P, N]")
+      precondition(
+        finalStateGradient.shape == [d.batch, d.heads, d.headDim, d.state],
+        "ChunkedSSD.backward: final-state gradient \(finalStateGradient.shape) must be [B, H, P, N]")
     }
     let plan = Plan(inputs)
     let tasks = d.batch * d.heads
@@ -147,7 +151,9 @@ extension Workspace {
     let ah = p.A[h]
     let skip = p.D?[h] ?? 0
     let bias = p.dtBias?[h] ?? 0
-    var gA: Float = 0, gD: Float = 0, gBias: Float = 0
+    var gA: Float = 0
+    var gD: Float = 0
+    var gBias: Float = 0
     for c in stride(from: pl.chunkCount - 1, through: 0, by: -1) {
       let l0 = c * Q
       let q = Swift.min(Q, pl.length - l0)

@@ -43,19 +43,23 @@ extension ChunkedSSD {
 
   /// The sequential recurrence of SPEC §2.3 with the segment resets of §2.6: one loop per time
   /// step, every state kept. Returns `y`, the final states and all states `[B, H, L, P, N]`.
-  package static func referenceRecurrent<T: ReferenceScalar>(_ r: ReferenceInputs<T>) -> (output: [T], finalState: [T], states: [T]) {
+  package static func referenceRecurrent<T: ReferenceScalar>(_ r: ReferenceInputs<T>) -> (
+    output: [T], finalState: [T], states: [T]
+  ) {
     let (Bn, L, H, P, N) = (r.batch, r.length, r.heads, r.headDim, r.state)
     var y = [T](repeating: 0, count: r.x.count)
     var final = [T](repeating: 0, count: Bn * H * P * N)
     var states = [T](repeating: 0, count: Bn * H * L * P * N)
     for b in 0..<Bn {
       for h in 0..<H {
-        var S = r.initialState.map { Array($0[((b * H + h) * P * N)..<((b * H + h + 1) * P * N)]) } ?? [T](repeating: 0, count: P * N)
+        var S =
+          r.initialState.map { Array($0[((b * H + h) * P * N)..<((b * H + h + 1) * P * N)]) } ?? [T](repeating: 0, count: P * N)
         for t in 0..<L {
           if r.resets(b, t) { S = [T](repeating: 0, count: P * N) }
           let d = r.delta(b, t, h)
           let decay = T.exp(d * r.A[h])
-          let xi = r.xIndex(b, t, h), bi = r.bcIndex(b, t, h)
+          let xi = r.xIndex(b, t, h)
+          let bi = r.bcIndex(b, t, h)
           for p in 0..<P {
             var acc: T = 0
             for n in 0..<N {
@@ -86,11 +90,14 @@ extension ChunkedSSD {
     for b in 0..<Bn {
       for h in 0..<H {
         // Λ accumulates ∂ℓ/∂S_t; it starts from the final state's gradient.
-        var lambda = finalStateGradient.map { Array($0[((b * H + h) * P * N)..<((b * H + h + 1) * P * N)]) } ?? [T](repeating: 0, count: P * N)
+        var lambda =
+          finalStateGradient.map { Array($0[((b * H + h) * P * N)..<((b * H + h + 1) * P * N)]) }
+          ?? [T](repeating: 0, count: P * N)
         for t in stride(from: L - 1, through: 0, by: -1) {
           let d = r.delta(b, t, h)
           let decay = T.exp(d * r.A[h])
-          let xi = r.xIndex(b, t, h), bi = r.bcIndex(b, t, h)
+          let xi = r.xIndex(b, t, h)
+          let bi = r.bcIndex(b, t, h)
           let si = ((b * H + h) * L + t) * P * N
           // Λ_t += dy_t ⊗ C_t; ∂C_t += S_tᵀ·dy_t.
           for p in 0..<P {
@@ -104,7 +111,9 @@ extension ChunkedSSD {
           if r.resets(b, t) {
             prev = [T](repeating: 0, count: P * N)
           } else if t == 0 {
-            prev = r.initialState.map { Array($0[((b * H + h) * P * N)..<((b * H + h + 1) * P * N)]) } ?? [T](repeating: 0, count: P * N)
+            prev =
+              r.initialState.map { Array($0[((b * H + h) * P * N)..<((b * H + h + 1) * P * N)]) }
+              ?? [T](repeating: 0, count: P * N)
           } else {
             prev = Array(states[(si - P * N)..<si])
           }
@@ -154,7 +163,8 @@ extension ChunkedSSD {
         for t in 0..<L {
           // segsum[t, s] = Σ_{k=s+1}^{t} a_k, summed directly (no cumsum differences).
           var segsum: T = 0
-          let xi = r.xIndex(b, t, h), ci = r.bcIndex(b, t, h)
+          let xi = r.xIndex(b, t, h)
+          let ci = r.bcIndex(b, t, h)
           var out = [T](repeating: 0, count: P)
           var s = t
           while s >= 0 && r.seq(b, s) == r.seq(b, t) {
@@ -196,9 +206,11 @@ extension ChunkedSSD {
   }
 
   /// ``backward(outputGradient:finalStateGradient:_:)`` by the Double recurrence.
-  package static func referenceBackward(outputGradient: Tensor, finalStateGradient: Tensor? = nil, _ inputs: Inputs) -> Gradients {
+  package static func referenceBackward(outputGradient: Tensor, finalStateGradient: Tensor? = nil, _ inputs: Inputs) -> Gradients
+  {
     let r = ReferenceInputs<Double>(inputs)
-    let g = referenceRecurrentBackward(r, outputGradient: outputGradient.scalars.asDoubles, finalStateGradient: finalStateGradient?.scalars.asDoubles)
+    let g = referenceRecurrentBackward(
+      r, outputGradient: outputGradient.scalars.asDoubles, finalStateGradient: finalStateGradient?.scalars.asDoubles)
     func t(_ v: [Double], _ s: Shape) -> Tensor { Tensor(shape: s, scalars: v.map(Float.init)) }
     return Gradients(
       x: t(g.x, inputs.x.shape), dt: t(g.dt, inputs.dt.shape), A: t(g.A, inputs.A.shape), B: t(g.B, inputs.B.shape),

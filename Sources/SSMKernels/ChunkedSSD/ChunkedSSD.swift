@@ -61,16 +61,22 @@ public enum ChunkedSSD {
       let (batch, length, heads, headDim) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
       precondition(dt.shape == [batch, length, heads], "ChunkedSSD: dt \(dt.shape) must be [B, L, H] for x \(x.shape)")
       precondition(A.shape == [heads], "ChunkedSSD: A \(A.shape) must be [H] for x \(x.shape)")
-      precondition(B.rank == 4 && B.shape[0] == batch && B.shape[1] == length, "ChunkedSSD: B \(B.shape) must be [B, L, G, N] for x \(x.shape)")
+      precondition(
+        B.rank == 4 && B.shape[0] == batch && B.shape[1] == length,
+        "ChunkedSSD: B \(B.shape) must be [B, L, G, N] for x \(x.shape)")
       precondition(C.shape == B.shape, "ChunkedSSD: C \(C.shape) must match B \(B.shape)")
       precondition(B.shape[2] > 0 && heads % B.shape[2] == 0, "ChunkedSSD: groups \(B.shape[2]) must divide heads \(heads)")
       if let D { precondition(D.shape == [heads], "ChunkedSSD: D \(D.shape) must be [H] for x \(x.shape)") }
       if let dtBias { precondition(dtBias.shape == [heads], "ChunkedSSD: dtBias \(dtBias.shape) must be [H] for x \(x.shape)") }
       if let initialState {
-        precondition(initialState.shape == [batch, heads, headDim, B.shape[3]], "ChunkedSSD: initial state \(initialState.shape) must be [B, H, P, N]")
+        precondition(
+          initialState.shape == [batch, heads, headDim, B.shape[3]],
+          "ChunkedSSD: initial state \(initialState.shape) must be [B, H, P, N]")
       }
       if let sequenceIndex {
-        precondition(sequenceIndex.shape == [batch, length], "ChunkedSSD: sequence index \(sequenceIndex.shape) must be [B, L] for x \(x.shape)")
+        precondition(
+          sequenceIndex.shape == [batch, length],
+          "ChunkedSSD: sequence index \(sequenceIndex.shape) must be [B, L] for x \(x.shape)")
       }
       precondition(chunkSize >= 1, "ChunkedSSD: chunk size must be positive, got \(chunkSize)")
       self.x = x

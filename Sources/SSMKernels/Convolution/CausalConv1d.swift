@@ -47,11 +47,13 @@ public enum CausalConv1d {
     outputGradient: Tensor, _ x: Tensor, weight: Tensor, hasBias: Bool, sequenceIndex: IndexTensor? = nil
   ) -> (x: Tensor, weight: Tensor, bias: Tensor?) {
     let (batch, length, channels, width) = check(x, weight, nil, sequenceIndex)
-    precondition(outputGradient.shape == x.shape, "CausalConv1d.backward: gradient \(outputGradient.shape) must match x \(x.shape)")
+    precondition(
+      outputGradient.shape == x.shape, "CausalConv1d.backward: gradient \(outputGradient.shape) must match x \(x.shape)")
     let weightT = weight.reshaped(to: [channels, width]).transposed()
     var dx = Tensor(zeros: x.shape)
     FLOPCounter.add(4 * x.elementCount * width)
-    let workers = Swift.max(1, Parallel.workers(count: batch, minimumPerWorker: Swift.max(1, 65536 / Swift.max(length * channels, 1))))
+    let workers = Swift.max(
+      1, Parallel.workers(count: batch, minimumPerWorker: Swift.max(1, 65536 / Swift.max(length * channels, 1))))
     var dw = [Float](repeating: 0, count: workers * width * channels)
     var db = [Float](repeating: 0, count: workers * channels)
     if x.elementCount > 0 {
@@ -62,7 +64,9 @@ public enum CausalConv1d {
               dx.withUnsafeMutableBufferPointer { dxb in
                 dw.withUnsafeMutableBufferPointer { dwb in
                   db.withUnsafeMutableBufferPointer { dbb in
-                    nonisolated(unsafe) let p = (xb.baseAddress!, wb.baseAddress!, sp, gb.baseAddress!, dxb.baseAddress!, dwb.baseAddress!, dbb.baseAddress!)
+                    nonisolated(unsafe) let p = (
+                      xb.baseAddress!, wb.baseAddress!, sp, gb.baseAddress!, dxb.baseAddress!, dwb.baseAddress!, dbb.baseAddress!
+                    )
                     Parallel.forEachWorker(count: batch, workers: workers) { w, r in
                       ssm_conv_backward(
                         p.0, p.1, p.2, p.3, r.lowerBound, r.upperBound, length, channels, width, p.4,
@@ -93,7 +97,9 @@ public enum CausalConv1d {
       "CausalConv1d: weight \(weight.shape) must be [C, K] or [C, 1, K] for x \(x.shape)")
     if let bias { precondition(bias.shape == [channels], "CausalConv1d: bias \(bias.shape) must be [C] for x \(x.shape)") }
     if let sequenceIndex {
-      precondition(sequenceIndex.shape == [x.shape[0], x.shape[1]], "CausalConv1d: sequence index \(sequenceIndex.shape) must be [B, L] for x \(x.shape)")
+      precondition(
+        sequenceIndex.shape == [x.shape[0], x.shape[1]],
+        "CausalConv1d: sequence index \(sequenceIndex.shape) must be [B, L] for x \(x.shape)")
     }
     return (x.shape[0], x.shape[1], channels, weight.shape[weight.rank - 1])
   }
@@ -101,7 +107,8 @@ public enum CausalConv1d {
   /// ``forward(_:weight:bias:sequenceIndex:)`` in Double, plain loops (same signature).
   package static func reference(_ x: Tensor, weight: Tensor, bias: Tensor?, sequenceIndex: IndexTensor? = nil) -> Tensor {
     let (batch, length, channels, width) = check(x, weight, bias, sequenceIndex)
-    let w = weight.scalars.asDoubles, xs = x.scalars.asDoubles
+    let w = weight.scalars.asDoubles
+    let xs = x.scalars.asDoubles
     var y = [Double](repeating: 0, count: x.elementCount)
     for b in 0..<batch {
       for t in 0..<length {
@@ -125,7 +132,9 @@ public enum CausalConv1d {
     outputGradient: Tensor, _ x: Tensor, weight: Tensor, hasBias: Bool, sequenceIndex: IndexTensor? = nil
   ) -> (x: Tensor, weight: Tensor, bias: Tensor?) {
     let (batch, length, channels, width) = check(x, weight, nil, sequenceIndex)
-    let w = weight.scalars.asDoubles, xs = x.scalars.asDoubles, g = outputGradient.scalars.asDoubles
+    let w = weight.scalars.asDoubles
+    let xs = x.scalars.asDoubles
+    let g = outputGradient.scalars.asDoubles
     var dx = [Double](repeating: 0, count: x.elementCount)
     var dw = [Double](repeating: 0, count: channels * width)
     var db = [Double](repeating: 0, count: channels)

@@ -10,7 +10,8 @@ extension GRURecurrence {
   /// steps and `∂b_hh = Σ_t ∂c[t]` as one column sum.
   public static func backward(outputGradient g: Tensor, _ inputs: Inputs, saved: Saved) -> Gradients {
     let (batch, length, hidden) = inputs.dimensions
-    precondition(g.shape == [batch, length, hidden], "GRURecurrence.backward: gradient \(g.shape) must be [\(batch), \(length), \(hidden)]")
+    precondition(
+      g.shape == [batch, length, hidden], "GRURecurrence.backward: gradient \(g.shape) must be [\(batch), \(length), \(hidden)]")
     precondition(saved.values.count == 5 * length * batch * hidden, "GRURecurrence.backward: saved state of another recurrence")
     let threeH = 3 * hidden
     let step = batch * hidden
@@ -25,7 +26,9 @@ extension GRURecurrence {
     var dhwAll = Tensor(uninitializedShape: [length * batch, threeH])
     saved.values.withUnsafeBufferPointer { sp in
       let base = sp.baseAddress!
-      let (r, z, n, hn, h) = (base, base + length * step, base + 2 * length * step, base + 3 * length * step, base + 4 * length * step)
+      let (r, z, n, hn, h) = (
+        base, base + length * step, base + 2 * length * step, base + 3 * length * step, base + 4 * length * step
+      )
       g.withUnsafeBufferPointer { gp in
         inputs.hiddenWeight.withUnsafeBufferPointer { wp in
           dxw.withUnsafeMutableBufferPointer { dxp in

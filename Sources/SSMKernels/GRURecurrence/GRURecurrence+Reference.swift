@@ -28,7 +28,10 @@ extension GRURecurrence {
     }
     func sigmoid(_ v: Double) -> Double { 1 / (1 + Double.exp(-v)) }
     let a0 = a.startIndex
-    var r = [Double](repeating: 0, count: H), z = r, n = r, h = r
+    var r = [Double](repeating: 0, count: H)
+    var z = r
+    var n = r
+    var h = r
     for j in 0..<H {
       r[j] = sigmoid(a[a0 + j] + c[j])
       z[j] = sigmoid(a[a0 + H + j] + c[H + j])
@@ -75,7 +78,8 @@ extension GRURecurrence {
       }
       var dh = [Double](repeating: 0, count: H)
       for t in stride(from: L - 1, through: 0, by: -1) {
-        let s = steps[t], previous = states[t]
+        let s = steps[t]
+        let previous = states[t]
         for j in 0..<H { dh[j] += dy[(b * L + t) * H + j] }
         var dc = [Double](repeating: 0, count: 3 * H)
         var dPrevious = [Double](repeating: 0, count: H)

@@ -35,7 +35,9 @@ public enum GRURecurrence {
         hiddenWeight.shape == [threeH, threeH / 3],
         "GRURecurrence: W_hh \(hiddenWeight.shape) must be [3H, H] for projections \(inputProjection.shape)")
       if let hiddenBias {
-        precondition(hiddenBias.shape == [threeH], "GRURecurrence: b_hh \(hiddenBias.shape) must be [3H] for projections \(inputProjection.shape)")
+        precondition(
+          hiddenBias.shape == [threeH],
+          "GRURecurrence: b_hh \(hiddenBias.shape) must be [3H] for projections \(inputProjection.shape)")
       }
       (self.inputProjection, self.hiddenWeight, self.hiddenBias) = (inputProjection, hiddenWeight, hiddenBias)
     }
@@ -82,7 +84,9 @@ public enum GRURecurrence {
           saved.withUnsafeMutableBufferPointer { sp in
             hw.withUnsafeMutableBufferPointer { hwp in
               let base = sp.baseAddress!
-              let (r, z, n, hn, h) = (base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion)
+              let (r, z, n, hn, h) = (
+                base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
+              )
               for t in 0..<length {
                 for b in 0..<batch { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
                 if t > 0 {
@@ -90,7 +94,8 @@ public enum GRURecurrence {
                     transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
                     lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
                 }
-                let o = t * step, g = saveForBackward ? o : 0
+                let o = t * step
+                let g = saveForBackward ? o : 0
                 ssm_gru_forward_step(
                   xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, batch, hidden,
                   r + g, z + g, n + g, hn + g, h + o)

@@ -61,7 +61,8 @@ extension SelectiveScan {
                               args, g.baseAddress!, duP.baseAddress!, ddP.baseAddress!, dzP, s.baseAddress!,
                               a.baseAddress!, b.baseAddress!, c.baseAddress!, d.baseAddress!, bias.baseAddress!
                             )
-                            let hasD = inputs.D != nil, hasBias = inputs.deltaBias != nil
+                            let hasD = inputs.D != nil
+                            let hasBias = inputs.deltaBias != nil
                             let units = byBatch ? batch : tasks
                             Parallel.forEachWorker(count: units, workers: workers) { w, range in
                               var a = p.0

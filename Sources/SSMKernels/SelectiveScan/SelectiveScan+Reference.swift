@@ -32,7 +32,8 @@ extension SelectiveScan {
 
   /// The plain scan, one loop per time step, no tricks (SPEC §1.7): every state is kept.
   /// - Returns: the output `[B, L, E]`, the final state `[B, E, N]` and all states `[B, L, E, N]`.
-  package static func referenceForward<T: ReferenceScalar>(_ x: ReferenceInputs<T>) -> (output: [T], lastState: [T], states: [T]) {
+  package static func referenceForward<T: ReferenceScalar>(_ x: ReferenceInputs<T>) -> (output: [T], lastState: [T], states: [T])
+  {
     let (Bn, L, E, N) = (x.batch, x.length, x.channels, x.state)
     var y = [T](repeating: 0, count: Bn * L * E)
     var states = [T](repeating: 0, count: Bn * L * E * N)
@@ -62,7 +63,9 @@ extension SelectiveScan {
   }
 
   /// The hand-written reverse recurrence of SPEC §1.5–§1.6, in plain loops over stored states.
-  package static func referenceBackward<T: ReferenceScalar>(_ x: ReferenceInputs<T>, outputGradient dy: [T]) -> ReferenceGradients<T> {
+  package static func referenceBackward<T: ReferenceScalar>(_ x: ReferenceInputs<T>, outputGradient dy: [T])
+    -> ReferenceGradients<T>
+  {
     let (Bn, L, E, N) = (x.batch, x.length, x.channels, x.state)
     let states = referenceForward(x).states
     var g = ReferenceGradients<T>(
@@ -90,7 +93,8 @@ extension SelectiveScan {
           var gu = (x.D?[e] ?? 0) * gy
           var gdt: T = 0
           for n in 0..<N {
-            let bn = x.B[(b * L + t) * N + n], cn = x.C[(b * L + t) * N + n]
+            let bn = x.B[(b * L + t) * N + n]
+            let cn = x.C[(b * L + t) * N + n]
             let a = x.A[e * N + n]
             let dA = T.exp(dt * a)
             let l = gy * cn + lambda[n]

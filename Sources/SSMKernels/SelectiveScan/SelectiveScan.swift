@@ -48,7 +48,9 @@ public enum SelectiveScan {
       precondition(A.rank == 2 && A.shape[0] == u.shape[2], "SelectiveScan: A \(A.shape) must be [E, N] for u \(u.shape)")
       let (batch, length, state) = (u.shape[0], u.shape[1], A.shape[1])
       precondition(delta.shape == u.shape, "SelectiveScan: delta \(delta.shape) must match u \(u.shape)")
-      precondition(B.shape == [batch, length, state], "SelectiveScan: B \(B.shape) must be [\(batch), \(length), \(state)] for u \(u.shape) and A \(A.shape)")
+      precondition(
+        B.shape == [batch, length, state],
+        "SelectiveScan: B \(B.shape) must be [\(batch), \(length), \(state)] for u \(u.shape) and A \(A.shape)")
       precondition(C.shape == B.shape, "SelectiveScan: C \(C.shape) must match B \(B.shape)")
       if let D { precondition(D.shape == [u.shape[2]], "SelectiveScan: D \(D.shape) must be [E] for u \(u.shape)") }
       if let z { precondition(z.shape == u.shape, "SelectiveScan: z \(z.shape) must match u \(u.shape)") }

@@ -36,7 +36,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case .badTimestamp(let l, let v): return "line \(l): timestamp \"\(v)\" is not a finite number"
     case .reservedToken(let l): return "line \(l): [PAD] is reserved for the padding id and cannot name a user or an item"
     case .emptyAfterFiltering: return "no interactions are left after filtering"
-    case .unknownFormat(let p): return "cannot tell the format of \(p) (expected a RecBole .inter file, u.data, ratings.dat or .csv)"
+    case .unknownFormat(let p):
+      return "cannot tell the format of \(p) (expected a RecBole .inter file, u.data, ratings.dat or .csv)"
     }
   }
 }
@@ -162,9 +163,13 @@ public struct InteractionDataset: Sendable {
     format: InteractionFileFormat, name: String, userInterval: CountInterval?, itemInterval: CountInterval?,
     lines forEachLine: ((Int, String) throws -> Void) throws -> Void
   ) throws {
-    var userIDs: [String: Int32] = [:], itemIDs: [String: Int32] = [:]
-    var userNames: [String] = [], itemNames: [String] = []
-    var users: [Int32] = [], items: [Int32] = [], times: [Double] = []
+    var userIDs: [String: Int32] = [:]
+    var itemIDs: [String: Int32] = [:]
+    var userNames: [String] = []
+    var itemNames: [String] = []
+    var users: [Int32] = []
+    var items: [Int32] = []
+    var times: [Double] = []
     func id(_ token: Substring, _ table: inout [String: Int32], _ names: inout [String]) -> Int32 {
       let key = String(token)
       if let existing = table[key] { return existing }
@@ -245,19 +250,31 @@ public struct InteractionDataset: Sendable {
       }
     }
     // Remap to 1, 2, … in order of first appearance among the kept rows.
-    var userMap = [Int32](repeating: -1, count: userNames.count), itemMap = [Int32](repeating: -1, count: itemNames.count)
-    var finalUsers = [Self.paddingToken], finalItems = [Self.paddingToken]
-    var outUsers: [Int32] = [], outItems: [Int32] = [], outTimes: [Double] = []
+    var userMap = [Int32](repeating: -1, count: userNames.count)
+    var itemMap = [Int32](repeating: -1, count: itemNames.count)
+    var finalUsers = [Self.paddingToken]
+    var finalItems = [Self.paddingToken]
+    var outUsers: [Int32] = []
+    var outItems: [Int32] = []
+    var outTimes: [Double] = []
     for i in users.indices where keep[i] {
       let (u, it) = (Int(users[i]), Int(items[i]))
-      if userMap[u] < 0 { userMap[u] = Int32(finalUsers.count); finalUsers.append(userNames[u]) }
-      if itemMap[it] < 0 { itemMap[it] = Int32(finalItems.count); finalItems.append(itemNames[it]) }
+      if userMap[u] < 0 {
+        userMap[u] = Int32(finalUsers.count)
+        finalUsers.append(userNames[u])
+      }
+      if itemMap[it] < 0 {
+        itemMap[it] = Int32(finalItems.count)
+        finalItems.append(itemNames[it])
+      }
       outUsers.append(userMap[u])
       outItems.append(itemMap[it])
       outTimes.append(times[i])
     }
     guard !outUsers.isEmpty else { throw DatasetError.emptyAfterFiltering }
-    (self.userTokens, self.itemTokens, self.users, self.items, self.timestamps) = (finalUsers, finalItems, outUsers, outItems, outTimes)
+    (self.userTokens, self.itemTokens, self.users, self.items, self.timestamps) = (
+      finalUsers, finalItems, outUsers, outItems, outTimes
+    )
     self.hasTimestamps = hasTimestamps
   }
 
@@ -315,7 +332,8 @@ public struct InteractionDataset: Sendable {
 
   /// The dataset's counts, average history length and sparsity, as RecBole logs them after loading.
   public var statistics: Statistics {
-    let realUsers = userCount - 1, realItems = itemCount - 1
+    let realUsers = userCount - 1
+    let realItems = itemCount - 1
     return Statistics(
       users: userCount, items: itemCount, interactions: interactionCount,
       averageLength: Double(interactionCount) / Double(Swift.max(realUsers, 1)),

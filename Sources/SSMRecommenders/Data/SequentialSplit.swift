@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// One next-item prediction instance: a history (oldest first) and the item that followed it.
 public struct SequenceInstance: Sendable, Equatable {
@@ -50,7 +50,9 @@ public struct SequentialSplit: Sendable {
       let (ta, tb) = (dataset.timestamps[a], dataset.timestamps[b])
       return ta != tb ? ta < tb : a < b
     }
-    var train: [SequenceInstance] = [], validation: [SequenceInstance] = [], test: [SequenceInstance] = []
+    var train: [SequenceInstance] = []
+    var validation: [SequenceInstance] = []
+    var test: [SequenceInstance] = []
     var start = 0
     while start < order.count {
       let user = dataset.users[order[start]]
@@ -92,7 +94,9 @@ public struct BatchSequence: Sequence, Sendable {
   ///   - batchSize: instances per batch (the last batch may be smaller).
   ///   - shuffleSeed: shuffles with SplitMix64 when given (a new seed per epoch gives a new order).
   ///   - batching: how histories are cut and padded (default: whole, to each batch's longest).
-  public init(_ instances: [SequenceInstance], batchSize: Int, shuffleSeed: UInt64? = nil, batching: BatchingPolicy = .wholeHistories) {
+  public init(
+    _ instances: [SequenceInstance], batchSize: Int, shuffleSeed: UInt64? = nil, batching: BatchingPolicy = .wholeHistories
+  ) {
     precondition(batchSize > 0, "batchSize must be positive")
     self.instances = instances
     self.batchSize = batchSize

@@ -1,8 +1,8 @@
-import SSMTensor
 import SSMAutograd
 import SSMKernels
 import SSMLayers
 import SSMMetrics
+import SSMTensor
 
 /// Full-ranking evaluation (SPEC §7.6): every item id is scored, the padding id 0 excluded,
 /// history items not masked, and metrics come from each target's rank under the deterministic

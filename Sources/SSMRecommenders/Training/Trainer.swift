@@ -47,7 +47,9 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     try check(learningRate > 0 && learningRate.isFinite, "learningRate must be positive and finite")
     try check(weightDecay >= 0 && weightDecay.isFinite, "weightDecay must be non-negative and finite")
     try check(stoppingStep >= 0, "stoppingStep must be non-negative")
-    try check(maximumLength.map { (1...ConfigurationLimits.length).contains($0) } ?? true, "maximumLength must be in 1...\(ConfigurationLimits.length)")
+    try check(
+      maximumLength.map { (1...ConfigurationLimits.length).contains($0) } ?? true,
+      "maximumLength must be in 1...\(ConfigurationLimits.length)")
     try check(!cutoffs.isEmpty && cutoffs.allSatisfy { $0 > 0 }, "cut-offs must be positive")
     let keys = Set(metrics.flatMap { m in cutoffs.map { MetricAccumulator.key(m, $0) } })
     try check(keys.contains(validationMetric), "validationMetric \(validationMetric) is not among the reported metrics")
@@ -84,7 +86,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case .noValidationInstances:
       return "the dataset gives no validation instance (a user needs at least four interactions for one)"
     case .nonFiniteLoss(let epoch, let step, let loss):
-      return "the training loss became \(loss) at epoch \(epoch), step \(step); the checkpoints of the last finished epoch are kept"
+      return
+        "the training loss became \(loss) at epoch \(epoch), step \(step); the checkpoints of the last finished epoch are kept"
     case .everyBatchSkipped(let epoch):
       return "every mini-batch of epoch \(epoch) had a non-finite loss"
     case .outputFolder(let path, let reason):
@@ -365,7 +368,9 @@ public final class ProgressReporter {
       let width = 30
       let filled = width * step / Swift.max(steps, 1)
       let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-      write("\r\u{1B}[2Kepoch \(epoch) \(bar) \(step)/\(steps) loss \(String(format: "%.4f", loss)) ETA \(String(format: "%.0f", eta))s")
+      write(
+        "\r\u{1B}[2Kepoch \(epoch) \(bar) \(step)/\(steps) loss \(String(format: "%.4f", loss)) ETA \(String(format: "%.0f", eta))s"
+      )
     } else if seconds(ContinuousClock.now - lastPrint) >= 10 || step == steps {
       lastPrint = .now
       write("epoch \(epoch) step \(step)/\(steps) loss \(String(format: "%.4f", loss)) eta \(String(format: "%.0f", eta))s\n")
@@ -374,8 +379,10 @@ public final class ProgressReporter {
 
   func end(_ record: EpochRecord) {
     if isTerminal { write("\r\u{1B}[2K") }
-    let metrics = record.validation.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: " ")
+    let metrics = record.validation.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(
+      separator: " ")
     write(
-      "epoch \(record.epoch): loss \(String(format: "%.4f", record.trainLoss)), \(String(format: "%.1f", record.trainSeconds))s; valid \(metrics)\(record.improved ? " *" : "")\n")
+      "epoch \(record.epoch): loss \(String(format: "%.4f", record.trainLoss)), \(String(format: "%.1f", record.trainSeconds))s; valid \(metrics)\(record.improved ? " *" : "")\n"
+    )
   }
 }
