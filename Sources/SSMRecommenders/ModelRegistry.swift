@@ -98,7 +98,7 @@ public enum ModelRegistryError: Error, Equatable, CustomStringConvertible {
 }
 
 /// The models a tool can offer by name and load from checkpoints: the built-in five, and any a
-/// package registers. The `ssmrec` command, ``Checkpoint/loadModel(from:)-(URL)`` and the
+/// package registers. The `ssmrec` command, `Checkpoint.loadModel(from:registry:)` and the
 /// examples all go through ``shared``.
 public final class ModelRegistry: @unchecked Sendable {
   /// The registry of the process, holding the built-in models from the start.
