@@ -4,7 +4,7 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// A batch of item histories, right-padded with id 0 (RecBole's layout, SPEC §7.4).
+/// A batch of item histories, right-padded with id 0 (RecBole's layout, Docs/Models.md §7.4).
 public struct SequenceBatch: Sendable {
   /// Histories, oldest first: row `b` holds `lengths[b]` items, then zeros. Shape `[B, L]`.
   public var items: IndexTensor
@@ -136,7 +136,7 @@ public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConverti
 ///
 /// A model encodes each history into one vector; scores are that vector's dot products with
 /// every item embedding (tied input/output embeddings, as all five reference models do), and
-/// the default training loss is softmax cross-entropy over all items (SPEC §4.3).
+/// the default training loss is softmax cross-entropy over all items (Docs/Models.md §4.3).
 ///
 ///     final class MeanPooling: SequentialRecommender {
 ///       struct Configuration: Codable, Sendable { var itemCount = 100; var dimension = 32 }
@@ -220,11 +220,12 @@ extension SequentialRecommender {
     }
   }
 
-  /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets.
+  /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets,
+  /// through ``SSMAutograd/Variable/linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)``.
   /// - Precondition: the batch has targets.
   public func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     guard let targets = batch.targets else { preconditionFailure("loss needs a batch with targets") }
-    let logits = Variable.matmul(encode(batch, context: &context), itemEmbedding.variable, transposeB: true)
-    return Variable.softmaxCrossEntropy(logits: logits, targets: targets)
+    // Blocked over rows, so a large catalogue never holds all [B, V] logits at once.
+    return Variable.linearSoftmaxCrossEntropy(hidden: encode(batch, context: &context), weight: itemEmbedding.variable, targets: targets)
   }
 }
