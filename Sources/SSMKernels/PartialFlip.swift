@@ -7,7 +7,7 @@ import SSMTensor
 /// permutation applied to the gradient) is the same flip. Each produces its output in one copy
 /// of `D`-wide rows.
 public enum PartialFlip {
-  /// The official fixed-prefix flip of a padded batch (SPEC §3.1): position `p < min(count, L)`
+  /// The official fixed-prefix flip of a padded batch (Docs/Models.md §3.1): position `p < min(count, L)`
   /// of every row takes position `min(count, L) − 1 − p`; later positions stay.
   /// - Parameters:
   ///   - x: shape `[B, L, D]`.
@@ -20,7 +20,7 @@ public enum PartialFlip {
     return permute(x, batchIndependent: (0..<length).map { $0 < n ? n - 1 - $0 : $0 })
   }
 
-  /// The paper's per-sequence flip (SPEC §3.2): for a sequence of length `ℓ` (right-padded),
+  /// The paper's per-sequence flip (Docs/Models.md §3.2): for a sequence of length `ℓ` (right-padded),
   /// the first `max(ℓ − keep, 0)` items are reversed and the last `keep` items and the padding
   /// stay in place.
   /// - Parameters:
@@ -42,7 +42,7 @@ public enum PartialFlip {
     return permute(x, rows: source)
   }
 
-  /// Reverses every segment of a packed batch in place (SSD4Rec's `flip_index`, SPEC §6.1):
+  /// Reverses every segment of a packed batch in place (SSD4Rec's `flip_index`, Docs/Models.md §6.1):
   /// for a segment spanning `[s, e]`, position `s + j` takes position `e − j`.
   /// - Parameters:
   ///   - x: shape `[B, T, D]` (SSD4Rec packs into `B = 1`).

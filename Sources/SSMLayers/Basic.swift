@@ -34,7 +34,7 @@ public final class Linear: Layer {
 }
 
 /// A lookup table of row vectors. With a padding index, that row receives no gradient through
-/// the lookup (PyTorch's `padding_idx`, SPEC §0.3); it still does through any other use, such as
+/// the lookup (PyTorch's `padding_idx`, Docs/Models.md §0.3); it still does through any other use, such as
 /// the tied output layer.
 public final class Embedding: Layer {
   /// The table, shape `[count, dimension]` (PyTorch `weight`); row `i` is the vector of index `i`.

@@ -2,7 +2,7 @@ import SSMAutograd
 import SSMKernels
 import SSMTensor
 
-/// SSD4Rec's bidirectional SSD layer (SPEC §6.3, official code) over a packed batch: one
+/// SSD4Rec's bidirectional SSD layer (Docs/Models.md §6.3, official code) over a packed batch: one
 /// Mamba-2 block read forwards and over each segment reversed (the "sequence registers" —
 /// segment ids and lengths — keep the sequences apart), the backward output added without
 /// re-ordering, then LayerNorm, dropout and the feed-forward network:

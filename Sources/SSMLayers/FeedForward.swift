@@ -3,7 +3,7 @@ import SSMKernels
 import SSMTensor
 
 /// The position-wise feed-forward network of the SSM recommenders, parameter names
-/// `w_1`, `w_2`, `LayerNorm` (SPEC §4.3, §5.2, §6.3). Two placements of dropout and the norm:
+/// `w_1`, `w_2`, `LayerNorm` (Docs/Models.md §4.3, §5.2, §6.3). Two placements of dropout and the norm:
 ///
 /// - `.postNormResidual` (Mamba4Rec, SIGMA): `LN(Drop(W₂·Drop(gelu(W₁x + b₁)) + b₂) + x)`;
 /// - `.normThenDropout` (SSD4Rec): `Drop(LN(W₂·Drop(gelu(W₁x + b₁)) + b₂ + x))`.

@@ -12,7 +12,7 @@ import SSMTensor
 ///     h_t = (1 − z_t) ∘ n_t + z_t ∘ h_{t−1},     h_{−1} = 0
 ///
 /// The input projections of all steps are one matrix product; the recurrence over time is one
-/// tape node with a hand-written backward through time (SPEC §4.2).
+/// tape node with a hand-written backward through time (Docs/Models.md §4.2).
 public final class GRU: Layer {
   /// The width of each input step, the last extent of `[B, L, input]`.
   public let inputSize: Int

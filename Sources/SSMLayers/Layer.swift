@@ -50,7 +50,7 @@ extension ParameterContainer {
     for (path, parameter) in named { parameter.value = values[path]! }
   }
 
-  /// RecBole's `_init_weights` applied to every parameter (SPEC §0.3): Linear and Embedding
+  /// RecBole's `_init_weights` applied to every parameter (Docs/Models.md §0.3): Linear and Embedding
   /// weights N(0, std²), Linear biases 0, LayerNorm scale 1 and shift 0; other parameters keep
   /// their own initialisation.
   public func applyBlanketInitialization(standardDeviation: Float = 0.02, using generator: inout some RandomNumberGenerator) {

@@ -2,7 +2,7 @@ import SSMAutograd
 import SSMKernels
 import SSMTensor
 
-/// The Mamba-2 block of SPEC §2.7 (as SSD4Rec calls it), with the official parameter names:
+/// The Mamba-2 block of Docs/Models.md §2.7 (as SSD4Rec calls it), with the official parameter names:
 /// `in_proj`, `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`.
 ///
 ///     [Z | XBC | dt] = U·W_inᵀ
@@ -13,7 +13,7 @@ import SSMTensor
 /// With `sequenceIndex` (packed variable-length batches) both the convolution and the scan
 /// restart at every segment boundary.
 public final class Mamba2Block: Layer {
-  /// The block's hyperparameters (SPEC §2.1; defaults are the module's, SSD4Rec's in comments).
+  /// The block's hyperparameters (Docs/Models.md §2.1; defaults are the module's, SSD4Rec's in comments).
   public struct Configuration: Codable, Sendable, Equatable {
     /// Model width D (SSD4Rec: 256).
     public var modelDimension: Int
@@ -79,7 +79,7 @@ public final class Mamba2Block: Layer {
   /// `out_proj`: weight `[D, E]`, back to the model width.
   public let outputProjection: Linear
 
-  /// The reference initialisation (SPEC §2.2): PyTorch defaults for the projections and the
+  /// The reference initialisation (Docs/Models.md §2.2): PyTorch defaults for the projections and the
   /// convolution, `dt_bias = softplus⁻¹(dt₀)` with `dt₀` log-uniform in [0.001, 0.1] (floor
   /// 1e-4), `A_log = ln U(1, 16)`, `D = 1`, norm weight 1.
   public init(configuration c: Configuration, using generator: inout some RandomNumberGenerator) {

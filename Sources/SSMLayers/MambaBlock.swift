@@ -8,7 +8,7 @@ import SSMTensor
   import Darwin
 #endif
 
-/// The Mamba (Mamba-1) block of SPEC §1.3, with the official parameter names and layouts:
+/// The Mamba (Mamba-1) block of Docs/Models.md §1.3, with the official parameter names and layouts:
 /// `in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`.
 ///
 ///     [X | Z] = U·W_inᵀ;  U′ = silu(causalConv(X));  [δ | B | C] = U′·W_xᵀ
@@ -45,7 +45,7 @@ public final class MambaBlock: Layer {
   /// `out_proj`: weight `[D, E]`, back to the model width.
   public let outputProjection: Linear
 
-  /// The reference initialisation of `mamba_simple.py` (SPEC §1.2, left column): PyTorch
+  /// The reference initialisation of `mamba_simple.py` (Docs/Models.md §1.2, left column): PyTorch
   /// defaults for the projections and convolution, the special Δ-bias initialisation from
   /// `U(dt_min, dt_max)` on a log scale, S4D-real `A_log[e, n] = ln(n + 1)`, `D = 1`.
   public init(

@@ -10,7 +10,7 @@ public enum FlipStrategy: Codable, Sendable, Equatable {
   case keepingLast(keep: Int)
 }
 
-/// SIGMA's Dense Selective Gate (DS Gate, official form, SPEC §4.2): for a direction's input
+/// SIGMA's Dense Selective Gate (DS Gate, official form, Docs/Models.md §4.2): for a direction's input
 /// `h`, `g = Drop(W_si·silu(h) + b_si + W_sg·σ(s) + b_sg)` where `s = h` for the forward
 /// direction and the forward gate's output for the flipped one. Parameter names
 /// `selective_gate_si.1`, `selective_gate_sig.1`.
@@ -79,7 +79,7 @@ public final class FeatureExtractionGRU: Layer {
   public func callAsFunction(_ x: Variable) -> Variable { gru(convolution(x)) }
 }
 
-/// SIGMA's mixing layer (official form, SPEC §4.2): three raw, trainable weights combine the
+/// SIGMA's mixing layer (official form, Docs/Models.md §4.2): three raw, trainable weights combine the
 /// gated forward branch, the gated flipped branch and the FE-GRU branch, then a Linear projects
 /// the sum. Parameter names `combining_weights` (order: GRU, flipped, forward; initially
 /// `[0.1, 0.1, 0.8]`, used without normalisation) and `projection`.
@@ -116,7 +116,7 @@ public final class BranchMixing: Layer {
   }
 }
 
-/// SIGMA's G-Mamba block (SPEC §4.2, official code): Partially Flipped Mamba (one Mamba module
+/// SIGMA's G-Mamba block (Docs/Models.md §4.2, official code): Partially Flipped Mamba (one Mamba module
 /// on the input and on its partial flip, the flipped output not flipped back), the DS gate on
 /// each direction, the FE-GRU branch, the three raw mixing weights and the projection.
 /// Parameter names as `gmamba.*` of the official `state_dict`.

@@ -15,7 +15,7 @@ import SSMTensor
 /// 0, never 1 (the optimistic rule `score[j] > score[target]` would give both rank 1). RecBole
 /// leaves ties to the order `torch.topk` happens to return; with real-valued scores ties have
 /// probability zero, so the rule changes nothing for a working model. The padding id 0 is
-/// excluded, as RecBole sets its score to −∞ (SPEC §7.6); history items are
+/// excluded, as RecBole sets its score to −∞ (Docs/Models.md §7.6); history items are
 /// not masked for sequential models.
 public enum FullRanking {
   /// The rank of `target` in one row of scores: between 1 and the number of candidates (the row's
@@ -65,7 +65,7 @@ public enum FullRanking {
   }
 }
 
-/// Single-target ranking metrics (SPEC §7.7) for a rank `r` (1-based) at cut-off `K`.
+/// Single-target ranking metrics (Docs/Models.md §7.7) for a rank `r` (1-based) at cut-off `K`.
 public enum RankingMetric: String, CaseIterable, Codable, Sendable {
   /// Hit ratio: 1 if `r ≤ K` (RecBole's "hit", the papers' HR).
   case hit

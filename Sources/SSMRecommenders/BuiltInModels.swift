@@ -5,7 +5,7 @@ import SSMMetrics
 import SSMTensor
 
 /// The descriptors of the five built-in recommenders, with their official training settings
-/// (SPEC §10.2): the only place that lists them.
+/// (Docs/Models.md §10.2): the only place that lists them.
 enum BuiltInModels {
   static let descriptors: [ModelDescriptor] = [mamba4rec, sigma, ssd4rec, sasrec, gru4rec]
 

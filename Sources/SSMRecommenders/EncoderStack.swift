@@ -13,7 +13,7 @@ protocol StackLayer: Layer {
   func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable
 }
 
-/// The encoder of Mamba4Rec and SIGMA (SPEC §4.3, §5.2):
+/// The encoder of Mamba4Rec and SIGMA (Docs/Models.md §4.3, §5.2):
 ///
 ///     H = LN(Drop(E[items]))
 ///     per layer: H = LN(Drop(block(H)) [+ H if more than one layer]);  H = PFFN(H)

@@ -4,10 +4,10 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// GRU4Rec as RecBole implements it (SPEC §9.2): item embeddings, dropout, a GRU without biases
+/// GRU4Rec as RecBole implements it (Docs/Models.md §9.2): item embeddings, dropout, a GRU without biases
 /// and a dense layer back to the embedding width; the last valid hidden state scores all items.
 public final class GRU4Rec: SequentialRecommender {
-  /// Hyperparameters; defaults are RecBole's (SPEC §9.2).
+  /// Hyperparameters; defaults are RecBole's (Docs/Models.md §9.2).
   public struct Configuration: Codable, Sendable, Equatable {
     /// V: item ids including the padding id 0.
     public var itemCount: Int

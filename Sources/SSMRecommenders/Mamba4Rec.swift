@@ -4,13 +4,13 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// Mamba4Rec (Liu et al., arXiv 2403.03900), as the official code computes it (SPEC §5).
+/// Mamba4Rec (Liu et al., arXiv 2403.03900), as the official code computes it (Docs/Models.md §5).
 ///
 ///     H = LN(Drop(E[items]))
 ///     per layer: H = LN(Drop(Mamba(H)) [+ H if more than one layer]);  H = PFFN(H)
 ///     s = H[b, ℓ_b − 1]
 public final class Mamba4Rec: SequentialRecommender {
-  /// Hyperparameters; defaults are the official configuration (SPEC §10).
+  /// Hyperparameters; defaults are the official configuration (Docs/Models.md §10).
   public struct Configuration: Codable, Sendable, Equatable {
     /// V: item ids including the padding id 0.
     public var itemCount: Int

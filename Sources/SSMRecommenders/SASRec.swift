@@ -10,7 +10,7 @@ import SSMTensor
   import Darwin
 #endif
 
-/// SASRec as RecBole implements it (SPEC §9.1): learned positions, post-LN Transformer layers
+/// SASRec as RecBole implements it (Docs/Models.md §9.1): learned positions, post-LN Transformer layers
 /// with causal, key-padding-masked multi-head self-attention.
 public final class SASRec: SequentialRecommender {
   /// Hyperparameters; defaults are RecBole's `SASRec.yaml` (SIGMA's baseline config uses 8

@@ -4,7 +4,7 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// SIGMA (Liu et al., arXiv 2408.11451), as the official code computes it (SPEC §3–§4):
+/// SIGMA (Liu et al., arXiv 2408.11451), as the official code computes it (Docs/Models.md §3–§4):
 /// G-Mamba blocks (partially flipped Mamba, DS gate, FE-GRU, mixing) and the feed-forward
 /// network.
 ///
@@ -12,7 +12,7 @@ import SSMTensor
 ///     per layer: H = LN(Drop(GMamba(H)) [+ H if more than one layer]);  H = PFFN(H)
 ///     s = H[b, ℓ_b − 1]
 public final class SIGMA: SequentialRecommender {
-  /// Hyperparameters; defaults are the official configuration (SPEC §10).
+  /// Hyperparameters; defaults are the official configuration (Docs/Models.md §10).
   public struct Configuration: Codable, Sendable, Equatable {
     /// V: item ids including the padding id 0.
     public var itemCount: Int

@@ -4,7 +4,7 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// SSD4Rec (Zhang et al., arXiv 2409.01192), as the official code computes it (SPEC §6):
+/// SSD4Rec (Zhang et al., arXiv 2409.01192), as the official code computes it (Docs/Models.md §6):
 /// histories packed into one row without padding, with per-token segment ids (the "sequence
 /// registers") that restart the convolution and the SSD state at every boundary, and
 /// bidirectional Mamba-2 blocks sharing one module for both directions.
@@ -14,7 +14,7 @@ import SSMTensor
 ///                X = PFFN(Drop(LN(F + β·Bw + X)))
 ///     s_b = X[last token of segment b]
 public final class SSD4Rec: SequentialRecommender {
-  /// Hyperparameters; defaults are the official ML-1M configuration (SPEC §10).
+  /// Hyperparameters; defaults are the official ML-1M configuration (Docs/Models.md §10).
   public struct Configuration: Codable, Sendable, Equatable {
     /// V: item ids including id 0 (SSD4Rec's trainable mask token; there is no padding).
     public var itemCount: Int
@@ -119,7 +119,7 @@ public final class SSD4Rec: SequentialRecommender {
       + layers.enumerated().flatMap { prefixed("BiSSD_layers.\($0.offset)", $0.element.namedParameters()) }
   }
 
-  /// The packed form of a padded batch (SPEC §6.1): the concatenated items `[1, T]`, their
+  /// The packed form of a padded batch (Docs/Models.md §6.1): the concatenated items `[1, T]`, their
   /// segment ids `[1, T]` and the position of each segment's last token.
   public static func pack(_ batch: SequenceBatch) -> (items: IndexTensor, sequenceIndex: IndexTensor, lastTokens: [Int]) {
     var items = [Int32]()

@@ -221,7 +221,7 @@ extension SequentialRecommender {
   }
 
   /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets,
-  /// through ``SSMAutograd/Variable/linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)``.
+  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)`.
   /// - Precondition: the batch has targets.
   public func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     guard let targets = batch.targets else { preconditionFailure("loss needs a batch with targets") }

@@ -27,7 +27,7 @@ final class ModelTests: XCTestCase {
   }
 
   func testParameterCountsMatchTheOfficialModels() throws {
-    // SPEC §10.3, ML-1M (V = 3,417) with the official hyperparameters.
+    // Docs/Models.md §10.3, ML-1M (V = 3,417) with the official hyperparameters.
     XCTAssertEqual(try Mamba4Rec(configuration: .init(itemCount: 3417)).parameterCount, 290_944)
     XCTAssertEqual(try SIGMA(configuration: .init(itemCount: 3417)).parameterCount, 348_675)
     XCTAssertEqual(try SSD4Rec(configuration: .init(itemCount: 3417)).parameterCount, 2_804_416)

@@ -12,7 +12,7 @@ extension ChunkedSSD {
   ///
   /// Per (batch element, head): one forward sweep stores the state entering each chunk
   /// (chunkCount·P·N floats of scratch per worker), then chunks are processed last to first with
-  /// the chunked adjoint of SPEC §2.9 — each step's gradient is an `sgemm` or a masked pass over
+  /// the chunked adjoint of Docs/Models.md §2.9 — each step's gradient is an `sgemm` or a masked pass over
   /// a Q×Q block — and the per-position gradients of Δ, x, A, D and the dt bias follow from the
   /// reverse cumulative sum of the decay gradients. `B` and `C` are shared by the heads of a
   /// group, so their gradients accumulate in one buffer per worker; the gradient of each chunk's

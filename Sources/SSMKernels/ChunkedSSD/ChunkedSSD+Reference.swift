@@ -41,7 +41,7 @@ extension ChunkedSSD {
     package var D, dtBias, initialState: [T]?
   }
 
-  /// The sequential recurrence of SPEC §2.3 with the segment resets of §2.6: one loop per time
+  /// The sequential recurrence of Docs/Models.md §2.3 with the segment resets of §2.6: one loop per time
   /// step, every state kept. Returns `y`, the final states and all states `[B, H, L, P, N]`.
   package static func referenceRecurrent<T: ReferenceScalar>(_ r: ReferenceInputs<T>) -> (
     output: [T], finalState: [T], states: [T]
@@ -76,7 +76,7 @@ extension ChunkedSSD {
     return (y, final, states)
   }
 
-  /// The reverse-time recurrence of SPEC §2.9 (recurrent form), in plain loops.
+  /// The reverse-time recurrence of Docs/Models.md §2.9 (recurrent form), in plain loops.
   package static func referenceRecurrentBackward<T: ReferenceScalar>(
     _ r: ReferenceInputs<T>, outputGradient dy: [T], finalStateGradient: [T]? = nil
   ) -> ReferenceGradients<T> {
@@ -152,7 +152,7 @@ extension ChunkedSSD {
     return g
   }
 
-  /// The quadratic ("attention") form of SPEC §2.4 per segment, with the stable segment sum:
+  /// The quadratic ("attention") form of Docs/Models.md §2.4 per segment, with the stable segment sum:
   /// `Y = (exp(segsum(a)) ∘ C·Bᵀ)·X̄ + D·x`, plus the initial state's decay into the first segment.
   package static func referenceQuadratic<T: ReferenceScalar>(_ r: ReferenceInputs<T>) -> [T] {
     let (Bn, L, H, P, N) = (r.batch, r.length, r.heads, r.headDim, r.state)

@@ -7,7 +7,7 @@ import SSMTensor
 ///     y[b,t,c] = bias[c] + Σₖ w[c,k]·x[b, t−K+1+k, c]
 ///
 /// Taps before `t = 0`, and (with `sequenceIndex`) taps whose segment id differs from the one at
-/// `t`, count as zero, so each packed segment is convolved as if it were alone (SPEC §1.3, §2.6;
+/// `t`, count as zero, so each packed segment is convolved as if it were alone (Docs/Models.md §1.3, §2.6;
 /// causal-conv1d's `seq_idx`). `w[c, K−1]` multiplies the current step, as in PyTorch's
 /// left-padded `Conv1d` cross-correlation.
 public enum CausalConv1d {

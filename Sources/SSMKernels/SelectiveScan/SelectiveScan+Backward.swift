@@ -6,7 +6,7 @@ extension SelectiveScan {
   /// respect to the scan's output.
   ///
   /// Per (batch element, channel block) the forward states and decay factors are recomputed into
-  /// ≈2·L·N·lanes floats of scratch per worker, then the state adjoint runs backwards in time (SPEC §1.5):
+  /// ≈2·L·N·lanes floats of scratch per worker, then the state adjoint runs backwards in time (Docs/Models.md §1.5):
   ///
   ///     λ[t] = g[t]·C[t] + exp(Δ[t+1]·A)·λ[t+1]
   ///

@@ -30,7 +30,7 @@ extension SelectiveScan {
     package var D, z, deltaBias: [T]?
   }
 
-  /// The plain scan, one loop per time step, no tricks (SPEC §1.7): every state is kept.
+  /// The plain scan, one loop per time step, no tricks (Docs/Models.md §1.7): every state is kept.
   /// - Returns: the output `[B, L, E]`, the final state `[B, E, N]` and all states `[B, L, E, N]`.
   package static func referenceForward<T: ReferenceScalar>(_ x: ReferenceInputs<T>) -> (output: [T], lastState: [T], states: [T])
   {
@@ -62,7 +62,7 @@ extension SelectiveScan {
     return (y, last, states)
   }
 
-  /// The hand-written reverse recurrence of SPEC §1.5–§1.6, in plain loops over stored states.
+  /// The hand-written reverse recurrence of Docs/Models.md §1.5–§1.6, in plain loops over stored states.
   package static func referenceBackward<T: ReferenceScalar>(_ x: ReferenceInputs<T>, outputGradient dy: [T])
     -> ReferenceGradients<T>
   {

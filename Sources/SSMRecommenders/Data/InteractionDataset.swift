@@ -110,7 +110,7 @@ public struct CountInterval: Codable, Sendable, Equatable, CustomStringConvertib
 
 /// Interactions after filtering and id remapping, in file order: users and items get ids
 /// `1, 2, …` in order of first appearance in the filtered data (`pandas.factorize`), id 0 is
-/// padding (SPEC §7.2).
+/// padding (Docs/Models.md §7.2).
 public struct InteractionDataset: Sendable {
   /// `userTokens[id]` is the original token of user `id` (`"[PAD]"` at 0).
   public var userTokens: [String]
@@ -214,7 +214,7 @@ public struct InteractionDataset: Sendable {
       }
       let userToken = fields[columns.user].trimmingCharacters(in: .whitespaces)
       let itemToken = fields[columns.item].trimmingCharacters(in: .whitespaces)
-      if userToken.isEmpty || itemToken.isEmpty { return }  // missing ids are dropped (SPEC §7.2)
+      if userToken.isEmpty || itemToken.isEmpty { return }  // missing ids are dropped (Docs/Models.md §7.2)
       if userToken == Self.paddingToken || itemToken == Self.paddingToken { throw DatasetError.reservedToken(line: number) }
       var time = 0.0
       if let t = columns.time {

@@ -21,7 +21,7 @@ public struct SequenceInstance: Sendable, Equatable {
   }
 }
 
-/// RecBole's sequential protocol (SPEC §7.3–§7.5): interactions sorted by (user, time) with ties
+/// RecBole's sequential protocol (Docs/Models.md §7.3–§7.5): interactions sorted by (user, time) with ties
 /// in file order, every prefix of a user's sequence an instance (history truncated to the most
 /// recent `maximumLength` items, or not at all), and leave-one-out by time: each user's last
 /// instance is the test instance, the one before the validation instance.

@@ -4,7 +4,7 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// Full-ranking evaluation (SPEC §7.6): every item id is scored, the padding id 0 excluded,
+/// Full-ranking evaluation (Docs/Models.md §7.6): every item id is scored, the padding id 0 excluded,
 /// history items not masked, and metrics come from each target's rank under the deterministic
 /// tie rule of `FullRanking`. Scores are computed a batch at a time and never sorted.
 public struct Evaluator: Sendable {

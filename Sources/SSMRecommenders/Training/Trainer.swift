@@ -5,7 +5,7 @@ import SSMLayers
 import SSMMetrics
 import SSMTensor
 
-/// Settings of a training run; defaults follow the official configurations (SPEC §7.8, §10.2).
+/// Settings of a training run; defaults follow the official configurations (Docs/Models.md §7.8, §10.2).
 public struct TrainingConfiguration: Codable, Sendable, Equatable {
   /// Maximum number of epochs.
   public var epochs: Int = 200
@@ -132,7 +132,7 @@ public struct TrainingResult: Codable, Sendable {
   public var secondsPerEpoch: Double
 }
 
-/// Trains any ``SequentialRecommender`` with RecBole's loop (SPEC §7.8): shuffled mini-batches,
+/// Trains any ``SequentialRecommender`` with RecBole's loop (Docs/Models.md §7.8): shuffled mini-batches,
 /// Adam, validation after every epoch, early stopping when the validation metric has not
 /// improved (`≥` the best counts as an improvement) for more than `stoppingStep` evaluations,
 /// the best weights restored before the test evaluation. With an output folder it keeps
