@@ -226,6 +226,7 @@ extension SequentialRecommender {
   public func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     guard let targets = batch.targets else { preconditionFailure("loss needs a batch with targets") }
     // Blocked over rows, so a large catalogue never holds all [B, V] logits at once.
-    return Variable.linearSoftmaxCrossEntropy(hidden: encode(batch, context: &context), weight: itemEmbedding.variable, targets: targets)
+    return Variable.linearSoftmaxCrossEntropy(
+      hidden: encode(batch, context: &context), weight: itemEmbedding.variable, targets: targets)
   }
 }

@@ -12,7 +12,8 @@ final class LinearCrossEntropyTests: XCTestCase {
     let (n, d, v) = (hidden.shape[0], hidden.shape[1], weight.shape[0])
     let (h, w) = (hidden.doubles, weight.doubles)
     var loss = 0.0
-    var dh = [Double](repeating: 0, count: n * d), dw = [Double](repeating: 0, count: v * d)
+    var dh = [Double](repeating: 0, count: n * d)
+    var dw = [Double](repeating: 0, count: v * d)
     for r in 0..<n {
       let logits = (0..<v).map { c in (0..<d).reduce(0.0) { $0 + h[r * d + $1] * w[c * d + $1] } }
       let top = logits.max()!
@@ -39,7 +40,8 @@ final class LinearCrossEntropyTests: XCTestCase {
       let targets = (0..<rows).map { _ in Int(rng.next() % UInt64(classes)) }
       let expected = reference(hidden: hidden, weight: weight, targets: targets)
       withEvery("rowsPerBlock", in: [1, 2, 4, nil as Int?]) { block in
-        let h = Variable(hidden, requiresGradient: true), w = Variable(weight, requiresGradient: true)
+        let h = Variable(hidden, requiresGradient: true)
+        let w = Variable(weight, requiresGradient: true)
         let loss = Variable.linearSoftmaxCrossEntropy(hidden: h, weight: w, targets: IndexTensor(targets), rowsPerBlock: block)
         loss.backward(seed: Tensor(2))
         assertClose([Double(loss.value.scalar)], [expected.loss], rtol: 1e-5, atol: 1e-6, "loss")
@@ -50,7 +52,8 @@ final class LinearCrossEntropyTests: XCTestCase {
   }
 
   func testEqualsTheMaterialisedCrossEntropy() {
-    let hidden = Tensor.random([37, 8], seed: 1), weight = Tensor.random([301, 8], seed: 2)
+    let hidden = Tensor.random([37, 8], seed: 1)
+    let weight = Tensor.random([301, 8], seed: 2)
     var rng = SplitMix64(seed: 4)
     let targets = IndexTensor((0..<37).map { _ in Int(rng.next() % 301) })
     let (h1, w1) = (Variable(hidden, requiresGradient: true), Variable(weight, requiresGradient: true))
@@ -74,7 +77,8 @@ final class LinearCrossEntropyTests: XCTestCase {
   func testWithoutATapeNothingIsKept() {
     let loss = withoutGradients {
       Variable.linearSoftmaxCrossEntropy(
-        hidden: Variable(Tensor.random([4, 3], seed: 1)), weight: Variable(Tensor.random([5, 3], seed: 2)), targets: IndexTensor([0, 1, 2, 3]))
+        hidden: Variable(Tensor.random([4, 3], seed: 1)), weight: Variable(Tensor.random([5, 3], seed: 2)),
+        targets: IndexTensor([0, 1, 2, 3]))
     }
     XCTAssertTrue(loss.value.scalar.isFinite)
     XCTAssertFalse(loss.requiresGradient)

@@ -28,11 +28,15 @@ extension Variable {
   public static func linearSoftmaxCrossEntropy(
     hidden: Variable, weight: Variable, targets: IndexTensor, rowsPerBlock: Int? = nil
   ) -> Variable {
-    precondition(hidden.shape.rank == 2 && weight.shape.rank == 2, "linearSoftmaxCrossEntropy: hidden \(hidden.shape) and weight \(weight.shape) must be matrices")
+    precondition(
+      hidden.shape.rank == 2 && weight.shape.rank == 2,
+      "linearSoftmaxCrossEntropy: hidden \(hidden.shape) and weight \(weight.shape) must be matrices")
     let (rows, width) = (hidden.shape[0], hidden.shape[1])
     let classes = weight.shape[0]
-    precondition(weight.shape[1] == width, "linearSoftmaxCrossEntropy: weight \(weight.shape) does not match hidden \(hidden.shape)")
-    precondition(targets.shape == [rows], "linearSoftmaxCrossEntropy: targets \(targets.shape) do not match hidden \(hidden.shape)")
+    precondition(
+      weight.shape[1] == width, "linearSoftmaxCrossEntropy: weight \(weight.shape) does not match hidden \(hidden.shape)")
+    precondition(
+      targets.shape == [rows], "linearSoftmaxCrossEntropy: targets \(targets.shape) do not match hidden \(hidden.shape)")
     precondition(
       targets.values.allSatisfy { $0 >= 0 && Int($0) < classes }, "linearSoftmaxCrossEntropy: a target is outside 0..<\(classes)")
     let block = Swift.max(1, Swift.min(rowsPerBlock ?? defaultCrossEntropyBlockRows(classes: classes), Swift.max(rows, 1)))
@@ -58,10 +62,15 @@ extension Variable {
                       BLAS.gemm(
                         transposeA: false, transposeB: true, m: count, n: classes, k: width, alpha: 1, a: h, lda: width,
                         b: wp.baseAddress!, ldb: width, beta: 0, c: zp.baseAddress!, ldc: classes)
-                      nonisolated(unsafe) let p = (zp.baseAddress!, tp.baseAddress! + start, lp.baseAddress! + start, gp.baseAddress!)
-                      Parallel.forEachChunk(count: count, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(classes, 1))) { r in
+                      nonisolated(unsafe) let p = (
+                        zp.baseAddress!, tp.baseAddress! + start, lp.baseAddress! + start, gp.baseAddress!
+                      )
+                      Parallel.forEachChunk(
+                        count: count, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(classes, 1))
+                      ) { r in
                         let o = r.lowerBound
-                        ssm_softmax_cross_entropy_rows(p.0 + o * classes, p.1 + o, r.count, classes, scale, p.2 + o, p.3 + o * classes)
+                        ssm_softmax_cross_entropy_rows(
+                          p.0 + o * classes, p.1 + o, r.count, classes, scale, p.2 + o, p.3 + o * classes)
                       }
                       if recording {
                         // ∂hidden_block = G·W, ∂W += Gᵀ·hidden_block.
