@@ -44,12 +44,17 @@ struct EncoderStack<Layer: StackLayer> {
   }
 
   func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    positionStates(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+
+  /// The last layer's output at every position, `[B, L, D]`.
+  func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     var h = embeddingNorm(dropout(items(batch.items), context: &context))
     for layer in layers {
       let m = dropout(layer.block(h, lengths: batch.lengths, context: &context), context: &context)
       h = layer.norm(layers.count == 1 ? m : m + h)
       h = layer.feedForward(h, context: &context)
     }
-    return h.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    return h
   }
 }

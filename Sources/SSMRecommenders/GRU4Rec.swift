@@ -82,8 +82,19 @@ public final class GRU4Rec: SequentialRecommender {
 
   /// The `dense` projection of the GRU state at each sequence's last real position, `[B, embeddingSize]`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    let hidden = gru(dropout(items(batch.items), context: &context))
-    return dense(hidden).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    states(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+
+  /// Causal: a GRU reads its input in order.
+  public var isCausal: Bool { true }
+
+  /// The dense layer's output at every position, `[B, L, embeddingSize]`.
+  public func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable? {
+    states(batch, context: &context)
+  }
+
+  func states(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    dense(gru(dropout(items(batch.items), context: &context)))
   }
 }
 

@@ -116,6 +116,15 @@ public final class Mamba4Rec: SequentialRecommender {
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     stack.encode(batch, context: &context)
   }
+  /// Causal: the causal convolution and the scan read only earlier positions, and every other
+  /// operation is position-wise.
+  public var isCausal: Bool { true }
+
+  /// The last layer's output (after its feed-forward network) at every position, `[B, L, D]`.
+  public func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable? {
+    stack.positionStates(batch, context: &context)
+  }
+
 }
 
 extension Mamba4Rec {

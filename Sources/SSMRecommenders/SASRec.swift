@@ -129,6 +129,18 @@ public final class SASRec: SequentialRecommender {
   /// The transformer's output at each sequence's last real position, `[B, D]`; traps if the batch is wider
   /// than `maximumLength`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    states(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+  }
+
+  /// Causal: the attention mask lets position `t` attend to positions `0…t` only.
+  public var isCausal: Bool { true }
+
+  /// The last layer's output at every position, `[B, L, D]`.
+  public func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable? {
+    states(batch, context: &context)
+  }
+
+  func states(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     precondition(
       batch.width <= configuration.maximumLength,
       "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
@@ -139,7 +151,7 @@ public final class SASRec: SequentialRecommender {
       x = attention[i](x, mask: mask, context: &context)
       x = feedForward[i](x, context: &context)
     }
-    return x.gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    return x
   }
 }
 

@@ -12,6 +12,10 @@ public struct SequenceBatch: Sendable {
   public var lengths: [Int]
   /// The next item of each history, shape `[B]`, when the batch is for training or evaluation.
   public var targets: IndexTensor?
+  /// For the all-position objective, the item each position is trained to predict, shape
+  /// `[B, L]`, 0 where a position trains nothing (padding); `nil` otherwise. A batch that has
+  /// them trains every position of a causal model at once (``SequentialRecommender/positionStates(_:context:)``).
+  public var positionTargets: IndexTensor?
 
   /// - Throws: ``SequenceBatchError`` if shapes disagree, a length is out of range, or an id
   ///   is negative.
@@ -42,6 +46,18 @@ public struct SequenceBatch: Sendable {
     }
     try self.init(
       items: IndexTensor(shape: [histories.count, w], values: values), lengths: lengths, targets: targets.map { IndexTensor($0) })
+  }
+
+  /// A batch of all-position training windows, right-padded to the longest: row `b` holds
+  /// `windows[b].items` and at each of their positions the item that followed.
+  public init(windows: [TrainingWindow]) throws {
+    let width = windows.map(\.items.count).max() ?? 0
+    var targets = [Int32]()
+    targets.reserveCapacity(windows.count * width)
+    for w in windows { targets += w.targets + [Int32](repeating: 0, count: width - w.targets.count) }
+    try self.init(histories: windows.map { $0.items.map(Int.init) }, width: width)
+    if targets.contains(where: { $0 < 0 }) { throw SequenceBatchError.invalidItem("negative target id") }
+    positionTargets = IndexTensor(shape: [windows.count, width], values: targets)
   }
 
   /// The number of sequences.
@@ -174,6 +190,15 @@ public protocol SequentialRecommender: Layer {
   /// A training batch as the model wants to see it (SSD4Rec masks history items); evaluation
   /// never calls this. The default returns the batch unchanged.
   func prepareTrainingBatch(_ batch: SequenceBatch, using generator: inout SplitMix64) -> SequenceBatch
+  /// Whether the model is causal: its representation at position `t` of a history depends on
+  /// the items at positions `0…t` only, so one pass over a history gives the representations of
+  /// all its prefixes (``positionStates(_:context:)``). Causal models can train with the
+  /// all-position objective. The default is `false`.
+  var isCausal: Bool { get }
+  /// For a causal model, the representation at every position, `[B, L, D]`, where position `t`
+  /// of row `b` is what ``encode(_:context:)`` returns for the history of its first `t + 1`
+  /// items; `nil` for a model that is not causal (the default).
+  func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable?
   /// How this model's histories are cut and padded when the run asks for `maximumLength`
   /// (`nil`: no limit). The default keeps up to `maximumLength` items and pads to each batch's
   /// longest; SIGMA pads to its fixed window, SASRec never exceeds its position table.
@@ -208,6 +233,12 @@ extension SequentialRecommender {
     maximumLength.map(BatchingPolicy.upTo) ?? .wholeHistories
   }
 
+  /// Not causal: no per-position states.
+  public var isCausal: Bool { false }
+
+  /// No per-position states.
+  public func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable? { nil }
+
   /// The batch unchanged.
   public func prepareTrainingBatch(_ batch: SequenceBatch, using generator: inout SplitMix64) -> SequenceBatch { batch }
 
@@ -221,9 +252,27 @@ extension SequentialRecommender {
   }
 
   /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets,
-  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)`.
-  /// - Precondition: the batch has targets.
+  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)`; for a
+  /// batch with ``SequenceBatch/positionTargets``, the same over every position that has one,
+  /// from ``positionStates(_:context:)``.
+  /// - Precondition: the batch has targets (or position targets, for a causal model).
   public func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    if let positionTargets = batch.positionTargets {
+      guard let states = positionStates(batch, context: &context) else {
+        preconditionFailure("loss: a batch with position targets for \(Self.kind), which is not causal")
+      }
+      // Every position with a target is one (context → target) pair; padding trains nothing.
+      let (rows, width) = (states.shape[0] * states.shape[1], states.shape[2])
+      var positions = [Int32]()
+      var targets = [Int32]()
+      for (p, t) in positionTargets.values.enumerated() where t != 0 {
+        positions.append(Int32(p))
+        targets.append(t)
+      }
+      let selected = states.reshaped(to: [rows, width]).gatherRows(IndexTensor(shape: [positions.count], values: positions))
+      return Variable.linearSoftmaxCrossEntropy(
+        hidden: selected, weight: itemEmbedding.variable, targets: IndexTensor(shape: [targets.count], values: targets))
+    }
     guard let targets = batch.targets else { preconditionFailure("loss needs a batch with targets") }
     // Blocked over rows, so a large catalogue never holds all [B, V] logits at once.
     return Variable.linearSoftmaxCrossEntropy(

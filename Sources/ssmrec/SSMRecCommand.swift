@@ -182,11 +182,18 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Number of layers.") var layers: Int?
   @Option(name: .long, help: "Dropout probability.") var dropout: Float?
   @Option(name: .long, help: "Folder for checkpoints, log.jsonl and metrics.json.") var output: String = "ssmrec-run"
+  @Option(
+    name: .long,
+    help:
+      "last: each prefix's last position (the official protocol); all: every position of each training window at once (causal models)."
+  )
+  var objective: String = TrainingObjective.lastPosition.rawValue
   @Flag(name: .long, help: "Continue from OUTPUT/last.safetensors.") var resume = false
   @Flag(name: .long, help: "Print plain progress lines even on a terminal.") var plain = false
 
   func validate() throws {
     _ = try descriptor(named: model)
+    if TrainingObjective(rawValue: objective) == nil { throw ValidationError("--objective must be last or all") }
     if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
     if let batchSize, batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
     if let maxLength, !(1...ConfigurationLimits.length).contains(maxLength) {
@@ -216,6 +223,7 @@ struct Train: ParsableCommand {
     if let seed { settings.seed = seed }
     if let learningRate { settings.learningRate = learningRate }
     if let stoppingStep { settings.stoppingStep = stoppingStep }
+    settings.objective = TrainingObjective(rawValue: objective)!
     let split = SequentialSplit(dataset, maximumLength: settings.maximumLength)
     let recommender = try descriptor.makeModel(
       itemCount: dataset.itemCount,
@@ -231,7 +239,7 @@ struct Train: ParsableCommand {
       "test: \(formatted(result.test))  (best epoch \(result.bestEpoch), \(result.epochs) epochs, \(String(format: "%.1f", result.secondsPerEpoch)) s/epoch)"
     )
     let metrics: [String: Any] = [
-      "model": model, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
+      "model": model, "objective": objective, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
       "epochs": result.epochs, "best_epoch": result.bestEpoch, "seconds_per_epoch": result.secondsPerEpoch,
       "stopped_early": result.stoppedEarly, "test_groups": result.testGroups.mapValues(paperNames),
       "peak_resident_mib": peakResidentMiB(),

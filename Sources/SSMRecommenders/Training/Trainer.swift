@@ -30,6 +30,9 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   /// `MAX_ITEM_LIST_LENGTH` (50); `nil` keeps whole histories (the official `var_len` setting). The model
   /// turns it into its ``BatchingPolicy`` (``SequentialRecommender/batching(maximumLength:)``).
   public var maximumLength: Int? = 50
+  /// Which positions train: the last of each prefix instance (the official protocol, the
+  /// default) or every position of each training window at once (causal models only).
+  public var objective: TrainingObjective = .lastPosition
   /// What a mini-batch whose loss is NaN or infinite does: stop training (the default) or skip
   /// that batch without updating the weights, counted in ``EpochRecord/skippedBatches``.
   public var nonFiniteLoss: NonFiniteLossPolicy = .stop
@@ -56,6 +59,17 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   }
 }
 
+/// Which positions of a history a training step learns from.
+public enum TrainingObjective: String, Codable, Sendable, CaseIterable {
+  /// Every prefix of a training history is an instance whose last position predicts the next
+  /// item: the official protocol, one encoder pass per target.
+  case lastPosition = "last"
+  /// One pass per training window (``SequentialSplit/trainingWindows(maximumLength:)``) and a
+  /// loss at every position: the same (context → target) pairs, each once per epoch, for causal
+  /// models (``SequentialRecommender/isCausal``). `batchSize` then counts training targets.
+  case allPositions = "all"
+}
+
 /// What training does with a mini-batch whose loss is NaN or infinite.
 public enum NonFiniteLossPolicy: String, Codable, Sendable, CaseIterable {
   /// Throw ``TrainingError/nonFiniteLoss(epoch:step:loss:)``; the checkpoints of the last finished
@@ -77,6 +91,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
   case everyBatchSkipped(epoch: Int)
   /// The output folder does not exist and cannot be created.
   case outputFolder(path: String, reason: String)
+  /// The all-position objective was asked of a model that is not causal.
+  case objectiveNeedsCausalModel(String)
 
   /// One line saying what is wrong, for command-line errors.
   public var description: String {
@@ -92,6 +108,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
       return "every mini-batch of epoch \(epoch) had a non-finite loss"
     case .outputFolder(let path, let reason):
       return "cannot create the output folder \(path): \(reason)"
+    case .objectiveNeedsCausalModel(let kind):
+      return "the all-position objective needs a causal model, and \(kind) is not one"
     }
   }
 }
@@ -153,6 +171,8 @@ public final class Trainer<Model: SequentialRecommender> {
   /// stored in every checkpoint the trainer writes.
   public let batching: BatchingPolicy
 
+  /// The training windows of the all-position objective (empty for the last-position one).
+  let windows: [TrainingWindow]
   private var epoch = 0
   private var bestScore = -Double.infinity
   private var bestEpoch = -1
@@ -170,6 +190,12 @@ public final class Trainer<Model: SequentialRecommender> {
     try batching.validate()
     guard !split.train.isEmpty else { throw TrainingError.noTrainingInstances }
     guard !split.validation.isEmpty else { throw TrainingError.noValidationInstances }
+    if configuration.objective == .allPositions {
+      guard model.isCausal else { throw TrainingError.objectiveNeedsCausalModel(Model.kind) }
+      windows = split.trainingWindows(maximumLength: batching.maximumLength)
+    } else {
+      windows = []
+    }
     self.model = model
     self.split = split
     self.configuration = configuration
@@ -243,12 +269,21 @@ public final class Trainer<Model: SequentialRecommender> {
     let started = clock.now
     var masking = SplitMix64(seed: configuration.seed &+ 7919 &* UInt64(epoch + 1))
     var context = ForwardContext.training(seed: configuration.seed &+ 104_729 &* UInt64(epoch + 1))
-    let batches = BatchSequence(
-      split.train, batchSize: configuration.batchSize, shuffleSeed: configuration.seed &+ UInt64(epoch), batching: batching)
+    let shuffleSeed = configuration.seed &+ UInt64(epoch)
+    let batches: AnySequence<SequenceBatch>
+    let batchCount: Int
+    if configuration.objective == .allPositions {
+      let windowBatches = WindowBatchSequence(windows, targetsPerBatch: configuration.batchSize, shuffleSeed: shuffleSeed)
+      (batches, batchCount) = (AnySequence(windowBatches), windowBatches.count)
+    } else {
+      let prefixBatches = BatchSequence(
+        split.train, batchSize: configuration.batchSize, shuffleSeed: shuffleSeed, batching: batching)
+      (batches, batchCount) = (AnySequence(prefixBatches), prefixBatches.count)
+    }
     var totalLoss = 0.0
     var step = 0
     var skipped = 0
-    reporter?.begin(epoch: epoch, steps: batches.count)
+    reporter?.begin(epoch: epoch, steps: batchCount)
     for var batch in batches {
       batch = model.prepareTrainingBatch(batch, using: &masking)
       step += 1
