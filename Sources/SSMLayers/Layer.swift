@@ -2,7 +2,7 @@ import SSMAutograd
 import SSMKernels
 import SSMTensor
 
-/// A module with named parameters (STYLE.md R5): layers own `Parameter`s (SSMAutograd) and list them,
+/// A module with named parameters: layers own `Parameter`s (SSMAutograd) and list them,
 /// with their children's, under dotted paths equal to the official PyTorch `state_dict` keys.
 public protocol Layer: ParameterContainer {}
 

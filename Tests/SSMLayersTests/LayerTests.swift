@@ -10,7 +10,7 @@ import XCTest
 /// shapes, and no stored parameter left out).
 final class LayerTests: XCTestCase {
   /// Counts the `Parameter` values a layer stores directly, and in arrays of parameters, by
-  /// reflection (tests only, STYLE.md R5).
+  /// reflection (tests only).
   func storedParameterCount(_ object: Any) -> Int {
     Mirror(reflecting: object).children.reduce(0) { count, child in
       if child.value is Parameter { return count + 1 }

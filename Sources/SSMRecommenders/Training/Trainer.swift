@@ -134,7 +134,7 @@ public struct EpochRecord: Codable, Sendable {
 
 /// The outcome of ``Trainer/fit(progress:reporter:)``.
 public struct TrainingResult: Codable, Sendable {
-  /// Epochs run in this and earlier (resumed) sessions.
+  /// Epochs run, those of earlier runs this one resumed included.
   public var epochs: Int
   /// The epoch whose weights were kept (0-based).
   public var bestEpoch: Int
@@ -146,7 +146,7 @@ public struct TrainingResult: Codable, Sendable {
   public var testGroups: [String: [String: Double]]
   /// Whether early stopping ended training before `epochs`.
   public var stoppedEarly: Bool
-  /// Mean training seconds per epoch (validation excluded), resumed sessions included.
+  /// Mean training seconds per epoch (validation excluded), resumed runs included.
   public var secondsPerEpoch: Double
 }
 
