@@ -18,7 +18,7 @@ import SSMTensor
 /// form `(C·Bᵀ ∘ L)·X̄` (step 1); each chunk's own contribution to the state is `(w∘X̄)ᵀ·B`
 /// (step 2); states pass between chunks by one scalar decay each (step 3); and the state entering
 /// a chunk reaches its outputs through `C·Sᵀ` (step 4). Steps 1, 2 and 4 are `sgemm` calls.
-/// `Docs/Models.md` §2.3–§2.6 and <doc:ChunkedSSD> have the derivation.
+/// `Docs/Models.md` §2.3–§2.6 and <doc:ChunkedSSDKernel> have the derivation.
 ///
 /// **Packed batches.** With `sequenceIndex` (per-token segment ids, non-decreasing), each
 /// segment runs from a zero state as if alone: cross-segment terms are masked in every step

@@ -11,7 +11,7 @@ import SSMTensor
 ///     out[t,e] = y[t,e]·silu(z[t,e])              (when a gate z is given)
 ///
 /// `B` and `C` are input-dependent and shared by all channels of a batch element (one group).
-/// See `Docs/Models.md` §1.4–§1.5 and <doc:SelectiveScan>.
+/// See `Docs/Models.md` §1.4–§1.5 and <doc:SelectiveScanKernel>.
 ///
 /// The fast path is a C kernel with AVX2/AVX-512 variants chosen at run time; each SIMD lane
 /// runs one channel, and work is split over (batch element, channel block) pairs on all cores.
