@@ -31,6 +31,9 @@ grep -q "batching up to 200" "$work/eval200.err"
 grep -q "batching up to 7 instead of the checkpoint's up to 200" "$work/eval7.err"
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --history i1,i2,i3 -k 5
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --users u1,u2
+# Curves and test metrics of two runs as SVG (well-formed XML, one polyline per run and panel).
+"$bin" plot "$work/run" "$work/run200" --names "mamba4rec,sasrec L200" --output "$work/runs.svg"
+python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); n = len(d.getElementsByTagName('polyline')); assert n == 4, n" "$work/runs.svg"
 
 # The serving example answers requests from standard input, one line each, errors included.
 swift build --product Serving >/dev/null
@@ -192,4 +195,6 @@ usage "zero k" "$bin" recommend --checkpoint "$ckpt" --data "$tiny" --history i1
 usage "both history and users" "$bin" recommend --checkpoint "$ckpt" --data "$tiny" --history i1 --users u1
 usage "benchmark batch beyond the limit" "$bin" bench --model gru4rec --batch 1000000000 --length 50 --items 100
 usage "benchmark length of 1" "$bin" bench --model gru4rec --length 1
+runtime "plot of a folder without a training log" "$bin" plot "$work/empty-folder" --output "$work/none.svg"
+usage "plot with a name per run missing" "$bin" plot "$work/run" "$work/run200" --names one
 echo "check-cli: all commands behaved; $cases bad inputs refused without a crash"

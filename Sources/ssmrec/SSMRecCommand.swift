@@ -17,7 +17,7 @@ struct SSMRecCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "ssmrec",
     abstract: "Train, evaluate and serve state-space sequential recommenders on the CPU.",
-    subcommands: [Info.self, Train.self, Evaluate.self, Recommend.self, Bench.self])
+    subcommands: [Info.self, Train.self, Evaluate.self, Recommend.self, Bench.self, Plot.self])
 }
 
 /// Where a dataset lives and how it is filtered.

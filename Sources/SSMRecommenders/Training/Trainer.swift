@@ -130,6 +130,26 @@ public struct EpochRecord: Codable, Sendable {
   public var improved: Bool
   /// Mini-batches skipped because their loss was not finite (``NonFiniteLossPolicy/skip``).
   public var skippedBatches: Int = 0
+
+  /// A record of one epoch.
+  public init(
+    epoch: Int, trainLoss: Double, trainSeconds: Double, validation: [String: Double], validationSeconds: Double,
+    improved: Bool, skippedBatches: Int = 0
+  ) {
+    (self.epoch, self.trainLoss, self.trainSeconds, self.validation) = (epoch, trainLoss, trainSeconds, validation)
+    (self.validationSeconds, self.improved, self.skippedBatches) = (validationSeconds, improved, skippedBatches)
+  }
+
+  /// Reads a record; logs written before `skippedBatches` existed read as 0 skipped.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(
+      epoch: try c.decode(Int.self, forKey: .epoch), trainLoss: try c.decode(Double.self, forKey: .trainLoss),
+      trainSeconds: try c.decode(Double.self, forKey: .trainSeconds),
+      validation: try c.decode([String: Double].self, forKey: .validation),
+      validationSeconds: try c.decode(Double.self, forKey: .validationSeconds), improved: try c.decode(Bool.self, forKey: .improved),
+      skippedBatches: try c.decodeIfPresent(Int.self, forKey: .skippedBatches) ?? 0)
+  }
 }
 
 /// The outcome of ``Trainer/fit(progress:reporter:)``.
@@ -283,7 +303,11 @@ public final class Trainer<Model: SequentialRecommender> {
     var totalLoss = 0.0
     var step = 0
     var skipped = 0
-    reporter?.begin(epoch: epoch, steps: batchCount)
+    // After this epoch: at most the cap, at least the epochs early stopping still allows.
+    let atMost = configuration.epochs - epoch - 1
+    reporter?.begin(
+      epoch: epoch, steps: batchCount,
+      epochsAfterThis: (Swift.min(atMost, Swift.max(0, configuration.stoppingStep - nonImproving)), atMost))
     for var batch in batches {
       batch = model.prepareTrainingBatch(batch, using: &masking)
       step += 1
@@ -373,8 +397,9 @@ public final class Trainer<Model: SequentialRecommender> {
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
 
-/// Reports training progress: a redrawn bar with steps, loss and ETA on a terminal, plain lines
-/// every few seconds otherwise.
+/// Reports training progress: a redrawn bar with steps, loss, the epoch's ETA and the run's on a
+/// terminal, plain lines every few seconds otherwise. The run's ETA is a range: the epochs early
+/// stopping still allows if nothing improves, and the epoch cap.
 public final class ProgressReporter {
   let isTerminal: Bool
   let write: (String) -> Void
@@ -382,6 +407,9 @@ public final class ProgressReporter {
   private var epoch = 0
   private var started = ContinuousClock.now
   private var lastPrint = ContinuousClock.now
+  private var epochsAfterThis = (least: 0, most: 0)
+  private var finishedEpochs = 0
+  private var secondsPerEpoch = 0.0
 
   /// A reporter that passes its text to `write`: a redrawn bar when `isTerminal` (such as
   /// `isatty(1) == 1`), plain lines otherwise.
@@ -390,29 +418,42 @@ public final class ProgressReporter {
     self.write = write
   }
 
-  func begin(epoch: Int, steps: Int) {
-    (self.epoch, self.steps) = (epoch, steps)
+  func begin(epoch: Int, steps: Int, epochsAfterThis: (Int, Int) = (0, 0)) {
+    (self.epoch, self.steps, self.epochsAfterThis) = (epoch, steps, epochsAfterThis)
     started = .now
     lastPrint = .now
+  }
+
+  /// `, run 2–31 min` once an epoch has been timed (epochs include validation).
+  private func runETA(epochRemaining: Double) -> String {
+    guard finishedEpochs > 0 else { return "" }
+    func text(_ s: Double) -> String { s < 120 ? String(format: "%.0fs", s) : String(format: "%.0f min", s / 60) }
+    let least = epochRemaining + Double(epochsAfterThis.least) * secondsPerEpoch
+    let most = epochRemaining + Double(epochsAfterThis.most) * secondsPerEpoch
+    return least == most ? ", run \(text(most))" : ", run \(text(least))–\(text(most))"
   }
 
   func step(_ step: Int, loss: Double) {
     let elapsed = seconds(ContinuousClock.now - started)
     let eta = elapsed / Double(step) * Double(steps - step)
+    let run = runETA(epochRemaining: eta)
     if isTerminal {
       let width = 30
       let filled = width * step / Swift.max(steps, 1)
       let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
       write(
-        "\r\u{1B}[2Kepoch \(epoch) \(bar) \(step)/\(steps) loss \(String(format: "%.4f", loss)) ETA \(String(format: "%.0f", eta))s"
+        "\r\u{1B}[2Kepoch \(epoch) \(bar) \(step)/\(steps) loss \(String(format: "%.4f", loss)) ETA \(String(format: "%.0f", eta))s\(run)"
       )
     } else if seconds(ContinuousClock.now - lastPrint) >= 10 || step == steps {
       lastPrint = .now
-      write("epoch \(epoch) step \(step)/\(steps) loss \(String(format: "%.4f", loss)) eta \(String(format: "%.0f", eta))s\n")
+      write("epoch \(epoch) step \(step)/\(steps) loss \(String(format: "%.4f", loss)) eta \(String(format: "%.0f", eta))s\(run)\n")
     }
   }
 
   func end(_ record: EpochRecord) {
+    let wall = seconds(ContinuousClock.now - started)
+    secondsPerEpoch = (secondsPerEpoch * Double(finishedEpochs) + wall) / Double(finishedEpochs + 1)
+    finishedEpochs += 1
     if isTerminal { write("\r\u{1B}[2K") }
     let metrics = record.validation.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(
       separator: " ")
