@@ -147,7 +147,8 @@ public struct EpochRecord: Codable, Sendable {
       epoch: try c.decode(Int.self, forKey: .epoch), trainLoss: try c.decode(Double.self, forKey: .trainLoss),
       trainSeconds: try c.decode(Double.self, forKey: .trainSeconds),
       validation: try c.decode([String: Double].self, forKey: .validation),
-      validationSeconds: try c.decode(Double.self, forKey: .validationSeconds), improved: try c.decode(Bool.self, forKey: .improved),
+      validationSeconds: try c.decode(Double.self, forKey: .validationSeconds),
+      improved: try c.decode(Bool.self, forKey: .improved),
       skippedBatches: try c.decodeIfPresent(Int.self, forKey: .skippedBatches) ?? 0)
   }
 }
@@ -446,7 +447,8 @@ public final class ProgressReporter {
       )
     } else if seconds(ContinuousClock.now - lastPrint) >= 10 || step == steps {
       lastPrint = .now
-      write("epoch \(epoch) step \(step)/\(steps) loss \(String(format: "%.4f", loss)) eta \(String(format: "%.0f", eta))s\(run)\n")
+      write(
+        "epoch \(epoch) step \(step)/\(steps) loss \(String(format: "%.4f", loss)) eta \(String(format: "%.0f", eta))s\(run)\n")
     }
   }
 
