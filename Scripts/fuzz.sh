@@ -19,7 +19,13 @@ bash Scripts/install-deps.sh
 # Swift modules without coverage, leaving only the C kernels instrumented.
 build=(swift build --package-path Fuzz --sanitize=fuzzer --sanitize=address
   -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp)
-"${build[@]}" 2>&1 | grep -vE "ld.gold: warning: Cannot export local symbol" | tail -n 3
+# A package built before a source file of SSMRec was removed can fail on the missing input (an
+# incremental-build limitation of path dependencies): then build it once more from scratch.
+if ! "${build[@]}" > "${TMPDIR:-/tmp}/ssmrec-fuzz-build.log" 2>&1; then
+  echo "fuzz: incremental build failed; building Fuzz/ from scratch" >&2
+  rm -rf Fuzz/.build
+  "${build[@]}" 2>&1 | grep -vE "ld.gold: warning: Cannot export local symbol" | tail -n 3
+fi
 bin="$("${build[@]}" --show-bin-path)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/ssmrec-fuzz.XXXXXX")"
 echo "fuzz: artifacts and logs in $work"
