@@ -107,9 +107,7 @@ public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConverti
   /// Whole histories, padded to the longest of each batch (SSD4Rec's `var_len`).
   public static let wholeHistories = BatchingPolicy(maximumLength: nil, padding: .toLongest)
 
-  /// A policy; a fixed window needs a length.
-  /// - Throws: `ConfigurationError` for a length outside `1...ConfigurationLimits.length` or a
-  ///   window without one.
+  /// A policy; ``validate()`` checks it (a fixed window needs a length).
   public init(maximumLength: Int?, padding: Padding) {
     (self.maximumLength, self.padding) = (maximumLength, padding)
   }
