@@ -99,8 +99,16 @@ public final class GRU4Rec: SequentialRecommender {
 }
 
 extension GRU4Rec {
-  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
-  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
-    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.embeddingSize], in: storedShapes)
+  /// Pins every size that allocates (the item table, every GRU layer, the layer count) to the
+  /// checkpoint's stored shapes, before anything is allocated.
+  public static func checkConfiguration(_ c: Configuration, storedShapes: [String: Shape]) throws {
+    try requireValid(c.validate)
+    try requireStoredShape("item_embedding.weight", [c.itemCount, c.embeddingSize], in: storedShapes)
+    try requireStoredShape("gru_layers.weight_ih_l0", [3 * c.hiddenSize, c.embeddingSize], in: storedShapes)
+    for k in 0...c.layers where (storedShapes["gru_layers.weight_hh_l\(k)"] != nil) != (k < c.layers) {
+      throw CheckpointError.invalidConfiguration(
+        "the configuration implies \(c.layers) GRU layers, the checkpoint stores another number")
+    }
+    try requireStoredShape("gru_layers.weight_hh_l0", [3 * c.hiddenSize, c.hiddenSize], in: storedShapes)
   }
 }

@@ -128,8 +128,18 @@ public final class Mamba4Rec: SequentialRecommender {
 }
 
 extension Mamba4Rec {
-  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
-  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
-    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
+  /// Pins every size that allocates (the item table, the Mamba block's state, convolution and
+  /// projections, the feed-forward width, the layer count) to the checkpoint's stored shapes,
+  /// before anything is allocated.
+  public static func checkConfiguration(_ c: Configuration, storedShapes: [String: Shape]) throws {
+    try requireValid(c.validate)
+    try requireStoredShape("item_embedding.weight", [c.itemCount, c.hiddenSize], in: storedShapes)
+    let (d, e, n, k) = (c.hiddenSize, c.expansion * c.hiddenSize, c.stateSize, c.convolutionWidth)
+    let block = "mamba_layers.0.mamba."
+    try requireStoredShape(block + "A_log", [e, n], in: storedShapes)
+    try requireStoredShape(block + "conv1d.weight", [e, 1, k], in: storedShapes)
+    try requireStoredShape(block + "x_proj.weight", [(d + 15) / 16 + 2 * n, e], in: storedShapes)
+    try requireStoredShape("mamba_layers.0.ffn.w_1.weight", [c.innerSize, d], in: storedShapes)
+    try requireStoredLayers("mamba_layers", count: c.layers, probe: "LayerNorm.weight", in: storedShapes)
   }
 }

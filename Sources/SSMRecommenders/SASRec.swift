@@ -163,10 +163,14 @@ extension SASRec {
 }
 
 extension SASRec {
-  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
-  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
-    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
-    try requireStoredShape(
-      "position_embedding.weight", [configuration.maximumLength, configuration.hiddenSize], in: storedShapes)
+  /// Pins every size that allocates (the item and position tables, the feed-forward width, the
+  /// layer count) to the checkpoint's stored shapes, before anything is allocated.
+  public static func checkConfiguration(_ c: Configuration, storedShapes: [String: Shape]) throws {
+    try requireValid(c.validate)
+    try requireStoredShape("item_embedding.weight", [c.itemCount, c.hiddenSize], in: storedShapes)
+    try requireStoredShape("position_embedding.weight", [c.maximumLength, c.hiddenSize], in: storedShapes)
+    try requireStoredShape("trm_encoder.layer.0.feed_forward.dense_1.weight", [c.innerSize, c.hiddenSize], in: storedShapes)
+    try requireStoredLayers("trm_encoder.layer", count: c.layers, probe: "feed_forward.LayerNorm.weight", in: storedShapes)
   }
+
 }

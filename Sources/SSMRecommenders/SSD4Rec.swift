@@ -167,8 +167,18 @@ public final class SSD4Rec: SequentialRecommender {
 }
 
 extension SSD4Rec {
-  /// Pins the item table to the stored `item_embedding.weight` before anything is allocated.
-  public static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws {
-    try requireStoredShape("item_embedding.weight", [configuration.itemCount, configuration.hiddenSize], in: storedShapes)
+  /// Pins every size that allocates (the item table, the Mamba-2 projections and convolution,
+  /// the feed-forward width, the layer count) to the checkpoint's stored shapes, before anything
+  /// is allocated.
+  public static func checkConfiguration(_ c: Configuration, storedShapes: [String: Shape]) throws {
+    try requireValid(c.validate)
+    let b = c.block
+    let (e, gn) = (b.innerDimension, b.groups * b.stateSize)
+    try requireStoredShape("item_embedding.weight", [c.itemCount, c.hiddenSize], in: storedShapes)
+    try requireStoredShape(
+      "BiSSD_layers.0.forward_ssd.in_proj.weight", [2 * e + 2 * gn + b.heads, c.hiddenSize], in: storedShapes)
+    try requireStoredShape("BiSSD_layers.0.forward_ssd.conv1d.weight", [e + 2 * gn, 1, b.convolutionWidth], in: storedShapes)
+    try requireStoredShape("BiSSD_layers.0.ffn.w_1.weight", [c.innerSize, c.hiddenSize], in: storedShapes)
+    try requireStoredLayers("BiSSD_layers", count: c.layers, probe: "LayerNorm.weight", in: storedShapes)
   }
 }

@@ -223,6 +223,20 @@ extension SequentialRecommender {
     }
   }
 
+  /// Throws unless the checkpoint stores `probe` under `prefix.i` for every layer `i` below
+  /// `count` and not for `count` itself: the stored layer count is the configuration's.
+  static func requireStoredLayers(_ prefix: String, count: Int, probe: String, in shapes: [String: Shape]) throws {
+    for i in 0...count where (shapes["\(prefix).\(i).\(probe)"] != nil) != (i < count) {
+      throw CheckpointError.invalidConfiguration(
+        "the configuration implies \(count) layers, the checkpoint stores another number")
+    }
+  }
+
+  /// Runs a configuration's own bounds check before its sizes are multiplied.
+  static func requireValid(_ validate: () throws -> Void) throws {
+    do { try validate() } catch let e as ConfigurationError { throw CheckpointError.invalidConfiguration("\(e)") }
+  }
+
   /// The number of item ids, the padding id 0 included.
   public var itemCount: Int { itemEmbedding.shape[0] }
 

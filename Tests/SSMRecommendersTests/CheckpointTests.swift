@@ -121,6 +121,15 @@ final class CheckpointTests: XCTestCase {
       ("expansion that overflows a product", url, { $0["expansion"] = Int.max }),
       ("negative width", url, { $0["hiddenSize"] = -8 }),
       ("huge position table", sasrecURL, { $0["maximumLength"] = 1 << 34 }),
+      (
+        "sizes each within their limits, huge together", url,
+        { ($0["layers"], $0["expansion"], $0["stateSize"]) = (256, 256, 4096) }
+      ),
+      ("one layer more than stored", url, { $0["layers"] = 2 }),
+      ("a wider feed-forward than stored", url, { $0["innerSize"] = 65536 }),
+      ("a wider state than stored", url, { $0["stateSize"] = 8 }),
+      ("a SASRec feed-forward wider than stored", sasrecURL, { $0["innerSize"] = 65536 }),
+      ("more SASRec layers than stored", sasrecURL, { $0["layers"] = 256 }),
     ]
     for (name, source, edit) in edits {
       let edited = try withConfiguration(of: source, edit)
@@ -154,4 +163,21 @@ final class CheckpointTests: XCTestCase {
       XCTAssertEqual($0 as? CheckpointError, .unknownModelKind("mamba4rec"))
     }
   }
+
+  /// Every built-in model's checkpoint passes its own configuration check and reloads to the
+  /// same scores (the check pins each allocating size to a stored shape).
+  func testEveryBuiltInModelReloadsThroughItsConfigurationCheck() throws {
+    let registry = ModelRegistry.shared
+    let batch = try SequenceBatch(histories: [[1, 2, 3], [4]])
+    for name in registry.names {
+      let model = try registry.descriptor(named: name).makeModel(
+        itemCount: 20, overrides: .init(hiddenSize: 16, layers: 2, dropout: 0, maximumLength: 8), seed: 1)
+      let url = folder.appendingPathComponent("\(name).safetensors")
+      try save(model, to: url)
+      let loaded = try Checkpoint.loadModel(from: url)
+      XCTAssertEqual(loaded.scores(batch), model.scores(batch), name)
+    }
+  }
+
+  func save<M: SequentialRecommender>(_ model: M, to url: URL) throws { try Checkpoint.save(model, to: url) }
 }
