@@ -39,7 +39,8 @@ python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); n = len(
 swift build --product Serving >/dev/null
 printf 'i1 i2 i3\ni4,i5\nnope i1\n' | "$(swift build --show-bin-path)/Serving" "$work/run/best.safetensors" "$work/tiny.inter" 5 > "$work/served.txt"
 cat "$work/served.txt"
-[ "$(wc -l < "$work/served.txt")" -eq 3 ] && grep -q "^error: unknown item(s) nope" "$work/served.txt"
+[ "$(wc -l < "$work/served.txt")" -eq 3 ] || { echo "check-cli: the serving example answered $(wc -l < "$work/served.txt") lines, not 3" >&2; exit 1; }
+grep -q "^error: unknown item(s) nope" "$work/served.txt" || { echo "check-cli: the serving example did not refuse the unknown item" >&2; exit 1; }
 
 # Bad input: every case must fail with an exit status in 1...127 (a trap or crash exits with
 # 128 + its signal) and exactly one "Error:" line; a runtime error (the arguments were

@@ -26,8 +26,12 @@ bin="$(swift build -c release --show-bin-path)/ssmrec"
 for entry in $plan; do
   model="${entry%%:*}" epochs="${entry##*:}"
   echo "[results] $model: up to $epochs epochs → $runs/$model$tag"
-  "$bin" train --model "$model" --data "$data" --max-length 50 --epochs "$epochs" --output "$runs/$model$tag" --plain \
-    ${flags[@]+"${flags[@]}"} > "$runs/$model$tag.log" 2>&1
+  # A failed run is reported and the plan goes on (its row then says "not run").
+  if ! "$bin" train --model "$model" --data "$data" --max-length 50 --epochs "$epochs" --output "$runs/$model$tag" --plain \
+    ${flags[@]+"${flags[@]}"} > "$runs/$model$tag.log" 2>&1; then
+    echo "[results] $model failed:" >&2
+    tail -n 3 "$runs/$model$tag.log" >&2
+  fi
   tail -n 1 "$runs/$model$tag.log"
 done
 python3 - "$runs" "$tag" $plan > "$runs/table$tag.md" <<'EOF'

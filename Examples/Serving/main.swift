@@ -23,7 +23,7 @@ do {
   let contents = try Checkpoint.Contents(contentsOf: URL(fileURLWithPath: arguments[0]))
   model = try Checkpoint.loadModel(from: contents)
   // Histories are batched as in training (SIGMA's window, for instance), as the checkpoint says.
-  batching = contents.batching ?? model.batching(maximumLength: nil)
+  batching = contents.batching(for: model)
   dataset = try InteractionDataset(contentsOf: URL(fileURLWithPath: arguments[1]))
 } catch {
   FileHandle.standardError.write(Data("error: \(error)\n".utf8))

@@ -10,16 +10,20 @@ import SSMTensor
 ///
 /// `rank = 1 + #{ j ∉ {target, excluded} : ¬(score[j] < score[target]) }`: every other candidate
 /// that scores at least as much as the target — ties and NaN scores included — is counted above
-/// it, and a target whose own score is NaN or infinite ranks last. So a model that scores every
-/// item equally ranks each target last, and a model whose scores are NaN gets HR, NDCG and MRR of
-/// 0, never 1 (the optimistic rule `score[j] > score[target]` would give both rank 1). RecBole
+/// it, and a target whose own score is NaN or infinite is unranked (``unranked``, a miss at every
+/// cut-off, however small the catalogue). So a model that scores every item equally ranks each
+/// target last, and a model whose scores are NaN gets HR, NDCG and MRR of 0, never 1 (the
+/// optimistic rule `score[j] > score[target]` would give both rank 1). RecBole
 /// leaves ties to the order `torch.topk` happens to return; with real-valued scores ties have
 /// probability zero, so the rule changes nothing for a working model. The padding id 0 is
 /// excluded, as RecBole sets its score to −∞ (Docs/Models.md §7.6); history items are
 /// not masked for sequential models.
 public enum FullRanking {
+  /// The rank of a target whose score is NaN or infinite: beyond every cut-off.
+  public static let unranked = Int.max
+
   /// The rank of `target` in one row of scores: between 1 and the number of candidates (the row's
-  /// length, less one when `excluded` is one of its indices).
+  /// length, less one when `excluded` is one of its indices), or ``unranked``.
   /// - Precondition: `target` indexes the row and is not `excluded`.
   public static func rank(of target: Int, in scores: UnsafeBufferPointer<Float>, excluding excluded: Int? = 0) -> Int {
     precondition(
@@ -29,7 +33,7 @@ public enum FullRanking {
     let excludedIsCandidate = excluded.map { $0 >= 0 && $0 < scores.count } ?? false
     let candidates = scores.count - (excludedIsCandidate ? 1 : 0)
     let t = scores[target]
-    guard t.isFinite else { return candidates }
+    guard t.isFinite else { return unranked }
     var atOrAbove = 0
     for j in 0..<scores.count where !(scores[j] < t) { atOrAbove += 1 }
     // The loop counted the target itself (t ≥ t) and, when it scores at least t, the excluded id.
@@ -78,7 +82,8 @@ public enum RankingMetric: String, CaseIterable, Codable, Sendable {
   /// `1/K` if `r ≤ K`.
   case precision
 
-  /// The metric for one target at 1-based rank `r` with cut-off `k`: 0 when `r > k`.
+  /// The metric for one target at 1-based rank `r` with cut-off `k`: 0 when `r > k` (as for
+  /// ``FullRanking/unranked``).
   public func value(rank r: Int, k: Int) -> Double {
     guard r <= k else { return 0 }
     switch self {

@@ -128,6 +128,20 @@ public enum Checkpoint {
     /// one (take the model's ``SequentialRecommender/batching(maximumLength:)``).
     public let batching: BatchingPolicy?
 
+    /// How to batch histories for `model` (the model this checkpoint holds): the model's policy
+    /// at the maximum length the checkpoint recorded, or at `maximumLength` when the caller
+    /// overrides it, or, for a checkpoint that records none, at the registered model's official
+    /// maximum length. The model always has the last word, so a recorded policy cannot take a
+    /// SASRec past its position table or a prefix-flip SIGMA off its window.
+    public func batching(
+      for model: any SequentialRecommender, overriding maximumLength: Int? = nil, registry: ModelRegistry = .shared
+    ) -> BatchingPolicy {
+      if let maximumLength { return model.batching(maximumLength: maximumLength) }
+      if let batching { return model.batching(maximumLength: batching.maximumLength) }
+      let official = (try? registry.descriptor(named: kind))?.defaultTraining.maximumLength
+      return model.batching(maximumLength: official)
+    }
+
     /// The shapes of the stored model parameters (optimizer buffers excluded), by name.
     public var storedShapes: [String: Shape] {
       file.entries.filter { !$0.key.hasPrefix("optimizer/") }.mapValues(\.shape)

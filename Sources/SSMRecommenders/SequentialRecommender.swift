@@ -183,7 +183,10 @@ public protocol SequentialRecommender: Layer {
   /// recording a graph. The default is `encode · Eᵀ`.
   func scores(_ batch: SequenceBatch) -> Tensor
   /// The training objective on a batch with targets, a scalar. The default is the mean softmax
-  /// cross-entropy of `encode · Eᵀ` over all items; a model may train another objective.
+  /// cross-entropy of `encode · Eᵀ` over all items; a model may train another objective. A
+  /// causal model that overrides it must also handle batches with
+  /// ``SequenceBatch/positionTargets`` (and `targets` `nil`) to train with the all-position
+  /// objective.
   func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable
   /// A training batch as the model wants to see it (SSD4Rec masks history items); evaluation
   /// never calls this. The default returns the batch unchanged.

@@ -114,17 +114,14 @@ enum Chart {
 
   /// About five round tick values covering `low...high`.
   static func ticks(_ low: Double, _ high: Double) -> [Double] {
-    let span = Swift.max(high - low, 1e-12)
+    // The span is at least a millionth of the values' size, so the step is never below their
+    // resolution, and ticks are counted by an integer index (at most a dozen).
+    let span = Swift.max(high - low, Swift.max(Swift.abs(low), Swift.abs(high)) * 1e-6, 1e-12)
     let raw = span / 5
     let magnitude = pow(10, floor(log10(raw)))
     let step = [1.0, 2, 2.5, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? raw
-    var t = (low / step).rounded(.down) * step
-    var result: [Double] = []
-    while t <= high + step * 1e-9 {
-      if t >= low - step * 1e-9 { result.append(t) }
-      t += step
-    }
-    return result
+    let first = (low / step).rounded(.down)
+    return (0..<12).map { (first + Double($0)) * step }.filter { $0 >= low - step * 1e-9 && $0 <= high + step * 1e-9 }
   }
 
   /// A tick label with as many decimals as the axis's step needs, the same for every tick.

@@ -89,14 +89,9 @@ func itemIDs(of dataset: InteractionDataset) -> [String: Int] {
 func batching(of recommender: any SequentialRecommender, in contents: Checkpoint.Contents, overriding maximumLength: Int?) throws
   -> BatchingPolicy
 {
-  let policy: BatchingPolicy
-  if let maximumLength {
-    policy = recommender.batching(maximumLength: maximumLength)
-    if let stored = contents.batching, stored != policy {
-      FileHandle.standardError.write(Data("note: batching \(policy) instead of the checkpoint's \(stored)\n".utf8))
-    }
-  } else {
-    policy = contents.batching ?? recommender.batching(maximumLength: nil)
+  let policy = contents.batching(for: recommender, overriding: maximumLength)
+  if let stored = contents.batching, stored != policy {
+    FileHandle.standardError.write(Data("note: batching \(policy) instead of the checkpoint's \(stored)\n".utf8))
   }
   try policy.validate()
   return policy
@@ -173,7 +168,7 @@ struct Train: ParsableCommand {
   @OptionGroup var data: DataOptions
   @Option(name: .long, help: "Maximum epochs (default: the model's official setting).") var epochs: Int?
   @Option(name: .long, help: "Training batch size (default: the model's official setting).") var batchSize: Int?
-  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default: the model's official setting; none keeps whole histories).")
+  @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default: the model's official setting).")
   var maxLength: Int?
   @Option(name: .long, help: "Seed of initialisation, shuffling and dropout.") var seed: UInt64?
   @Option(name: .long, help: "Adam learning rate (default 0.001).") var learningRate: Float?
@@ -195,7 +190,7 @@ struct Train: ParsableCommand {
     _ = try descriptor(named: model)
     if TrainingObjective(rawValue: objective) == nil { throw ValidationError("--objective must be last or all") }
     if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
-    if let batchSize, batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
+    if let batchSize, !(1...(1 << 24)).contains(batchSize) { throw ValidationError("--batch-size must be in 1...16777216") }
     if let maxLength, !(1...ConfigurationLimits.length).contains(maxLength) {
       throw ValidationError("--max-length must be in 1...\(ConfigurationLimits.length)")
     }
@@ -389,9 +384,12 @@ struct Bench: ParsableCommand {
     // Random data of these sizes is allocated up front; refuse sizes no machine holds.
     if batch > 65_536 || repeats > 10_000 || length.contains(where: { $0 > 100_000 })
       || items.contains(where: { $0 > 100_000_000 })
-      || length.contains(where: { batch * $0 > 1 << 26 })
+      || length.contains(where: { batch * $0 > 1 << 26 }) || items.contains(where: { batch * $0 > 1 << 28 })
+      || length.contains(where: { batch * $0 * $0 > 1 << 31 })
     {
-      throw ValidationError("--batch ≤ 65536, --repeats ≤ 10000, --length ≤ 100000, --items ≤ 100000000 and batch·length ≤ 2^26")
+      throw ValidationError(
+        "--batch ≤ 65536, --repeats ≤ 10000, --length ≤ 100000, --items ≤ 100000000, batch·length ≤ 2^26, batch·items ≤ 2^28 and batch·length² ≤ 2^31"
+      )
     }
   }
 

@@ -42,12 +42,17 @@ final class HonestMetricsTests: XCTestCase {
   func testNaNScoresRankLastAndTiesCountAgainstTheTarget() {
     let v = 7
     let nan = Tensor(shape: [2, v], scalars: [Float](repeating: .nan, count: 2 * v))
-    XCTAssertEqual(FullRanking.ranks(scores: nan, targets: IndexTensor([1, 6])), [v - 1, v - 1])
+    XCTAssertEqual(FullRanking.ranks(scores: nan, targets: IndexTensor([1, 6])), [FullRanking.unranked, FullRanking.unranked])
     let constant = Tensor(shape: [2, v], scalars: [Float](repeating: 0.25, count: 2 * v))
     XCTAssertEqual(FullRanking.ranks(scores: constant, targets: IndexTensor([1, 6])), [v - 1, v - 1])
     // An infinite target score is as suspect as a NaN one; a NaN competitor counts above.
     let mixed = Tensor(rows: [[9, 0.1, .infinity, 0.3, 0.2, 0, 0], [0, 0.9, .nan, 0.3, 0.2, 0, 0]])
-    XCTAssertEqual(FullRanking.ranks(scores: mixed, targets: IndexTensor([2, 1])), [v - 1, 2])
+    XCTAssertEqual(FullRanking.ranks(scores: mixed, targets: IndexTensor([2, 1])), [FullRanking.unranked, 2])
+    // Even when the cut-off covers the whole catalogue, a NaN target is a miss.
+    var small = MetricAccumulator(cutoffs: [10])
+    small.add(rank: FullRanking.ranks(scores: Tensor(rows: [[0, .nan]]), targets: IndexTensor([1]))[0], historyLength: 1)
+    XCTAssertEqual(small.results["hit@10"], 0)
+    XCTAssertEqual(small.results["ndcg@10"], 0)
     // Without an excluded id every id is a candidate.
     XCTAssertEqual(FullRanking.ranks(scores: constant, targets: IndexTensor([0, 3]), excluding: nil), [v, v])
   }
@@ -120,6 +125,25 @@ final class HonestMetricsTests: XCTestCase {
     }
   }
 
+  func testANonFiniteGradientBehindAFiniteLossStopsTraining() throws {
+    let split = try cyclicSplit()
+    var settings = TrainingConfiguration()
+    (settings.epochs, settings.batchSize) = (1, 32)
+    let model = GradientPoisonedRecommender(try tinyModel(split))
+    let before = model.namedParameters().map(\.parameter.value)
+    XCTAssertThrowsError(try Trainer(model: model, split: split, configuration: settings).fit()) { error in
+      guard case .nonFiniteGradient(let epoch, let step, _)? = error as? TrainingError else {
+        return XCTFail("expected a non-finite gradient error, got \(error)")
+      }
+      XCTAssertEqual([epoch, step], [0, 1])
+    }
+    XCTAssertEqual(model.namedParameters().map(\.parameter.value), before, "no update reached the weights")
+    settings.nonFiniteLoss = .skip
+    XCTAssertThrowsError(try Trainer(model: model, split: split, configuration: settings).fit()) {
+      XCTAssertEqual($0 as? TrainingError, .everyBatchSkipped(epoch: 0))
+    }
+  }
+
   func testSplitsWithoutTrainingOrValidationInstancesAreRefused() throws {
     var settings = TrainingConfiguration()
     settings.epochs = 1
@@ -155,5 +179,24 @@ final class PoisonedRecommender: SequentialRecommender {
     let encoded = inner.encode(batch, context: &context)
     guard poison.map(batch.items.values.contains) ?? true else { return encoded }
     return encoded * Float.nan
+  }
+}
+
+/// A Mamba4Rec whose encoding passes a NaN gradient back: every loss is finite, every gradient
+/// NaN.
+final class GradientPoisonedRecommender: SequentialRecommender {
+  typealias Configuration = Mamba4Rec.Configuration
+  static let kind = "gradient-poisoned-mamba4rec"
+  let inner: Mamba4Rec
+  var configuration: Configuration { inner.configuration }
+  var itemEmbedding: Parameter { inner.itemEmbedding }
+
+  init(_ inner: Mamba4Rec) { self.inner = inner }
+
+  func namedParameters() -> [(path: String, parameter: Parameter)] { inner.namedParameters() }
+
+  func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    let encoded = inner.encode(batch, context: &context)
+    return Variable.record(value: encoded.value, inputs: [encoded]) { { g in [g * Float.nan] } }
   }
 }

@@ -46,7 +46,9 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   public func validate() throws {
     func check(_ ok: Bool, _ m: String) throws { if !ok { throw ConfigurationError.invalid(m) } }
     try check(epochs > 0, "epochs must be positive")
-    try check(batchSize > 0 && evaluationBatchSize > 0, "batch sizes must be positive")
+    try check(
+      (1...(1 << 24)).contains(batchSize) && (1...(1 << 20)).contains(evaluationBatchSize),
+      "batch sizes must be in 1...2^24 (evaluation 1...2^20)")
     try check(learningRate > 0 && learningRate.isFinite, "learningRate must be positive and finite")
     try check(weightDecay >= 0 && weightDecay.isFinite, "weightDecay must be non-negative and finite")
     try check(stoppingStep >= 0, "stoppingStep must be non-negative")
@@ -87,7 +89,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
   case noValidationInstances
   /// The loss of a mini-batch was NaN or infinite (`epoch` 0-based, `step` 1-based within it).
   case nonFiniteLoss(epoch: Int, step: Int, loss: Double)
-  /// Every mini-batch of an epoch was skipped for a non-finite loss.
+  /// The gradient of `parameter` was NaN or infinite at `epoch`, `step` although the loss was finite.
+  case nonFiniteGradient(epoch: Int, step: Int, parameter: String)
+  /// Every mini-batch of an epoch was skipped for a non-finite loss or gradient.
   case everyBatchSkipped(epoch: Int)
   /// The output folder does not exist and cannot be created.
   case outputFolder(path: String, reason: String)
@@ -104,6 +108,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case .nonFiniteLoss(let epoch, let step, let loss):
       return
         "the training loss became \(loss) at epoch \(epoch), step \(step); the checkpoints of the last finished epoch are kept"
+    case .nonFiniteGradient(let epoch, let step, let parameter):
+      return
+        "the gradient of \(parameter) became non-finite at epoch \(epoch), step \(step); the checkpoints of the last finished epoch are kept"
     case .everyBatchSkipped(let epoch):
       return "every mini-batch of epoch \(epoch) had a non-finite loss"
     case .outputFolder(let path, let reason):
@@ -212,7 +219,9 @@ public final class Trainer<Model: SequentialRecommender> {
     guard !split.train.isEmpty else { throw TrainingError.noTrainingInstances }
     guard !split.validation.isEmpty else { throw TrainingError.noValidationInstances }
     if configuration.objective == .allPositions {
-      guard model.isCausal else { throw TrainingError.objectiveNeedsCausalModel(Model.kind) }
+      // Windows are padded to their batch's longest, so a model that needs a fixed window cannot
+      // take them even if it says it is causal.
+      guard model.isCausal, batching.padding == .toLongest else { throw TrainingError.objectiveNeedsCausalModel(Model.kind) }
       windows = split.trainingWindows(maximumLength: batching.maximumLength)
     } else {
       windows = []
@@ -324,6 +333,16 @@ public final class Trainer<Model: SequentialRecommender> {
         continue
       }
       loss.backward()
+      // A finite loss can still have an infinite or NaN gradient, which Adam would spread into
+      // every weight: the same policy applies. (A NaN or ±∞ entry makes its parameter's sum
+      // non-finite.)
+      if let bad = model.namedParameters().first(where: { !($0.parameter.gradient?.sum().isFinite ?? true) }) {
+        if configuration.nonFiniteLoss == .stop {
+          throw TrainingError.nonFiniteGradient(epoch: epoch, step: step, parameter: bad.path)
+        }
+        skipped += 1
+        continue
+      }
       optimizer.step()
       totalLoss += value
       reporter?.step(step, loss: totalLoss / Double(Swift.max(step - skipped, 1)))
