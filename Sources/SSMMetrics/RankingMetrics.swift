@@ -31,7 +31,6 @@ public enum FullRanking {
       "FullRanking.rank: target \(target) is not a candidate among \(scores.count) scores (excluded \(excluded.map(String.init) ?? "none"))"
     )
     let excludedIsCandidate = excluded.map { $0 >= 0 && $0 < scores.count } ?? false
-    let candidates = scores.count - (excludedIsCandidate ? 1 : 0)
     let t = scores[target]
     guard t.isFinite else { return unranked }
     var atOrAbove = 0
