@@ -58,3 +58,20 @@ struct EncoderStack<Layer: StackLayer> {
     return h
   }
 }
+
+extension SequentialRecommender {
+  /// The stored-shape checks Mamba4Rec and SIGMA share: their encoder stack (`mamba_layers.<i>`)
+  /// with a Mamba block under `mamba_layers.0.<block>`, its feed-forward width and the layer count.
+  static func requireStoredMambaStack(
+    block: String, hiddenSize d: Int, expansion: Int, stateSize n: Int, convolutionWidth k: Int, innerSize: Int,
+    layers: Int, in shapes: [String: Shape]
+  ) throws {
+    let e = expansion * d
+    let prefix = "mamba_layers.0." + block
+    try requireStoredShape(prefix + "A_log", [e, n], in: shapes)
+    try requireStoredShape(prefix + "conv1d.weight", [e, 1, k], in: shapes)
+    try requireStoredShape(prefix + "x_proj.weight", [(d + 15) / 16 + 2 * n, e], in: shapes)
+    try requireStoredShape("mamba_layers.0.ffn.w_1.weight", [innerSize, d], in: shapes)
+    try requireStoredLayers("mamba_layers", count: layers, probe: "LayerNorm.weight", in: shapes)
+  }
+}

@@ -156,13 +156,10 @@ extension SIGMA {
   public static func checkConfiguration(_ c: Configuration, storedShapes: [String: Shape]) throws {
     try requireValid(c.validate)
     try requireStoredShape("item_embedding.weight", [c.itemCount, c.hiddenSize], in: storedShapes)
-    let (d, e, n, k) = (c.hiddenSize, c.expansion * c.hiddenSize, c.stateSize, c.convolutionWidth)
-    let block = "mamba_layers.0.gmamba.mamba."
-    try requireStoredShape(block + "A_log", [e, n], in: storedShapes)
-    try requireStoredShape(block + "conv1d.weight", [e, 1, k], in: storedShapes)
-    try requireStoredShape(block + "x_proj.weight", [(d + 15) / 16 + 2 * n, e], in: storedShapes)
-    try requireStoredShape("mamba_layers.0.ffn.w_1.weight", [c.innerSize, d], in: storedShapes)
-    try requireStoredLayers("mamba_layers", count: c.layers, probe: "LayerNorm.weight", in: storedShapes)
-    try requireStoredShape("mamba_layers.0.gmamba.conv1d.weight", [d, d, c.featureKernelSize], in: storedShapes)
+    try requireStoredMambaStack(
+      block: "gmamba.mamba.", hiddenSize: c.hiddenSize, expansion: c.expansion, stateSize: c.stateSize,
+      convolutionWidth: c.convolutionWidth, innerSize: c.innerSize, layers: c.layers, in: storedShapes)
+    try requireStoredShape(
+      "mamba_layers.0.gmamba.conv1d.weight", [c.hiddenSize, c.hiddenSize, c.featureKernelSize], in: storedShapes)
   }
 }

@@ -18,22 +18,23 @@ final class NaNProofAssertionTests: XCTestCase {
     }
   }
 
-  /// Runs `body` and fails unless it reported at least one failure.
-  private func expectFailure(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () -> Void) {
+  /// The failures `body` reported, captured instead of failing this test.
+  private func failures(of body: () -> Void) -> [String] {
     captured = []
     body()
-    let failures = captured!
-    captured = nil
-    XCTAssertFalse(failures.isEmpty, "\(what) passed", file: file, line: line)
+    defer { captured = nil }
+    return captured!
+  }
+
+  /// Runs `body` and fails unless it reported at least one failure.
+  private func expectFailure(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () -> Void) {
+    XCTAssertFalse(failures(of: body).isEmpty, "\(what) passed", file: file, line: line)
   }
 
   /// Runs `body` and fails if it reported any failure.
   private func expectPass(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () -> Void) {
-    captured = []
-    body()
-    let failures = captured!
-    captured = nil
-    XCTAssertTrue(failures.isEmpty, "\(what) failed: \(failures)", file: file, line: line)
+    let reported = failures(of: body)
+    XCTAssertTrue(reported.isEmpty, "\(what) failed: \(reported)", file: file, line: line)
   }
 
   static let specials: [Float] = [.nan, .infinity, -.infinity]
