@@ -112,3 +112,37 @@ extension GRU4Rec {
     try requireStoredShape("gru_layers.weight_hh_l0", [3 * c.hiddenSize, c.hiddenSize], in: storedShapes)
   }
 }
+
+extension GRU4Rec {
+  /// A history's state between events: every GRU layer's hidden state and the newest position's
+  /// projected output. Its size does not depend on the history's length.
+  public struct StreamState: Sendable, Equatable {
+    /// The GRU's hidden states.
+    public internal(set) var recurrence: GRU.StepState
+    /// The `dense` projection of the last hidden state, `[embeddingSize]`.
+    public internal(set) var output: [Float]
+  }
+
+  /// A recurrence: O(1) per event.
+  public var streamingUpdate: StreamingUpdate { .recurrent }
+
+  /// Zero hidden states (the window only matters to ``HistoryStream``).
+  public func makeStreamState(batching: BatchingPolicy) -> StreamState {
+    StreamState(recurrence: gru.makeStepState(), output: [Float](repeating: 0, count: configuration.embeddingSize))
+  }
+
+  /// One position: the item's embedding through every GRU layer, then `dense`.
+  public func append(_ item: Int, to state: inout StreamState) {
+    let (d, h) = (configuration.embeddingSize, configuration.hiddenSize)
+    precondition(item > 0 && item < itemCount, "GRU4Rec.append: item \(item) is outside 1..<\(itemCount)")
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: d + h) { scratch in
+      let (x, hidden) = (scratch.baseAddress!, scratch.baseAddress! + d)
+      items.weight.value.withUnsafeBufferPointer { table in x.update(from: table.baseAddress! + item * d, count: d) }
+      gru.step(x, state: &state.recurrence, into: hidden)
+      state.output.withUnsafeMutableBufferPointer { dense.apply(hidden, into: $0.baseAddress!) }
+    }
+  }
+
+  /// The newest position's output.
+  public func representation(of state: StreamState) -> [Float] { state.output }
+}

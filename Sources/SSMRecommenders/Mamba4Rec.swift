@@ -139,3 +139,45 @@ extension Mamba4Rec {
       convolutionWidth: c.convolutionWidth, innerSize: c.innerSize, layers: c.layers, in: storedShapes)
   }
 }
+
+extension Mamba4Rec {
+  /// A history's state between events: each layer's convolution window and scan state, and the
+  /// last position's output. Its size does not depend on the history's length.
+  public struct StreamState: Sendable, Equatable {
+    /// Each Mamba block's state, layer 0 first.
+    public internal(set) var layers: [MambaBlock.StepState]
+    /// The encoder's output at the newest position, `[D]`.
+    public internal(set) var output: [Float]
+  }
+
+  /// A recurrence: O(1) per event.
+  public var streamingUpdate: StreamingUpdate { .recurrent }
+
+  /// Every block's empty state (the window only matters to ``HistoryStream``).
+  public func makeStreamState(batching: BatchingPolicy) -> StreamState {
+    StreamState(layers: layers.map { $0.mamba.makeStepState() }, output: [Float](repeating: 0, count: configuration.hiddenSize))
+  }
+
+  /// One position through the encoder: the embedding and its LayerNorm, then per layer the
+  /// block's step, the residual (with more than one layer), the LayerNorm and the feed-forward
+  /// network, as ``positionStates(_:context:)`` computes them in evaluation mode.
+  public func append(_ item: Int, to state: inout StreamState) {
+    let d = configuration.hiddenSize
+    precondition(item > 0 && item < itemCount, "Mamba4Rec.append: item \(item) is outside 1..<\(itemCount)")
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * d) { scratch in
+      let (h, m) = (scratch.baseAddress!, scratch.baseAddress! + d)
+      items.weight.value.withUnsafeBufferPointer { table in h.update(from: table.baseAddress! + item * d, count: d) }
+      stack.embeddingNorm.apply(h, into: h)
+      for (i, layer) in layers.enumerated() {
+        layer.mamba.step(h, state: &state.layers[i], into: m)
+        if layers.count > 1 { for j in 0..<d { m[j] += h[j] } }
+        layer.norm.apply(m, into: h)
+        layer.feedForward.apply(h, into: h)
+      }
+      state.output.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: h, count: d) }
+    }
+  }
+
+  /// The newest position's output.
+  public func representation(of state: StreamState) -> [Float] { state.output }
+}

@@ -174,3 +174,55 @@ extension SASRec {
   }
 
 }
+
+extension SASRec {
+  /// A history's state between events: every layer's keys and values, which grow by a row per
+  /// event (attention has no constant-size state), and the newest position's output.
+  public struct StreamState: Sendable, Equatable {
+    /// Each layer's key/value cache, layer 0 first.
+    public internal(set) var caches: [MultiHeadAttention.KeyValueCache]
+    /// The last layer's output at the newest position, `[D]`.
+    public internal(set) var output: [Float]
+    /// The positions seen, at most `maximumLength` (the position table's rows).
+    public internal(set) var length = 0
+  }
+
+  /// A key/value cache: an event costs time proportional to the history, up to the window.
+  public var streamingUpdate: StreamingUpdate { .keyValueCache }
+
+  /// Empty caches.
+  public func makeStreamState(batching: BatchingPolicy) -> StreamState {
+    StreamState(
+      caches: Array(repeating: MultiHeadAttention.KeyValueCache(), count: configuration.layers),
+      output: [Float](repeating: 0, count: configuration.hiddenSize))
+  }
+
+  /// One position: the item and position embeddings and their LayerNorm, then every layer's
+  /// attention over the cached positions and feed-forward network.
+  /// - Precondition: fewer than `maximumLength` items were appended (the position table's size).
+  public func append(_ item: Int, to state: inout StreamState) {
+    let d = configuration.hiddenSize
+    precondition(item > 0 && item < itemCount, "SASRec.append: item \(item) is outside 1..<\(itemCount)")
+    precondition(
+      state.length < configuration.maximumLength,
+      "SASRec.append: position \(state.length) is past the position table (\(configuration.maximumLength) rows)")
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: d) { scratch in
+      let x = scratch.baseAddress!
+      items.weight.value.withUnsafeBufferPointer { table in
+        positions.weight.value.withUnsafeBufferPointer { p in
+          for j in 0..<d { x[j] = table[item * d + j] + p[state.length * d + j] }
+        }
+      }
+      embeddingNorm.apply(x, into: x)
+      for i in 0..<configuration.layers {
+        attention[i].step(x, cache: &state.caches[i], into: x)
+        feedForward[i].apply(x, into: x)
+      }
+      state.output.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: x, count: d) }
+    }
+    state.length += 1
+  }
+
+  /// The newest position's output.
+  public func representation(of state: StreamState) -> [Float] { state.output }
+}

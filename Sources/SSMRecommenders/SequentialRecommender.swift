@@ -210,6 +210,27 @@ public protocol SequentialRecommender: Layer {
   /// models pin their item table (and SASRec its position table) to the stored one.
   /// - Throws: ``CheckpointError/invalidConfiguration(_:)`` naming the mismatch.
   static func checkConfiguration(_ configuration: Configuration, storedShapes: [String: Shape]) throws
+
+  // MARK: Streaming (Docs/Models.md §12)
+
+  /// What the model remembers of a history between events, for ``HistoryStream``. A causal
+  /// model with a recurrence keeps a constant-size state (Mamba4Rec: each layer's convolution
+  /// window and scan state); the default, ``ReencodedHistory``, keeps the recent items and
+  /// encodes them again on every event.
+  associatedtype StreamState: Sendable = ReencodedHistory
+  /// How an event changes the model's answer: ``StreamingUpdate/recurrent`` for a constant-size
+  /// state, ``StreamingUpdate/keyValueCache`` for one that grows with the history,
+  /// ``StreamingUpdate/reencode`` (the default) for a model that reads the whole window at
+  /// once (a bidirectional one, or one that provides no state).
+  var streamingUpdate: StreamingUpdate { get }
+  /// The state of an empty history whose batches follow `batching`.
+  func makeStreamState(batching: BatchingPolicy) -> StreamState
+  /// Adds the next item (a valid id, not 0) to a history's state.
+  func append(_ item: Int, to state: inout StreamState)
+  /// The history's representation, `[D]`: what ``encode(_:context:)`` returns for the items
+  /// appended to `state` (for a state that is not ``StreamingUpdate/reencode``, all of them, even
+  /// beyond the training window). Precondition: at least one item was appended.
+  func representation(of state: StreamState) -> [Float]
 }
 
 extension SequentialRecommender {

@@ -127,3 +127,73 @@ struct TopKHeap {
     }
   }
 }
+
+extension Tensor {
+  /// The `k` largest products `queries · tableᵀ` of each query row and their row indices in
+  /// `table`, largest first, computed a block of `rowsPerBlock` table rows at a time: memory is
+  /// proportional to `queries.rows × rowsPerBlock` and `k`, never to the table's length
+  /// (top-K over a catalogue of a million items).
+  ///
+  /// Ranks as ``topK(_:)`` does (ties to the lower index, NaN below every number), over the
+  /// table rows each query is allowed: `excluding[r]` lists rows query `r` never returns (items
+  /// already seen, the padding id). A query with fewer than `k` allowed rows gets all of them.
+  ///
+  /// - Parameters:
+  ///   - queries: `[B, D]`.
+  ///   - table: `[V, D]`.
+  ///   - excluding: per query, the table rows to leave out; `nil` leaves none out.
+  /// - Returns: per query, up to `k` (row, product) pairs, best first.
+  /// - Precondition: the widths agree, `k ≥ 0`, `rowsPerBlock ≥ 1`, one exclusion set per query.
+  public static func topKProducts(
+    queries: Tensor, table: Tensor, k: Int, excluding: [Set<Int>]? = nil, rowsPerBlock: Int = 16_384
+  ) -> [[(index: Int, value: Float)]] {
+    precondition(
+      queries.rank == 2 && table.rank == 2 && queries.shape[1] == table.shape[1],
+      "topKProducts: queries \(queries.shape) and table \(table.shape) must be [B, D] and [V, D]")
+    precondition(k >= 0 && rowsPerBlock >= 1, "topKProducts: k = \(k), rowsPerBlock = \(rowsPerBlock)")
+    let (b, d, v) = (queries.shape[0], queries.shape[1], table.shape[0])
+    precondition(excluding == nil || excluding!.count == b, "topKProducts: \(excluding!.count) exclusion sets for \(b) queries")
+    var heaps = (0..<b).map { _ in TopKHeap(capacity: k) }
+    if k > 0 && v > 0 {
+      let block = Swift.min(rowsPerBlock, v)
+      var scores = [Float](repeating: 0, count: b * block)
+      let skipped = excluding?.map { $0.sorted() } ?? Array(repeating: [], count: b)
+      var cursors = [Int](repeating: 0, count: b)
+      queries.withUnsafeBufferPointer { q in
+        table.withUnsafeBufferPointer { t in
+          scores.withUnsafeMutableBufferPointer { s in
+            for start in stride(from: 0, to: v, by: block) {
+              let rows = Swift.min(block, v - start)
+              BLAS.gemm(
+                transposeA: false, transposeB: true, m: b, n: rows, k: d, alpha: 1, a: q.baseAddress!, lda: d,
+                b: t.baseAddress! + start * d, ldb: d, beta: 0, c: s.baseAddress!, ldc: rows)
+              for r in 0..<b {
+                let row = s.baseAddress! + r * rows
+                // A walk along the sorted exclusions, instead of a hash lookup per item.
+                let skip = skipped[r]
+                var next = cursors[r]
+                for j in 0..<rows {
+                  while next < skip.count && skip[next] < start + j { next += 1 }
+                  if next < skip.count && skip[next] == start + j { continue }
+                  heaps[r].offer(row[j], Int32(start + j))
+                }
+                cursors[r] = next
+              }
+            }
+          }
+        }
+      }
+    }
+    return heaps.indices.map { r in
+      let count = heaps[r].values.count
+      var values = [Float](repeating: 0, count: count)
+      var indices = [Int32](repeating: 0, count: count)
+      values.withUnsafeMutableBufferPointer { vb in
+        indices.withUnsafeMutableBufferPointer { ib in
+          if count > 0 { heaps[r].writeSorted(values: vb.baseAddress!, indices: ib.baseAddress!) }
+        }
+      }
+      return zip(indices, values).map { (index: Int($0), value: $1) }
+    }
+  }
+}

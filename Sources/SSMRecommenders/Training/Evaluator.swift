@@ -38,14 +38,15 @@ public struct Evaluator: Sendable {
 }
 
 extension SequentialRecommender {
-  /// The `k` best item ids for each history (padding id 0 excluded; ties to the lower id).
-  public func recommend(_ batch: SequenceBatch, k: Int) -> [[Int]] {
-    var scores = self.scores(batch)
-    let width = scores.shape[1]
-    scores.withUnsafeMutableBufferPointer { s in
-      for r in 0..<batch.count { s[r * width] = -.infinity }
+  /// The `k` best item ids for each history, best first: the padding id never, `excluding[b]`
+  /// never for row `b` (a user's seen items), ties to the lower id. Ranks `encode · Eᵀ` a block of
+  /// items at a time (``topItems(for:k:excluding:)``), so a large catalogue's `[B, V]` scores are
+  /// never held at once.
+  public func recommend(_ batch: SequenceBatch, k: Int, excluding: [Set<Int>]? = nil) -> [[Int]] {
+    let representations = withoutGradients {
+      var context = ForwardContext.evaluation
+      return encode(batch, context: &context).value
     }
-    let (_, indices) = scores.topK(Swift.min(k, width - 1))
-    return (0..<batch.count).map { r in (0..<indices.shape[1]).map { indices[r, $0] } }
+    return topItems(for: representations, k: k, excluding: excluding).map { $0.map(\.item) }
   }
 }
