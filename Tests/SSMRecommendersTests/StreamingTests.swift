@@ -108,7 +108,9 @@ final class StreamingTests: XCTestCase {
     (sigma.hiddenSize, sigma.stateSize, sigma.innerSize, sigma.flip) = (8, 4, 16, .prefix(count: 5))
     var ssd = SSD4Rec.Configuration(itemCount: itemCount)
     (ssd.hiddenSize, ssd.stateSize, ssd.headDimension, ssd.innerSize, ssd.layers, ssd.chunkSize) = (8, 4, 4, 16, 1, 4)
-    let models: [any SequentialRecommender] = [try SIGMA(configuration: sigma, seed: 1), try SSD4Rec(configuration: ssd, seed: 2)]
+    let models: [any SequentialRecommender] = [
+      try SIGMA(configuration: sigma, seed: 1), try SSD4Rec(configuration: ssd, seed: 2),
+    ]
     for model in models {
       XCTAssertEqual(model.streamingUpdate, .reencode)
       let batching = model.batching(maximumLength: window)
