@@ -305,6 +305,7 @@ struct Recommend: ParsableCommand {
   @Option(name: .long, help: "User tokens whose full histories to use, comma-separated.") var users: String?
   @Option(name: [.short, .long], help: "How many items to return.") var k: Int = 10
   @Option(name: .long, help: "Override the maximum history length the checkpoint was trained with.") var maxLength: Int?
+  @Flag(name: .long, help: "Never recommend an item already in the history.") var excludeSeen = false
 
   func validate() throws {
     if (history == nil) == (users == nil) { throw ValidationError("give exactly one of --history and --users") }
@@ -344,7 +345,7 @@ struct Recommend: ParsableCommand {
       }
     }
     let batch = try batching(of: recommender, in: contents, overriding: maxLength).batch(histories)
-    let top = recommender.recommend(batch, k: k)
+    let top = recommender.recommend(batch, k: k, excluding: excludeSeen ? histories.map(Set.init) : nil)
     for (label, items) in zip(labels, top) {
       print("\(label): " + items.map { dataset.itemTokens[$0] }.joined(separator: " "))
     }
@@ -369,6 +370,10 @@ struct Bench: ParsableCommand {
   @Option(name: .long, help: "Number of layers (default: the model's official setting).") var layers: Int?
   @Flag(name: .long, help: "Print one JSON object per case.") var json = false
   @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
+  @Flag(
+    name: .long,
+    help: "Time one event of a growing history instead: the streaming update against encoding the history again (default: the models that stream incrementally, at L 50, 200 and 1000, V 3417)."
+  ) var streaming = false
 
   func validate() throws {
     for name in model { _ = try descriptor(named: name) }
@@ -406,8 +411,35 @@ struct Bench: ParsableCommand {
     }
   }
 
+  func runStreaming() throws {
+    let models =
+      model.isEmpty
+      ? try ModelRegistry.shared.names.filter {
+        try ModelRegistry.shared.descriptor(named: $0).makeModel(itemCount: 2, overrides: .init(), seed: 1).streamingUpdate
+          != .reencode
+      } : model
+    if !json { print("model      update            L      V   append µs   re-encode µs   speed-up   top-10 µs") }
+    for m in models {
+      for l in length.isEmpty ? [50, 200, 1000] : length {
+        for v in items.isEmpty ? [3417] : items {
+          let r = try StreamingBenchmark.run(.init(model: m, length: l, items: v), repeats: repeats)
+          if json {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: r.dictionary, options: [.sortedKeys]), as: UTF8.self))
+          } else {
+            print(
+              String(
+                format: "%@ %@ %5d %6d %11.1f %14.1f %9.1f× %11.1f", m.padding(toLength: 10, withPad: " ", startingAt: 0),
+                r.update.description.padding(toLength: 16, withPad: " ", startingAt: 0), l, v, r.append.median, r.reencode.median,
+                r.speedup, r.topK.median))
+          }
+        }
+      }
+    }
+  }
+
   func run() throws {
     AllocatorTuning.applyForTraining()
+    if streaming { return try runStreaming() }
     if !json {
       print("model      B    L     V   train ms (min–max)        infer ms (min–max)     GFLOP/step  GFLOP/s  peak MiB")
     }
