@@ -4,5 +4,5 @@
 # -r Sources Tests Benchmarks Examples Fuzz` fixes what it reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift format lint --strict --recursive Sources Tests Benchmarks Examples Fuzz/Sources Package.swift Fuzz/Package.swift
+swift format lint --strict --recursive Sources Tests Benchmarks Examples Fuzz/Sources Server/Sources Package.swift Fuzz/Package.swift Server/Package.swift
 echo "check-format: clean"

@@ -372,7 +372,9 @@ struct Bench: ParsableCommand {
   @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
   @Flag(
     name: .long,
-    help: "Time one event of a growing history instead: the streaming update against encoding the history again (default: the models that stream incrementally, at L 50, 200 and 1000, V 3417)."
+    help: ArgumentHelp(
+      "Time one event of a growing history instead: the streaming update against encoding it again.",
+      discussion: "Default: the models that stream incrementally, at L 50, 200 and 1000, V 3417.")
   ) var streaming = false
 
   func validate() throws {
@@ -424,7 +426,8 @@ struct Bench: ParsableCommand {
         for v in items.isEmpty ? [3417] : items {
           let r = try StreamingBenchmark.run(.init(model: m, length: l, items: v), repeats: repeats)
           if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: r.dictionary, options: [.sortedKeys]), as: UTF8.self))
+            let line = try JSONSerialization.data(withJSONObject: r.dictionary, options: [.sortedKeys])
+            print(String(decoding: line, as: UTF8.self))
           } else {
             print(
               String(
