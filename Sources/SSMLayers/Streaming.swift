@@ -21,9 +21,7 @@ extension Linear {
       if let bias {
         bias.value.withUnsafeBufferPointer { b in y.update(from: b.baseAddress!, count: n) }
       }
-      BLAS.gemmOnCurrentThread(
-        transposeA: false, transposeB: true, m: 1, n: n, k: k, alpha: 1, a: x, lda: k, b: w.baseAddress!, ldb: k,
-        beta: bias == nil ? 0 : 1, c: y, ldc: n)
+      BLAS.gemv(rows: n, columns: k, a: w.baseAddress!, lda: k, x: x, beta: bias == nil ? 0 : 1, y: y)
     }
   }
 }
@@ -137,9 +135,7 @@ extension MambaBlock {
       stateProjection.apply(convolved, into: dbc)
       // Δ = softplus(W_dt·δ + b_dt), the bias added inside the softplus as the scan does.
       deltaProjection.weight.value.withUnsafeBufferPointer { w in
-        BLAS.gemmOnCurrentThread(
-          transposeA: false, transposeB: true, m: 1, n: e, k: r, alpha: 1, a: dbc, lda: r, b: w.baseAddress!, ldb: r,
-          beta: 0, c: dt, ldc: e)
+        BLAS.gemv(rows: e, columns: r, a: w.baseAddress!, lda: r, x: dbc, beta: 0, y: dt)
       }
       if let bias = deltaProjection.bias {
         bias.value.withUnsafeBufferPointer { b in for c in 0..<e { dt[c] += b[c] } }
@@ -204,16 +200,12 @@ extension GRU {
         for layer in 0..<layerCount {
           let previous = hiddenBuffer.baseAddress! + layer * h
           let input = layer == 0 ? x : UnsafePointer(previous - h)
-          let (inputSize, ldHidden) = (layer == 0 ? self.inputSize : h, h)
+          let inputSize = layer == 0 ? self.inputSize : h
           inputWeights[layer].value.withUnsafeBufferPointer { w in
-            BLAS.gemmOnCurrentThread(
-              transposeA: false, transposeB: true, m: 1, n: 3 * h, k: inputSize, alpha: 1, a: input, lda: inputSize,
-              b: w.baseAddress!, ldb: inputSize, beta: 0, c: gi, ldc: 3 * h)
+            BLAS.gemv(rows: 3 * h, columns: inputSize, a: w.baseAddress!, lda: inputSize, x: input, beta: 0, y: gi)
           }
           hiddenWeights[layer].value.withUnsafeBufferPointer { w in
-            BLAS.gemmOnCurrentThread(
-              transposeA: false, transposeB: true, m: 1, n: 3 * h, k: h, alpha: 1, a: previous, lda: ldHidden,
-              b: w.baseAddress!, ldb: h, beta: 0, c: gh, ldc: 3 * h)
+            BLAS.gemv(rows: 3 * h, columns: h, a: w.baseAddress!, lda: h, x: previous, beta: 0, y: gh)
           }
           if let inputBiases, let hiddenBiases {
             inputBiases[layer].value.withUnsafeBufferPointer { b in for i in 0..<(3 * h) { gi[i] += b[i] } }

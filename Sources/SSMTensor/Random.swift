@@ -161,6 +161,7 @@ extension Tensor {
     let (tall, short) = transposeResult ? (cols, rows) : (rows, cols)
     var a = randomNormal([tall, short], using: &generator).scalars
     var tau = [Float](repeating: 0, count: short)
+    _ = BLAS.configured
     let status1 = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, Int32(tall), Int32(short), &a, Int32(short), &tau)
     precondition(status1 == 0, "LAPACKE_sgeqrf failed with status \(status1)")
     let diagonalSigns = (0..<short).map { a[$0 * short + $0] < 0 ? Float(-1) : Float(1) }

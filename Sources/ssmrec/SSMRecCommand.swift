@@ -266,6 +266,13 @@ struct Evaluate: ParsableCommand {
   @Option(name: .long, help: "Override the maximum history length the checkpoint was trained with.") var maxLength: Int?
   @Option(name: .long, help: "Cut-offs, comma-separated.") var k: String = "10"
   @Flag(name: .long, help: "Print the metrics as JSON.") var json = false
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Feed each test history through a stream, one event at a time: exact or unbounded.",
+      discussion: "exact gives the same ranks as without it; unbounded carries a recurrent state over whole histories."))
+  var window: StreamingWindow?
+  @Option(name: .long, help: "Evaluate only test users whose history is longer than this many items.") var longerThan: Int?
 
   var cutoffs: [Int]? {
     let values = k.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) }
@@ -275,6 +282,7 @@ struct Evaluate: ParsableCommand {
 
   func validate() throws {
     if let maxLength, maxLength <= 0 { throw ValidationError("--max-length must be positive") }
+    if let longerThan, longerThan < 0 { throw ValidationError("--longer-than must not be negative") }
     if cutoffs == nil { throw ValidationError("--k \"\(k)\" is not a list of integers in 1...100000") }
   }
 
@@ -286,13 +294,23 @@ struct Evaluate: ParsableCommand {
     try checkItemCount(recommender, dataset)
     let cutoffs = self.cutoffs!
     let batching = try batching(of: recommender, in: contents, overriding: maxLength)
-    let split = SequentialSplit(dataset, maximumLength: batching.maximumLength)
+    // Streams read whole histories (the window cuts them, or not); batches read cut ones.
+    let split = SequentialSplit(dataset, maximumLength: window == nil ? batching.maximumLength : nil)
     let evaluator = Evaluator(metrics: [.hit, .ndcg, .mrr], cutoffs: cutoffs, batching: batching)
-    FileHandle.standardError.write(Data("evaluating \(contents.kind) with batching \(batching)\n".utf8))
-    guard !split.test.isEmpty else {
+    let test =
+      try longerThan.map { n in
+        guard window != nil else { throw CommandError("--longer-than needs --window (batched histories are already cut)") }
+        return split.test.filter { $0.history.count > n }
+      } ?? split.test
+    let streamed = window.map { ", streaming with the \($0.rawValue) window" } ?? ""
+    FileHandle.standardError.write(
+      Data("evaluating \(contents.kind) with batching \(batching)\(streamed) on \(test.count) test users\n".utf8))
+    guard !test.isEmpty else {
       throw CommandError("the dataset gives no test instance (a user needs at least three interactions for one)")
     }
-    let results = evaluator.evaluate(recommender, on: split.test).results
+    let results =
+      try window.map { try evaluator.evaluateStreaming(recommender, on: test, window: $0).results }
+      ?? evaluator.evaluate(recommender, on: test).results
     if json { print(try jsonString(paperNames(results))) } else { print("test: \(formatted(results))") }
   }
 }
@@ -484,3 +502,5 @@ struct Bench: ParsableCommand {
     if json { FileHandle.standardError.write(Data(text.utf8)) } else { print(text, terminator: "") }
   }
 }
+
+extension StreamingWindow: ExpressibleByArgument {}

@@ -1,3 +1,6 @@
+import CKernels
+import Foundation
+import SSMTensor
 import SSMTestSupport
 import XCTest
 
@@ -114,5 +117,22 @@ final class MatMulTests: XCTestCase {
 
   func testEmptyInnerDimensionGivesZeros() {
     XCTAssertEqual(Tensor.matmul(Tensor(zeros: [3, 0]), Tensor(zeros: [0, 4])), Tensor(zeros: [3, 4]))
+  }
+}
+
+/// OpenBLAS's kernel choice on CPUs its release does not know.
+final class KernelFamilyTests: XCTestCase {
+  /// A CPU with AVX2 never runs OpenBLAS's SSE3 fallback kernels unless they were asked for.
+  func testAnAVX2MachineDoesNotRunTheFallbackKernels() throws {
+    guard ssm_isa_supported() >= 1, ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
+      let family = BLAS.kernelFamily
+    else {
+      // A portable CPU, a forced core or a BLAS without dynamic dispatch: nothing to choose.
+      XCTAssertTrue(
+        ssm_isa_supported() == 0 || ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] != nil
+          || BLAS.kernelFamily == nil)
+      return
+    }
+    XCTAssertNotEqual(family.lowercased(), "prescott")
   }
 }

@@ -37,6 +37,37 @@ public struct Evaluator: Sendable {
   }
 }
 
+extension Evaluator {
+  /// Metrics of `model` on `instances` when each history arrives one event at a time through a
+  /// ``HistoryStream`` with `window` (``batching`` is the stream's policy): with
+  /// ``StreamingWindow/exact`` the same ranks as ``evaluate(_:on:)``; with
+  /// ``StreamingWindow/unbounded`` those of the recurrence carried over the whole history (give
+  /// instances whose histories are not cut, a split without a maximum length). Results are
+  /// grouped by each history's whole length.
+  /// - Throws: ``StreamingError`` for a window the model cannot stream or an invalid item.
+  public func evaluateStreaming(
+    _ model: any SequentialRecommender, on instances: [SequenceInstance], window: StreamingWindow
+  ) throws -> MetricAccumulator {
+    let policy = batching ?? model.batching(maximumLength: nil)
+    var accumulator = MetricAccumulator(metrics: metrics, cutoffs: cutoffs)
+    for start in stride(from: 0, to: instances.count, by: Swift.max(1, batchSize)) {
+      let chunk = instances[start..<Swift.min(instances.count, start + Swift.max(1, batchSize))]
+      var representations: [Float] = []
+      for instance in chunk {
+        var stream = try HistoryStream(model: model, batching: policy, window: window)
+        try stream.append(contentsOf: instance.history.map(Int.init))
+        guard let representation = stream.representation else { throw StreamingError.emptyHistory }
+        representations += representation
+      }
+      let queries = Tensor(shape: [chunk.count, representations.count / chunk.count], scalars: representations)
+      let scores = Tensor.matmul(queries, model.itemEmbedding.value, transposeB: true)
+      let ranks = FullRanking.ranks(scores: scores, targets: IndexTensor(shape: [chunk.count], values: chunk.map(\.target)))
+      for (rank, instance) in zip(ranks, chunk) { accumulator.add(rank: rank, historyLength: instance.history.count) }
+    }
+    return accumulator
+  }
+}
+
 extension SequentialRecommender {
   /// The `k` best item ids for each history, best first: the padding id never, `excluding[b]`
   /// never for row `b` (a user's seen items), ties to the lower id. Ranks `encode · Eᵀ` a block of
