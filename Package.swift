@@ -18,8 +18,10 @@ let package = Package(
     .executable(name: "ssmrec", targets: ["ssmrec"]),
   ],
   dependencies: [
-    // Only the command-line tool uses it; the library products depend on nothing.
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    // Only the command-line tool uses these; the library products depend on nothing.
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    // Only the command-line tool uses it, to read run configurations written in YAML.
+    .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
   ],
   targets: [
     // MARK: - Public targets
@@ -48,6 +50,7 @@ let package = Package(
       dependencies: [
         "SSMTensor", "SSMAutograd", "SSMLayers", "SSMMetrics", "SSMRecommenders",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Yams", package: "Yams"),
       ]
     ),
 

@@ -31,6 +31,25 @@ grep -q "batching up to 200" "$work/eval200.err"
 grep -q "batching up to 7 instead of the checkpoint's up to 200" "$work/eval7.err"
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --history i1,i2,i3 -k 5
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --users u1,u2
+# A run from a YAML configuration with a flag overriding it, repeated from the resolved
+# config.json it wrote: the same test metrics. A sampled loss on the way.
+printf 'model: gru4rec\ndata: %s\nepochs: 3\nbatch-size: 64\nhidden-size: 16\nloss: sampled-softmax\nnegatives: 7\n' \
+  "$work/tiny.inter" > "$work/run.yaml"
+"$bin" train --config "$work/run.yaml" --epochs 2 --output "$work/from-yaml" --plain > /dev/null
+grep -q '"epochs" : 2' "$work/from-yaml/config.json"
+grep -q '"loss" : "sampled-softmax"' "$work/from-yaml/config.json"
+"$bin" train --config "$work/from-yaml/config.json" --output "$work/repeated" --plain > /dev/null
+python3 -c "import json, sys; a, b = (json.load(open(p))['test'] for p in sys.argv[1:]); assert a == b, (a, b)" \
+  "$work/from-yaml/metrics.json" "$work/repeated/metrics.json"
+for loss in bpr bce; do
+  "$bin" train --model gru4rec --data "$work/tiny.inter" --epochs 1 --batch-size 64 --hidden-size 16 --loss "$loss" \
+    --negatives 5 --proposal popularity --output "$work/$loss" --plain > /dev/null
+done
+printf 'model: gru4rec\nepoch: 3\n' > "$work/misspelt.yaml"
+printf '{"model": "gru4rec", "epochs": "three"}' > "$work/mistyped.json"
+printf 'model: [gru4rec\n' > "$work/broken.yaml"
+printf 'model: gru4rec\n' > "$work/run.toml"
+
 # Curves and test metrics of two runs as SVG (well-formed XML, one polyline per run and panel).
 "$bin" plot "$work/run" "$work/run200" --names "mamba4rec,sasrec L200" --output "$work/runs.svg"
 python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); n = len(d.getElementsByTagName('polyline')); assert n == 4, n" "$work/runs.svg"
@@ -198,4 +217,15 @@ usage "benchmark batch beyond the limit" "$bin" bench --model gru4rec --batch 10
 usage "benchmark length of 1" "$bin" bench --model gru4rec --length 1
 runtime "plot of a folder without a training log" "$bin" plot "$work/empty-folder" --output "$work/none.svg"
 usage "plot with a name per run missing" "$bin" plot "$work/run" "$work/run200" --names one
+usage "configuration with a misspelt setting" "$bin" train --config "$work/misspelt.yaml" --data "$work/tiny.inter"
+usage "configuration with a mistyped setting" "$bin" train --config "$work/mistyped.json" --data "$work/tiny.inter"
+usage "configuration that is not YAML" "$bin" train --config "$work/broken.yaml" --data "$work/tiny.inter"
+usage "configuration of another format" "$bin" train --config "$work/run.toml"
+usage "missing configuration file" "$bin" train --config "$work/none.yaml"
+usage "training without a model" "$bin" train --data "$work/tiny.inter"
+usage "unknown loss" "$bin" train --model gru4rec --data "$work/tiny.inter" --loss hinge
+usage "zero negatives" "$bin" train --model gru4rec --data "$work/tiny.inter" --loss bpr --negatives 0
+usage "unknown proposal" "$bin" train --model gru4rec --data "$work/tiny.inter" --loss bpr --proposal zipf
+usage "streaming window that is not one" "$bin" evaluate --checkpoint "$run/best.safetensors" --data "$work/tiny.inter" --window sideways
+runtime "unbounded window for a model without a recurrent state" "$bin" evaluate --checkpoint "$work/run200/best.safetensors" --data "$work/tiny.inter" --window unbounded
 echo "check-cli: all commands behaved; $cases bad inputs refused without a crash"

@@ -16,6 +16,10 @@ public struct SequenceBatch: Sendable {
   /// `[B, L]`, 0 where a position trains nothing (padding); `nil` otherwise. A batch that has
   /// them trains every position of a causal model at once (``SequentialRecommender/positionStates(_:context:)``).
   public var positionTargets: IndexTensor?
+  /// Negatives shared by the batch's rows, when the run trains a sampled loss
+  /// (``CatalogueLoss``); `nil` trains the full softmax. The trainer draws them; the default
+  /// ``SequentialRecommender/loss(_:context:)`` uses them.
+  public var negatives: NegativeSample?
 
   /// - Throws: ``SequenceBatchError`` if shapes disagree, a length is out of range, or an id
   ///   is negative.
@@ -288,9 +292,11 @@ extension SequentialRecommender {
   }
 
   /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets,
-  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)`; for a
-  /// batch with ``SequenceBatch/positionTargets``, the same over every position that has one,
-  /// from ``positionStates(_:context:)``.
+  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)`, or the
+  /// sampled loss of the batch's ``SequenceBatch/negatives``
+  /// (`Variable.sampledCatalogueLoss(hidden:weight:targets:negatives:)`); for a batch with
+  /// ``SequenceBatch/positionTargets``, the same over every position that has one, from
+  /// ``positionStates(_:context:)``.
   /// - Precondition: the batch has targets (or position targets, for a causal model).
   public func loss(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     if let positionTargets = batch.positionTargets {
@@ -306,12 +312,18 @@ extension SequentialRecommender {
         targets.append(t)
       }
       let selected = states.reshaped(to: [rows, width]).gatherRows(IndexTensor(shape: [positions.count], values: positions))
-      return Variable.linearSoftmaxCrossEntropy(
-        hidden: selected, weight: itemEmbedding.variable, targets: IndexTensor(shape: [targets.count], values: targets))
+      return catalogueLoss(hidden: selected, targets: IndexTensor(shape: [targets.count], values: targets), batch.negatives)
     }
     guard let targets = batch.targets else { preconditionFailure("loss needs a batch with targets") }
-    // Blocked over rows, so a large catalogue never holds all [B, V] logits at once.
-    return Variable.linearSoftmaxCrossEntropy(
-      hidden: encode(batch, context: &context), weight: itemEmbedding.variable, targets: targets)
+    return catalogueLoss(hidden: encode(batch, context: &context), targets: targets, batch.negatives)
+  }
+
+  /// The full softmax, blocked over rows so that a large catalogue never holds all `[B, V]`
+  /// logits at once, or the sampled loss the batch's negatives are for.
+  func catalogueLoss(hidden: Variable, targets: IndexTensor, _ negatives: NegativeSample?) -> Variable {
+    guard let negatives else {
+      return Variable.linearSoftmaxCrossEntropy(hidden: hidden, weight: itemEmbedding.variable, targets: targets)
+    }
+    return Variable.sampledCatalogueLoss(hidden: hidden, weight: itemEmbedding.variable, targets: targets, negatives: negatives)
   }
 }

@@ -141,7 +141,9 @@ extension Tensor {
   /// - Parameters:
   ///   - queries: `[B, D]`.
   ///   - table: `[V, D]`.
+  ///   - k: how many rows to return per query.
   ///   - excluding: per query, the table rows to leave out; `nil` leaves none out.
+  ///   - rowsPerBlock: table rows scored at a time (16,384 by default).
   /// - Returns: per query, up to `k` (row, product) pairs, best first.
   /// - Precondition: the widths agree, `k ≥ 0`, `rowsPerBlock ≥ 1`, one exclusion set per query.
   public static func topKProducts(

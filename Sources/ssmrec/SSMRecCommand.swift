@@ -40,34 +40,51 @@ struct DataOptions: ParsableArguments {
   }
 
   /// The interaction file the path names.
-  func file() throws -> URL {
-    let url = URL(fileURLWithPath: data)
-    var isFolder: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else {
-      throw DatasetError.fileNotFound(url.path)
-    }
-    guard isFolder.boolValue else { return url }
-    let named = url.appendingPathComponent(url.lastPathComponent + ".inter")
-    if FileManager.default.fileExists(atPath: named.path) { return named }
-    let inters = ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".inter") }
-      .sorted()
-    guard let first = inters.first else { throw DatasetError.fileNotFound(named.path) }
-    return url.appendingPathComponent(first)
-  }
+  func file() throws -> URL { try interactionFile(data) }
 
   /// The filtered dataset; says on standard error when the file has no timestamp column, since
   /// the chronological split then follows file order.
   func load() throws -> InteractionDataset {
-    let url = try file()
-    let dataset = try InteractionDataset(
-      contentsOf: url, userInterval: userInterval.flatMap(CountInterval.init(parsing:)),
-      itemInterval: itemInterval.flatMap(CountInterval.init(parsing:)))
-    if !dataset.hasTimestamps {
-      FileHandle.standardError.write(
-        Data("note: \(url.lastPathComponent) has no timestamp column; each user's interactions are taken in file order\n".utf8))
-    }
-    return dataset
+    try loadDataset(data, userInterval: userInterval, itemInterval: itemInterval)
   }
+}
+
+/// The interaction file a path names: the file itself, or a RecBole folder's `NAME.inter` (the
+/// first `.inter` file in it otherwise).
+func interactionFile(_ path: String) throws -> URL {
+  let url = URL(fileURLWithPath: path)
+  var isFolder: ObjCBool = false
+  guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else {
+    throw DatasetError.fileNotFound(url.path)
+  }
+  guard isFolder.boolValue else { return url }
+  let named = url.appendingPathComponent(url.lastPathComponent + ".inter")
+  if FileManager.default.fileExists(atPath: named.path) { return named }
+  let inters = ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".inter") }
+    .sorted()
+  guard let first = inters.first else { throw DatasetError.fileNotFound(named.path) }
+  return url.appendingPathComponent(first)
+}
+
+/// The dataset at `path`, filtered by the count intervals; notes on standard error a file
+/// without timestamps.
+func loadDataset(_ path: String, userInterval: String?, itemInterval: String?) throws -> InteractionDataset {
+  let url = try interactionFile(path)
+  let dataset = try InteractionDataset(
+    contentsOf: url, userInterval: userInterval.flatMap(CountInterval.init(parsing:)),
+    itemInterval: itemInterval.flatMap(CountInterval.init(parsing:)))
+  if !dataset.hasTimestamps {
+    FileHandle.standardError.write(
+      Data("note: \(url.lastPathComponent) has no timestamp column; each user's interactions are taken in file order\n".utf8))
+  }
+  return dataset
+}
+
+/// Any encodable value, to encode an existential's.
+struct AnyEncodable: Encodable {
+  let value: any Encodable
+  init(_ value: any Encodable) { self.value = value }
+  func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
 }
 
 /// An error found while running a command whose arguments were well-formed: ArgumentParser
@@ -163,9 +180,23 @@ struct Info: ParsableCommand {
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Train a recommender with the RecBole protocol and report test metrics.")
-  @Option(name: .long, help: ArgumentHelp("One of the registered models.", discussion: modelNames)) var model: String
-  @OptionGroup var data: DataOptions
+    abstract: "Train a recommender with the RecBole protocol and report test metrics.",
+    discussion: """
+      Settings come from the flags, from a configuration file (--config, keys named like the long \
+      flags: model, data, epochs, batch-size, max-length, loss, …), or both, the flags overriding \
+      the file. The output folder keeps the resolved settings in config.json (`ssmrec train \
+      --config OUTPUT/config.json` repeats the run) and the model's hyperparameters in \
+      model-configuration.json.
+      """)
+  @Option(name: .long, help: "A run configuration (.json, .yaml or .yml) whose keys are these long flag names.")
+  var config: String?
+  @Option(name: .long, help: ArgumentHelp("One of the registered models.", discussion: modelNames)) var model: String?
+  @Option(name: .long, help: "A RecBole dataset folder holding NAME.inter, or a .inter, u.data, ratings.dat or .csv file.")
+  var data: String?
+  @Option(name: .long, help: "Keep users whose interaction count is in this interval, e.g. \"[5,inf)\".")
+  var userInterval: String?
+  @Option(name: .long, help: "Keep items whose interaction count is in this interval, e.g. \"[5,inf)\".")
+  var itemInterval: String?
   @Option(name: .long, help: "Maximum epochs (default: the model's official setting).") var epochs: Int?
   @Option(name: .long, help: "Training batch size (default: the model's official setting).") var batchSize: Int?
   @Option(name: .long, help: "MAX_ITEM_LIST_LENGTH (default: the model's official setting).")
@@ -176,55 +207,75 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Embedding / model width.") var hiddenSize: Int?
   @Option(name: .long, help: "Number of layers.") var layers: Int?
   @Option(name: .long, help: "Dropout probability.") var dropout: Float?
-  @Option(name: .long, help: "Folder for checkpoints, log.jsonl and metrics.json.") var output: String = "ssmrec-run"
+  @Option(name: .long, help: "Folder for checkpoints, log.jsonl and metrics.json (default ssmrec-run).") var output: String?
   @Option(
     name: .long,
     help:
-      "last: each prefix's last position (the official protocol); all: every position of each training window at once (causal models)."
+      "last: each prefix's last position (the official protocol, default); all: every position of each training window at once (causal models)."
   )
-  var objective: String = TrainingObjective.lastPosition.rawValue
+  var objective: String?
+  @Option(
+    name: .long,
+    help: "ce: softmax over all items (default); sampled-softmax, bpr or bce: over the target and --negatives sampled items.")
+  var loss: String?
+  @Option(name: .long, help: "Negatives per batch for a sampled loss, shared by its rows (default 100).") var negatives: Int?
+  @Option(name: .long, help: "Where negatives are drawn from: uniform (default) or popularity.") var proposal: String?
   @Flag(name: .long, help: "Continue from OUTPUT/last.safetensors.") var resume = false
   @Flag(name: .long, help: "Print plain progress lines even on a terminal.") var plain = false
 
-  func validate() throws {
-    _ = try descriptor(named: model)
-    if TrainingObjective(rawValue: objective) == nil { throw ValidationError("--objective must be last or all") }
-    if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive") }
-    if let batchSize, !(1...(1 << 24)).contains(batchSize) { throw ValidationError("--batch-size must be in 1...16777216") }
-    if let maxLength, !(1...ConfigurationLimits.length).contains(maxLength) {
-      throw ValidationError("--max-length must be in 1...\(ConfigurationLimits.length)")
-    }
-    if let hiddenSize, !(1...ConfigurationLimits.width).contains(hiddenSize) {
-      throw ValidationError("--hidden-size must be in 1...\(ConfigurationLimits.width)")
-    }
-    if let layers, !(1...ConfigurationLimits.layers).contains(layers) {
-      throw ValidationError("--layers must be in 1...\(ConfigurationLimits.layers)")
-    }
-    if let learningRate, !(learningRate > 0 && learningRate.isFinite) {
-      throw ValidationError("--learning-rate must be positive and finite")
-    }
-    if let stoppingStep, stoppingStep < 0 { throw ValidationError("--stopping-step must be non-negative") }
-    if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
+  /// The flags given on the command line, as settings.
+  var flags: RunConfiguration {
+    var c = RunConfiguration()
+    (c.model, c.data, c.userInterval, c.itemInterval) = (model, data, userInterval, itemInterval)
+    (c.epochs, c.batchSize, c.maxLength, c.seed, c.learningRate, c.stoppingStep) = (
+      epochs, batchSize, maxLength, seed, learningRate, stoppingStep
+    )
+    (c.hiddenSize, c.layers, c.dropout, c.output, c.objective) = (hiddenSize, layers, dropout, output, objective)
+    (c.loss, c.negatives, c.proposal) = (loss, negatives, proposal)
+    return c
   }
+
+  /// The configuration file's settings overridden by the flags.
+  func settings() throws -> RunConfiguration {
+    try (config.map(RunConfiguration.init(contentsOf:)) ?? RunConfiguration()).overridden(by: flags)
+  }
+
+  func validate() throws { try settings().validate() }
 
   func run() throws {
     AllocatorTuning.applyForTraining()
-    let dataset = try data.load()
+    var run = try settings()
+    let model = run.model!
+    let dataset = try loadDataset(run.data!, userInterval: run.userInterval, itemInterval: run.itemInterval)
     let descriptor = try descriptor(named: model)
     var settings = descriptor.defaultTraining
-    if let epochs { settings.epochs = epochs }
-    if let batchSize { settings.batchSize = batchSize }
-    if let maxLength { settings.maximumLength = maxLength }
-    if let seed { settings.seed = seed }
-    if let learningRate { settings.learningRate = learningRate }
-    if let stoppingStep { settings.stoppingStep = stoppingStep }
-    settings.objective = TrainingObjective(rawValue: objective)!
+    if let epochs = run.epochs { settings.epochs = epochs }
+    if let batchSize = run.batchSize { settings.batchSize = batchSize }
+    if let maxLength = run.maxLength { settings.maximumLength = maxLength }
+    if let seed = run.seed { settings.seed = seed }
+    if let learningRate = run.learningRate { settings.learningRate = learningRate }
+    if let stoppingStep = run.stoppingStep { settings.stoppingStep = stoppingStep }
+    settings.objective = run.objective.flatMap(TrainingObjective.init(rawValue:)) ?? .lastPosition
+    settings.loss = run.loss.flatMap(CatalogueLoss.init(rawValue:)) ?? .crossEntropy
+    if let negatives = run.negatives { settings.negatives = negatives }
+    settings.proposal = run.proposal.flatMap(NegativeProposal.init(rawValue:)) ?? .uniform
+    // Every setting the run used, filled in, for config.json.
+    (run.epochs, run.batchSize, run.maxLength, run.seed) = (
+      settings.epochs, settings.batchSize, settings.maximumLength, settings.seed
+    )
+    (run.learningRate, run.stoppingStep, run.objective) = (
+      settings.learningRate, settings.stoppingStep, settings.objective.rawValue
+    )
+    (run.loss, run.negatives, run.proposal) = (settings.loss.rawValue, settings.negatives, settings.proposal.rawValue)
+    run.output = run.output ?? "ssmrec-run"
+    run.data = URL(fileURLWithPath: run.data!).standardizedFileURL.path
     let split = SequentialSplit(dataset, maximumLength: settings.maximumLength)
     let recommender = try descriptor.makeModel(
       itemCount: dataset.itemCount,
-      overrides: .init(hiddenSize: hiddenSize, layers: layers, dropout: dropout, maximumLength: settings.maximumLength),
+      overrides: .init(
+        hiddenSize: run.hiddenSize, layers: run.layers, dropout: run.dropout, maximumLength: settings.maximumLength),
       seed: settings.seed)
-    let folder = URL(fileURLWithPath: output)
+    let folder = URL(fileURLWithPath: run.output!)
     print(
       "\(model): \(recommender.parameterCount) parameters; \(split.train.count) training instances; batch \(settings.batchSize); up to \(settings.epochs) epochs"
     )
@@ -234,12 +285,18 @@ struct Train: ParsableCommand {
       "test: \(formatted(result.test))  (best epoch \(result.bestEpoch), \(result.epochs) epochs, \(String(format: "%.1f", result.secondsPerEpoch)) s/epoch)"
     )
     let metrics: [String: Any] = [
-      "model": model, "objective": objective, "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
+      "model": model, "objective": settings.objective.rawValue, "loss": settings.loss.rawValue,
+      "test": paperNames(result.test), "valid": paperNames(result.bestValidation),
       "epochs": result.epochs, "best_epoch": result.bestEpoch, "seconds_per_epoch": result.secondsPerEpoch,
       "stopped_early": result.stoppedEarly, "test_groups": result.testGroups.mapValues(paperNames),
       "peak_resident_mib": peakResidentMiB(),
     ]
     try jsonString(metrics).write(to: folder.appendingPathComponent("metrics.json"), atomically: true, encoding: .utf8)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(run).write(to: folder.appendingPathComponent("config.json"), options: .atomic)
+    try encoder.encode(AnyEncodable(recommender.configuration)).write(
+      to: folder.appendingPathComponent("model-configuration.json"), options: .atomic)
   }
 
   func train<M: SequentialRecommender>(_ recommender: M, split: SequentialSplit, settings: TrainingConfiguration, folder: URL)
@@ -364,8 +421,15 @@ struct Recommend: ParsableCommand {
     }
     let batch = try batching(of: recommender, in: contents, overriding: maxLength).batch(histories)
     let top = recommender.recommend(batch, k: k, excluding: excludeSeen ? histories.map(Set.init) : nil)
+    // Titles, where the dataset has an item file with them (ML-100K's ml-100k.item).
+    let titles = itemTitles(nextTo: try data.file())
     for (label, items) in zip(labels, top) {
       print("\(label): " + items.map { dataset.itemTokens[$0] }.joined(separator: " "))
+      guard !titles.isEmpty else { continue }
+      for (rank, item) in items.enumerated() {
+        let token = dataset.itemTokens[item]
+        print("  \(String(format: "%2d", rank + 1)). \(titles[token] ?? "(no title)")  [\(token)]")
+      }
     }
   }
 }

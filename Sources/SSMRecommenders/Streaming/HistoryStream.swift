@@ -104,7 +104,7 @@ extension SequentialRecommender {
   }
 
   /// The `k` best items for each representation (rows of `representations`, `[B, D]`), scored
-  /// against the item table a block at a time (``Tensor/topKProducts(queries:table:k:excluding:rowsPerBlock:)``):
+  /// against the item table a block at a time (`Tensor.topKProducts(queries:table:k:excluding:rowsPerBlock:)`):
   /// the padding id never, and `excluding[b]` never for row `b`. Ties go to the lower id.
   public func topItems(for representations: Tensor, k: Int, excluding: [Set<Int>]? = nil) -> [[ScoredItem]] {
     let b = representations.shape[0]

@@ -36,6 +36,13 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   /// What a mini-batch whose loss is NaN or infinite does: stop training (the default) or skip
   /// that batch without updating the weights, counted in ``EpochRecord/skippedBatches``.
   public var nonFiniteLoss: NonFiniteLossPolicy = .stop
+  /// The loss over the catalogue: the full softmax (the official objective, the default) or a
+  /// sampled loss with ``negatives`` negatives per batch drawn from ``proposal``.
+  public var loss: CatalogueLoss = .crossEntropy
+  /// Negatives per batch for a sampled loss, shared by the batch's rows (100).
+  public var negatives: Int = 100
+  /// Where a sampled loss draws its negatives (uniformly).
+  public var proposal: NegativeProposal = .uniform
 
   /// The defaults above; ``ModelDescriptor/defaultTraining`` gives each registered model's
   /// official settings.
@@ -52,6 +59,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     try check(learningRate > 0 && learningRate.isFinite, "learningRate must be positive and finite")
     try check(weightDecay >= 0 && weightDecay.isFinite, "weightDecay must be non-negative and finite")
     try check(stoppingStep >= 0, "stoppingStep must be non-negative")
+    try check((1...(1 << 20)).contains(negatives), "negatives must be in 1...2^20")
     try check(
       maximumLength.map { (1...ConfigurationLimits.length).contains($0) } ?? true,
       "maximumLength must be in 1...\(ConfigurationLimits.length)")
@@ -201,6 +209,8 @@ public final class Trainer<Model: SequentialRecommender> {
 
   /// The training windows of the all-position objective (empty for the last-position one).
   let windows: [TrainingWindow]
+  /// Draws each batch's negatives for a sampled loss; `nil` for the full softmax.
+  let sampler: NegativeSampler?
   private var epoch = 0
   private var bestScore = -Double.infinity
   private var bestEpoch = -1
@@ -226,6 +236,12 @@ public final class Trainer<Model: SequentialRecommender> {
     } else {
       windows = []
     }
+    sampler =
+      configuration.loss == .crossEntropy
+      ? nil
+      : NegativeSampler(
+        loss: configuration.loss, count: configuration.negatives, proposal: configuration.proposal,
+        itemCount: model.itemCount, targets: split.train.map(\.target))
     self.model = model
     self.split = split
     self.configuration = configuration
@@ -318,8 +334,10 @@ public final class Trainer<Model: SequentialRecommender> {
     reporter?.begin(
       epoch: epoch, steps: batchCount,
       epochsAfterThis: (Swift.min(atMost, Swift.max(0, configuration.stoppingStep - nonImproving)), atMost))
+    var negativeDraws = SplitMix64(seed: configuration.seed &+ 15_485_863 &* UInt64(epoch + 1))
     for var batch in batches {
       batch = model.prepareTrainingBatch(batch, using: &masking)
+      batch.negatives = sampler?.draw(using: &negativeDraws)
       step += 1
       model.zeroGradients()
       let loss = model.loss(batch, context: &context)
