@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SSMRec against the PyTorch peer (../shared/peers, set up with its setup.sh) in one run on one
-# machine: for each case the peer's step_bench.py and `ssmrec bench` run back to back (B 256,
-# 2 threads each, 10 timed repeats after warm-up), so both see the same machine state. Prints a
-# Markdown table of medians, ratios and peak memory; the raw JSON lines go to $OUT (default
-# side-by-side.jsonl).
+# machine: for each case the peer's step_bench.py eager, the same with PEERS_COMPILE=1 (the
+# encoder through torch.compile; 3 warm-ups keep compilation out of the timing) and `ssmrec
+# bench` run back to back (B 256, 2 threads each, 10 timed repeats after warm-up), so all see
+# the same machine state. Prints a Markdown table of medians, both ratios and peak memory; the
+# raw JSON lines go to $OUT (default side-by-side.jsonl). COMPILED=0 skips the compiled peer.
 #
 #   bash Scripts/side-by-side.sh                    # the cases of Docs/Performance.md
 #   CASES="sigma:50 sigma:200" bash Scripts/side-by-side.sh
@@ -28,20 +29,30 @@ for c in $cases; do
     gru4rec) extra=(--hidden-size 64) ;;           # the peer's GRU4Rec is 64 wide
   esac
   peer=$(cd "$peers" && "$python" peers/step_bench.py --single "$peer_model" "$length" "$items" 2>/dev/null | sed -n 's/^RESULT //p')
+  compiled=""
+  if [ "${COMPILED:-1}" = 1 ]; then
+    compiled=$(cd "$peers" && PEERS_COMPILE=1 "$python" peers/step_bench.py --single "$peer_model" "$length" "$items" --warmup 3 \
+      2>/dev/null | sed -n 's/^RESULT //p')
+  fi
   ours=$("$bin" bench --model "$model" --length "$length" --items "$items" --repeats 10 --json "${extra[@]}")
-  printf '{"case": "%s", "peer": %s, "ssmrec": %s}\n' "$c" "${peer:-null}" "$ours" >> "$out"
+  printf '{"case": "%s", "peer": %s, "compiled": %s, "ssmrec": %s}\n' "$c" "${peer:-null}" "${compiled:-null}" "$ours" >> "$out"
 done
 python3 - "$out" <<'EOF'
 import json, sys
-print("| model | L | V | train ms PyTorch | train ms SSMRec | × | infer ms PyTorch | infer ms SSMRec | × | peak MiB train PyTorch / SSMRec |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| model | L | V | train ms: eager / compiled / SSMRec | × eager / × compiled | infer ms: eager / compiled / SSMRec | × eager / × compiled | peak MiB train eager / SSMRec |")
+print("|---|---|---|---|---|---|---|---|")
+def ms(p, key):
+    return p[key]["median_ms"] if p else None
+def cell(v, digits):
+    return "—" if v is None else f"{v:.{digits}f}"
+def ratio(a, b):
+    return "—" if a is None else f"{a / b:.1f}"
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    o, p = r["ssmrec"], r["peer"]
-    if p is None:
-        print(f"| {o['model']} | {o['length']} | {o['items']} | (peer failed) | {o['train_step_ms']:.0f} | | | {o['infer_batch_ms']:.1f} | | |")
-        continue
-    pt, pi = p["train_step"]["median_ms"], p["infer_batch"]["median_ms"]
-    print(f"| {o['model']} | {o['length']} | {o['items']} | {pt:.0f} | {o['train_step_ms']:.0f} | {pt / o['train_step_ms']:.1f} "
-          f"| {pi:.1f} | {o['infer_batch_ms']:.1f} | {pi / o['infer_batch_ms']:.1f} | {p['peak_rss_mb_train'] / 1.048576:.0f} / {o['peak_resident_mib']:.0f} |")
+    o, p, c = r["ssmrec"], r["peer"], r.get("compiled")
+    ot, oi = o["train_step_ms"], o["infer_batch_ms"]
+    pt, pi, ct, ci = ms(p, "train_step"), ms(p, "infer_batch"), ms(c, "train_step"), ms(c, "infer_batch")
+    memory = f"{p['peak_rss_mb_train'] / 1.048576:.0f}" if p else "—"
+    print(f"| {o['model']} | {o['length']} | {o['items']} | {cell(pt, 0)} / {cell(ct, 0)} / {ot:.0f} | {ratio(pt, ot)} / {ratio(ct, ot)} "
+          f"| {cell(pi, 1)} / {cell(ci, 1)} / {oi:.1f} | {ratio(pi, oi)} / {ratio(ci, oi)} | {memory} / {o['peak_resident_mib']:.0f} |")
 EOF

@@ -31,12 +31,17 @@ package enum StepBenchmark {
     package var hiddenSize: Int?
     /// The number of layers, or `nil` for the official setting.
     package var layers: Int?
+    /// Whether the training step's loss is on every position (``TrainingObjective/allPositions``,
+    /// causal models) instead of each history's last.
+    package var allPositions: Bool
 
     /// A case; the defaults are the reference configuration of the performance comparison.
-    package init(model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil)
-    {
-      (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers) = (
-        model, batch, length, items, hiddenSize, layers
+    package init(
+      model: String, batch: Int = 256, length: Int = 50, items: Int = 3417, hiddenSize: Int? = nil, layers: Int? = nil,
+      allPositions: Bool = false
+    ) {
+      (self.model, self.batch, self.length, self.items, self.hiddenSize, self.layers, self.allPositions) = (
+        model, batch, length, items, hiddenSize, layers, allPositions
       )
     }
   }
@@ -95,6 +100,7 @@ package enum StepBenchmark {
       ]
       if let h = configuration.hiddenSize { d["hidden_size"] = h }
       if let l = configuration.layers { d["layers"] = l }
+      if configuration.allPositions { d["objective"] = "all" }
       return d
     }
   }
@@ -111,7 +117,13 @@ package enum StepBenchmark {
       }
     }
     let targets = (0..<c.batch).map { _ in 1 + Int(rng.next() % UInt64(c.items - 1)) }
-    return (model, try SequenceBatch(histories: histories, targets: targets, width: c.length))
+    guard c.allPositions else { return (model, try SequenceBatch(histories: histories, targets: targets, width: c.length)) }
+    // Every position of every history predicts the item after it (the last one a random target).
+    let windows = zip(histories, targets).map { history, target in
+      TrainingWindow(user: 0, items: history.map(Int32.init), targets: (history.dropFirst() + [target]).map(Int32.init))
+    }
+    guard model.isCausal else { throw TrainingError.objectiveNeedsCausalModel(c.model) }
+    return (model, try SequenceBatch(windows: windows))
   }
 
   /// Measures a case: one warm-up of each kind, then `repeats` timed inference batches and

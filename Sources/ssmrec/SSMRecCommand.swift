@@ -451,6 +451,8 @@ struct Bench: ParsableCommand {
   @Option(name: .long, help: "Embedding / model width (default: the model's official setting).") var hiddenSize: Int?
   @Option(name: .long, help: "Number of layers (default: the model's official setting).") var layers: Int?
   @Flag(name: .long, help: "Print one JSON object per case.") var json = false
+  @Option(name: .long, help: "The training step's loss: last (each history's last position) or all (every position).")
+  var objective: TrainingObjective = .lastPosition
   @Flag(name: .long, help: "Also print where a training step's time goes, operation by operation.") var profile = false
   @Flag(
     name: .long,
@@ -483,13 +485,23 @@ struct Bench: ParsableCommand {
   }
 
   var cases: [StepBenchmark.Case] {
-    let models = model.isEmpty ? ModelRegistry.shared.names : model
+    // The all-position objective is for causal models only.
+    let models =
+      !model.isEmpty
+      ? model
+      : ModelRegistry.shared.names.filter { name in
+        objective == .lastPosition
+          || ((try? ModelRegistry.shared.descriptor(named: name).makeModel(itemCount: 2, overrides: .init(), seed: 1))?
+            .isCausal ?? false)
+      }
     let lengths = length.isEmpty ? [50, 200] : length
     let itemCounts = items.isEmpty ? [1683, 3417] : items
     return models.flatMap { m in
       lengths.flatMap { l in
         itemCounts.map { v in
-          StepBenchmark.Case(model: m, batch: batch, length: l, items: v, hiddenSize: hiddenSize, layers: layers)
+          StepBenchmark.Case(
+            model: m, batch: batch, length: l, items: v, hiddenSize: hiddenSize, layers: layers,
+            allPositions: objective == .allPositions)
         }
       }
     }
@@ -568,3 +580,4 @@ struct Bench: ParsableCommand {
 }
 
 extension StreamingWindow: ExpressibleByArgument {}
+extension TrainingObjective: ExpressibleByArgument {}
