@@ -66,6 +66,56 @@ public enum FullRanking {
     }
     return result
   }
+
+  /// Ranks of each row's target among `itemCount` candidates whose scores come a block of items
+  /// at a time from `scores(items)` (`[B, items.count]`), so that the `[B, V]` matrix of a large
+  /// catalogue is never held: memory is one block. Equal to ``ranks(scores:targets:excluding:)`` of
+  /// the whole matrix, ties included, as long as `scores` gives an item the same score in every
+  /// call: each target's score is read from the block that holds it (a first pass over the blocks
+  /// that hold targets, skipped when one block holds every item).
+  /// - Precondition: one target per row, each a candidate id in `0..<itemCount` other than
+  ///   `excluded`; `itemsPerBlock ≥ 1`.
+  public static func ranks(
+    targets: IndexTensor, itemCount: Int, itemsPerBlock: Int, excluding excluded: Int? = 0,
+    scores: (Range<Int>) -> Tensor
+  ) -> [Int] {
+    precondition(
+      itemsPerBlock >= 1 && targets.shape.rank == 1, "ranks: \(itemsPerBlock) items per block, targets \(targets.shape)")
+    if let bad = targets.values.first(where: { $0 < 0 || Int($0) >= itemCount || Int($0) == excluded }) {
+      preconditionFailure("ranks: target id \(bad) is not a candidate among \(itemCount) item ids")
+    }
+    let rows = targets.elementCount
+    let blocks = stride(from: 0, to: itemCount, by: itemsPerBlock).map { $0..<Swift.min(itemCount, $0 + itemsPerBlock) }
+    func block(_ b: Range<Int>) -> Tensor {
+      let s = scores(b)
+      precondition(s.shape == [rows, b.count], "ranks: scores of \(b) are \(s.shape), not [\(rows), \(b.count)]")
+      return s
+    }
+    if blocks.count == 1 { return ranks(scores: block(blocks[0]), targets: targets, excluding: excluded) }
+    var targetScores = [Float](repeating: 0, count: rows)
+    for b in Set(targets.values.map { Int($0) / itemsPerBlock }).sorted() {
+      let range = blocks[b]
+      let s = block(range).scalars
+      for r in 0..<rows where Int(targets.values[r]) / itemsPerBlock == b {
+        targetScores[r] = s[r * range.count + Int(targets.values[r]) - range.lowerBound]
+      }
+    }
+    // Every candidate at or above the target counts, the target itself and the excluded id aside.
+    var atOrAbove = [Int](repeating: 0, count: rows)
+    for range in blocks {
+      let s = block(range).scalars
+      for r in 0..<rows {
+        let t = targetScores[r]
+        let base = r * range.count
+        var count = 0
+        for j in 0..<range.count where !(s[base + j] < t) { count += 1 }
+        if range.contains(Int(targets.values[r])) { count -= 1 }
+        if let e = excluded, range.contains(e), !(s[base + e - range.lowerBound] < t) { count -= 1 }
+        atOrAbove[r] += count
+      }
+    }
+    return (0..<rows).map { targetScores[$0].isFinite ? atOrAbove[$0] + 1 : unranked }
+  }
 }
 
 /// Single-target ranking metrics (Docs/Models.md §7.7) for a rank `r` (1-based) at cut-off `K`.

@@ -184,8 +184,16 @@ public protocol SequentialRecommender: Layer {
   /// One vector per history, shape `[B, D]`.
   func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable
   /// Scores of every item id for each history, `[B, V]`, in evaluation mode and without
-  /// recording a graph. The default is `encode · Eᵀ`.
+  /// recording a graph. The default is ``scores(representations:items:)`` of the batch's
+  /// encoding over every item.
   func scores(_ batch: SequenceBatch) -> Tensor
+  /// Scores of the items `items` for histories whose ``encode(_:context:)`` representations are
+  /// the rows of `representations` (`[B, D]`), `[B, items.count]`, without recording a graph. The
+  /// default is `representations · E[items]ᵀ`. Evaluation, recommendation and streams score a
+  /// block of items at a time through this, so a catalogue of a million items never needs its
+  /// `[B, V]` scores at once; a model that scores items another way overrides this (and it must
+  /// give an item the same score whichever block it is in).
+  func scores(representations: Tensor, items: Range<Int>) -> Tensor
   /// The training objective on a batch with targets, a scalar. The default is the mean softmax
   /// cross-entropy of `encode · Eᵀ` over all items; a model may train another objective. A
   /// causal model that overrides it must also handle batches with
@@ -282,12 +290,22 @@ extension SequentialRecommender {
   /// The batch unchanged.
   public func prepareTrainingBatch(_ batch: SequenceBatch, using generator: inout SplitMix64) -> SequenceBatch { batch }
 
-  /// Scores of every item id for each history, `[B, V]` (`encode · Eᵀ`), in evaluation mode and
-  /// without recording a graph.
+  /// Scores of every item id for each history, `[B, V]`: ``scores(representations:items:)`` of
+  /// ``representations(_:)`` over every item.
   public func scores(_ batch: SequenceBatch) -> Tensor {
+    scores(representations: representations(batch), items: 0..<itemCount)
+  }
+
+  /// `representations · E[items]ᵀ`, the dot products with a range of the item table's rows.
+  public func scores(representations: Tensor, items: Range<Int>) -> Tensor {
+    withoutGradients { Tensor.products(queries: representations, table: itemEmbedding.value, rows: items) }
+  }
+
+  /// The batch's ``encode(_:context:)`` in evaluation mode, without recording a graph, `[B, D]`.
+  public func representations(_ batch: SequenceBatch) -> Tensor {
     withoutGradients {
       var context = ForwardContext.evaluation
-      return Tensor.matmul(encode(batch, context: &context).value, itemEmbedding.value, transposeB: true)
+      return encode(batch, context: &context).value
     }
   }
 

@@ -128,7 +128,84 @@ struct TopKHeap {
   }
 }
 
+/// The `k` best (index, value) pairs of each of several rows whose values arrive a block of
+/// columns at a time: top-K over a catalogue too large to score at once, merged across blocks.
+/// Ranks as ``Tensor/topK(_:)`` does (larger first, ties to the lower index, NaN below every
+/// number), over the columns each row allows.
+public struct TopKAccumulator: Sendable {
+  private var heaps: [TopKHeap]
+  private let skipped: [[Int]]
+  private var cursors: [Int]
+
+  /// `rows` empty rows keeping `k` pairs each; `excluding[r]` lists the columns row `r` never
+  /// returns (`nil`: none).
+  public init(rows: Int, k: Int, excluding: [Set<Int>]? = nil) {
+    precondition(k >= 0 && (excluding == nil || excluding!.count == rows), "TopKAccumulator: k \(k), \(rows) rows")
+    heaps = (0..<rows).map { _ in TopKHeap(capacity: k) }
+    skipped = excluding?.map { $0.sorted() } ?? Array(repeating: [], count: rows)
+    cursors = [Int](repeating: 0, count: rows)
+  }
+
+  /// Offers a block of values, `[rows, n]`, for the columns `start..<start + n`. Blocks must come
+  /// in increasing column order.
+  public mutating func offer(_ block: Tensor, startingAt start: Int) {
+    let rows = heaps.count
+    precondition(block.rank == 2 && block.shape[0] == rows, "TopKAccumulator: block \(block.shape) for \(rows) rows")
+    let n = block.shape[1]
+    block.withUnsafeBufferPointer { values in
+      for r in 0..<rows {
+        let row = values.baseAddress! + r * n
+        // A walk along the sorted exclusions, instead of a hash lookup per column.
+        let skip = skipped[r]
+        var next = cursors[r]
+        for j in 0..<n {
+          while next < skip.count && skip[next] < start + j { next += 1 }
+          if next < skip.count && skip[next] == start + j { continue }
+          heaps[r].offer(row[j], Int32(start + j))
+        }
+        cursors[r] = next
+      }
+    }
+  }
+
+  /// Per row, up to `k` (column, value) pairs, best first.
+  public func results() -> [[(index: Int, value: Float)]] {
+    heaps.map { heap in
+      var heap = heap
+      let count = heap.values.count
+      var values = [Float](repeating: 0, count: count)
+      var indices = [Int32](repeating: 0, count: count)
+      values.withUnsafeMutableBufferPointer { vb in
+        indices.withUnsafeMutableBufferPointer { ib in
+          if count > 0 { heap.writeSorted(values: vb.baseAddress!, indices: ib.baseAddress!) }
+        }
+      }
+      return zip(indices, values).map { (index: Int($0), value: $1) }
+    }
+  }
+}
+
 extension Tensor {
+  /// `queries · table[rows]ᵀ`, `[B, rows.count]`: the products with a contiguous range of the
+  /// table's rows, without copying them.
+  public static func products(queries: Tensor, table: Tensor, rows: Range<Int>) -> Tensor {
+    precondition(
+      queries.rank == 2 && table.rank == 2 && queries.shape[1] == table.shape[1] && rows.lowerBound >= 0
+        && rows.upperBound <= table.shape[0],
+      "products: queries \(queries.shape), table \(table.shape), rows \(rows)")
+    let (b, d, n) = (queries.shape[0], queries.shape[1], rows.count)
+    return Tensor(shape: [b, n]) { out in
+      if b == 0 || n == 0 { return }
+      queries.withUnsafeBufferPointer { q in
+        table.withUnsafeBufferPointer { t in
+          BLAS.gemm(
+            transposeA: false, transposeB: true, m: b, n: n, k: d, alpha: 1, a: q.baseAddress!, lda: d,
+            b: t.baseAddress! + rows.lowerBound * d, ldb: d, beta: 0, c: out.baseAddress!, ldc: n)
+        }
+      }
+    }
+  }
+
   /// The `k` largest products `queries · tableᵀ` of each query row and their row indices in
   /// `table`, largest first, computed a block of `rowsPerBlock` table rows at a time: memory is
   /// proportional to `queries.rows × rowsPerBlock` and `k`, never to the table's length
@@ -153,49 +230,13 @@ extension Tensor {
       queries.rank == 2 && table.rank == 2 && queries.shape[1] == table.shape[1],
       "topKProducts: queries \(queries.shape) and table \(table.shape) must be [B, D] and [V, D]")
     precondition(k >= 0 && rowsPerBlock >= 1, "topKProducts: k = \(k), rowsPerBlock = \(rowsPerBlock)")
-    let (b, d, v) = (queries.shape[0], queries.shape[1], table.shape[0])
-    precondition(excluding == nil || excluding!.count == b, "topKProducts: \(excluding!.count) exclusion sets for \(b) queries")
-    var heaps = (0..<b).map { _ in TopKHeap(capacity: k) }
-    if k > 0 && v > 0 {
-      let block = Swift.min(rowsPerBlock, v)
-      var scores = [Float](repeating: 0, count: b * block)
-      let skipped = excluding?.map { $0.sorted() } ?? Array(repeating: [], count: b)
-      var cursors = [Int](repeating: 0, count: b)
-      queries.withUnsafeBufferPointer { q in
-        table.withUnsafeBufferPointer { t in
-          scores.withUnsafeMutableBufferPointer { s in
-            for start in stride(from: 0, to: v, by: block) {
-              let rows = Swift.min(block, v - start)
-              BLAS.gemm(
-                transposeA: false, transposeB: true, m: b, n: rows, k: d, alpha: 1, a: q.baseAddress!, lda: d,
-                b: t.baseAddress! + start * d, ldb: d, beta: 0, c: s.baseAddress!, ldc: rows)
-              for r in 0..<b {
-                let row = s.baseAddress! + r * rows
-                // A walk along the sorted exclusions, instead of a hash lookup per item.
-                let skip = skipped[r]
-                var next = cursors[r]
-                for j in 0..<rows {
-                  while next < skip.count && skip[next] < start + j { next += 1 }
-                  if next < skip.count && skip[next] == start + j { continue }
-                  heaps[r].offer(row[j], Int32(start + j))
-                }
-                cursors[r] = next
-              }
-            }
-          }
-        }
+    var top = TopKAccumulator(rows: queries.shape[0], k: k, excluding: excluding)
+    let v = table.shape[0]
+    if k > 0 {
+      for start in stride(from: 0, to: v, by: rowsPerBlock) {
+        top.offer(products(queries: queries, table: table, rows: start..<Swift.min(v, start + rowsPerBlock)), startingAt: start)
       }
     }
-    return heaps.indices.map { r in
-      let count = heaps[r].values.count
-      var values = [Float](repeating: 0, count: count)
-      var indices = [Int32](repeating: 0, count: count)
-      values.withUnsafeMutableBufferPointer { vb in
-        indices.withUnsafeMutableBufferPointer { ib in
-          if count > 0 { heaps[r].writeSorted(values: vb.baseAddress!, indices: ib.baseAddress!) }
-        }
-      }
-      return zip(indices, values).map { (index: Int($0), value: $1) }
-    }
+    return top.results()
   }
 }

@@ -46,3 +46,33 @@ final class MetricTests: XCTestCase {
     XCTAssertEqual(ranks, [3, 2, 1], "ties count against the target; id 0 is excluded")
   }
 }
+
+/// Ranks computed a block of items at a time equal the ranks of the whole score matrix.
+final class BlockedRankingTests: XCTestCase {
+  func testBlockedRanksEqualWholeMatrixRanks() {
+    var rng = SplitMix64(seed: 11)
+    for (rows, items) in [(1, 2), (3, 17), (6, 100), (4, 1000)] {
+      // Few distinct values, so ties are everywhere; some NaN and infinite scores too.
+      var values = (0..<(rows * items)).map { _ in Float(Int(rng.next() % 4)) }
+      for _ in 0..<(rows * items / 10) {
+        values[Int(rng.next() % UInt64(values.count))] = [Float.nan, .infinity, -.infinity][Int(rng.next() % 3)]
+      }
+      let scores = Tensor(shape: [rows, items], scalars: values)
+      let targets = IndexTensor((0..<rows).map { _ in 1 + Int(rng.next() % UInt64(items - 1)) })
+      for excluded in [0, nil] as [Int?] {
+        let whole = FullRanking.ranks(scores: scores, targets: targets, excluding: excluded)
+        for block in [1, 2, 7, items - 1, items, 10 * items] where block >= 1 {
+          var calls = 0
+          let blocked = FullRanking.ranks(targets: targets, itemCount: items, itemsPerBlock: block, excluding: excluded) {
+            range in
+            calls += 1
+            return Tensor(
+              shape: [rows, range.count], scalars: (0..<rows).flatMap { r in range.map { values[r * items + $0] } })
+          }
+          XCTAssertEqual(blocked, whole, "rows \(rows) items \(items) block \(block) excluded \(String(describing: excluded))")
+          if block >= items { XCTAssertEqual(calls, 1, "one block is scored once") }
+        }
+      }
+    }
+  }
+}

@@ -177,3 +177,29 @@ final class StreamingTests: XCTestCase {
 extension Tensor {
   fileprivate init(_ values: [Float]) { self.init(shape: [values.count], scalars: values) }
 }
+
+/// A catalogue of a million items, scored a block at a time.
+final class LargeCatalogueTests: XCTestCase {
+  func testEvaluationAndTopKAtAMillionItemsEqualTheUnblockedOnes() throws {
+    var configuration = GRU4Rec.Configuration(itemCount: 1_000_000)
+    (configuration.embeddingSize, configuration.hiddenSize) = (4, 4)
+    let model = try GRU4Rec(configuration: configuration, seed: 3)
+    var rng = SplitMix64(seed: 4)
+    let instances = (0..<6).map { u in
+      SequenceInstance(
+        user: Int32(u), history: (0..<(1 + u)).map { _ in Int32(1 + rng.next() % 999_999) },
+        target: Int32(1 + rng.next() % 999_999))
+    }
+    var blocked = Evaluator(cutoffs: [10, 1000, 100_000])
+    blocked.itemsPerBlock = 65_536
+    var whole = blocked
+    whole.itemsPerBlock = 1_000_000
+    XCTAssertEqual(blocked.evaluate(model, on: instances).results, whole.evaluate(model, on: instances).results)
+    let batch = try SequenceBatch(histories: instances.map { $0.history.map(Int.init) })
+    let representations = model.representations(batch)
+    let top = model.topItems(for: representations, k: 20, itemsPerBlock: 100_000)
+    let single = model.topItems(for: representations, k: 20, itemsPerBlock: 1_000_000)
+    XCTAssertEqual(top, single)
+    XCTAssertEqual(top.map(\.count), Array(repeating: 20, count: 6))
+  }
+}

@@ -103,15 +103,23 @@ extension SequentialRecommender {
     }
   }
 
-  /// The `k` best items for each representation (rows of `representations`, `[B, D]`), scored
-  /// against the item table a block at a time (`Tensor.topKProducts(queries:table:k:excluding:rowsPerBlock:)`):
-  /// the padding id never, and `excluding[b]` never for row `b`. Ties go to the lower id.
-  public func topItems(for representations: Tensor, k: Int, excluding: [Set<Int>]? = nil) -> [[ScoredItem]] {
+  /// The `k` best items for each representation (rows of `representations`, `[B, D]`), scored by
+  /// ``scores(representations:items:)`` a block of `itemsPerBlock` items at a time and merged
+  /// (`TopKAccumulator`): the padding id never, and `excluding[b]` never for row `b`. Ties go to
+  /// the lower id.
+  public func topItems(
+    for representations: Tensor, k: Int, excluding: [Set<Int>]? = nil, itemsPerBlock: Int = 16_384
+  ) -> [[ScoredItem]] {
     let b = representations.shape[0]
     let skip = (excluding ?? Array(repeating: [], count: b)).map { $0.union([0]) }
-    return Tensor.topKProducts(queries: representations, table: itemEmbedding.value, k: k, excluding: skip).map { row in
-      row.map { ScoredItem(item: $0.index, score: $0.value) }
+    var top = TopKAccumulator(rows: b, k: k, excluding: skip)
+    if k > 0 {
+      for start in stride(from: 0, to: itemCount, by: Swift.max(1, itemsPerBlock)) {
+        let items = start..<Swift.min(itemCount, start + Swift.max(1, itemsPerBlock))
+        top.offer(scores(representations: representations, items: items), startingAt: start)
+      }
     }
+    return top.results().map { row in row.map { ScoredItem(item: $0.index, score: $0.value) } }
   }
 }
 

@@ -17,6 +17,9 @@ public struct Evaluator: Sendable {
   /// How histories are batched: the policy the model was trained with (a checkpoint's
   /// ``Checkpoint/Contents/batching``); `nil` takes the model's policy without a maximum length.
   public var batching: BatchingPolicy?
+  /// Items scored at a time: with `batchSize`, bounds the scores held in memory
+  /// (`batchSize × itemsPerBlock` floats) for a catalogue of any size. Does not change a metric.
+  public var itemsPerBlock: Int = 65_536
 
   /// An evaluator; the defaults report HR, NDCG and MRR at 10, scoring 256 instances at a time.
   public init(
@@ -29,11 +32,17 @@ public struct Evaluator: Sendable {
   public func evaluate(_ model: some SequentialRecommender, on instances: [SequenceInstance]) -> MetricAccumulator {
     var accumulator = MetricAccumulator(metrics: metrics, cutoffs: cutoffs)
     for batch in BatchSequence(instances, batchSize: batchSize, batching: batching ?? model.batching(maximumLength: nil)) {
-      let scores = model.scores(batch)
-      let ranks = FullRanking.ranks(scores: scores, targets: batch.targets!)
+      let ranks = self.ranks(model, model.representations(batch), targets: batch.targets!)
       for (rank, length) in zip(ranks, batch.lengths) { accumulator.add(rank: rank, historyLength: length) }
     }
     return accumulator
+  }
+
+  /// The targets' ranks, the items scored ``itemsPerBlock`` at a time.
+  func ranks(_ model: some SequentialRecommender, _ representations: Tensor, targets: IndexTensor) -> [Int] {
+    FullRanking.ranks(targets: targets, itemCount: model.itemCount, itemsPerBlock: Swift.max(1, itemsPerBlock)) {
+      model.scores(representations: representations, items: $0)
+    }
   }
 }
 
@@ -60,8 +69,7 @@ extension Evaluator {
         representations += representation
       }
       let queries = Tensor(shape: [chunk.count, representations.count / chunk.count], scalars: representations)
-      let scores = Tensor.matmul(queries, model.itemEmbedding.value, transposeB: true)
-      let ranks = FullRanking.ranks(scores: scores, targets: IndexTensor(shape: [chunk.count], values: chunk.map(\.target)))
+      let ranks = self.ranks(model, queries, targets: IndexTensor(shape: [chunk.count], values: chunk.map(\.target)))
       for (rank, instance) in zip(ranks, chunk) { accumulator.add(rank: rank, historyLength: instance.history.count) }
     }
     return accumulator
@@ -70,14 +78,10 @@ extension Evaluator {
 
 extension SequentialRecommender {
   /// The `k` best item ids for each history, best first: the padding id never, `excluding[b]`
-  /// never for row `b` (a user's seen items), ties to the lower id. Ranks `encode · Eᵀ` a block of
-  /// items at a time (``topItems(for:k:excluding:)``), so a large catalogue's `[B, V]` scores are
-  /// never held at once.
+  /// never for row `b` (a user's seen items), ties to the lower id. Scores a block of items at a
+  /// time (``topItems(for:k:excluding:itemsPerBlock:)``), so a large catalogue's `[B, V]` scores
+  /// are never held at once.
   public func recommend(_ batch: SequenceBatch, k: Int, excluding: [Set<Int>]? = nil) -> [[Int]] {
-    let representations = withoutGradients {
-      var context = ForwardContext.evaluation
-      return encode(batch, context: &context).value
-    }
-    return topItems(for: representations, k: k, excluding: excluding).map { $0.map(\.item) }
+    topItems(for: representations(batch), k: k, excluding: excluding).map { $0.map(\.item) }
   }
 }
