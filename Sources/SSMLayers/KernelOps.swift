@@ -7,18 +7,19 @@ import SSMTensor
 // it needs (scan states, chunk states); see each kernel's documentation for its scratch memory.
 
 extension Variable {
-  /// The selective scan of Mamba as one differentiable op (see `SelectiveScan`).
+  /// The selective scan of Mamba as one differentiable op (see `SelectiveScan`); the segment
+  /// ids of a packed batch are not differentiated.
   ///
   /// - Parameters: shapes as in `SelectiveScan.Inputs`: `u`, `delta`, `z` `[B, L, E]`; `A`
-  ///   `[E, N]`; `B`, `C` `[B, L, N]`; `D`, `deltaBias` `[E]`.
+  ///   `[E, N]`; `B`, `C` `[B, L, N]`; `D`, `deltaBias` `[E]`; `sequenceIndex` `[B, L]`.
   /// - Returns: `[B, L, E]`.
   public static func selectiveScan(
     u: Variable, delta: Variable, A: Variable, B: Variable, C: Variable, D: Variable? = nil, z: Variable? = nil,
-    deltaBias: Variable? = nil, deltaSoftplus: Bool = true
+    deltaBias: Variable? = nil, deltaSoftplus: Bool = true, sequenceIndex: IndexTensor? = nil
   ) -> Variable {
     let inputs = SelectiveScan.Inputs(
       u: u.value, delta: delta.value, A: A.value, B: B.value, C: C.value, D: D?.value, z: z?.value,
-      deltaBias: deltaBias?.value, deltaSoftplus: deltaSoftplus)
+      deltaBias: deltaBias?.value, deltaSoftplus: deltaSoftplus, sequenceIndex: sequenceIndex)
     let output = SelectiveScan.forward(inputs).output
     var operands = [u, delta, A, B, C]
     for optional in [D, z, deltaBias] { if let optional { operands.append(optional) } }

@@ -88,19 +88,26 @@ public final class MambaBlock: Layer {
       + prefixed("out_proj", outputProjection.namedParameters())
   }
 
-  /// - Parameter u: shape `[B, L, D]`. - Returns: shape `[B, L, D]`.
-  public func callAsFunction(_ u: Variable) -> Variable {
+  /// - Parameters:
+  ///   - u: shape `[B, L, D]`.
+  ///   - sequenceIndex: segment ids `[B, L]` of sequences packed end to end, or `nil`: the
+  ///     convolution and the scan then restart at every change of id, so each sequence is
+  ///     computed as if alone.
+  /// - Returns: shape `[B, L, D]`.
+  public func callAsFunction(_ u: Variable, sequenceIndex: IndexTensor? = nil) -> Variable {
     let e = innerDimension
     let xz = inputProjection(u).split(alongAxis: -1, sizes: [e, e])
     let (x, z) = (xz[0], xz[1])
-    let convolved = x.causalConv1d(weight: convolutionWeight.variable, bias: convolutionBias?.variable).silu()
+    let convolved = x.causalConv1d(
+      weight: convolutionWeight.variable, bias: convolutionBias?.variable, sequenceIndex: sequenceIndex
+    ).silu()
     let projected = stateProjection(convolved).split(alongAxis: -1, sizes: [deltaRank, stateSize, stateSize])
     let (delta, b, c) = (projected[0], projected[1], projected[2])
     let rawDelta = Variable.matmul(delta, deltaProjection.weight.variable, transposeB: true)
     let a = -logA.variable.exp()
     let y = Variable.selectiveScan(
       u: convolved, delta: rawDelta, A: a, B: b, C: c, D: skip.variable, z: z,
-      deltaBias: deltaProjection.bias?.variable, deltaSoftplus: true)
+      deltaBias: deltaProjection.bias?.variable, deltaSoftplus: true, sequenceIndex: sequenceIndex)
     return outputProjection(y)
   }
 }

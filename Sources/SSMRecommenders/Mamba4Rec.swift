@@ -112,10 +112,23 @@ public final class Mamba4Rec: SequentialRecommender {
   public func namedParameters() -> [(path: String, parameter: Parameter)] { stack.namedParameters() }
 
   /// The last layer's output (after its feed-forward network) at each sequence's last real position,
-  /// `[B, D]`.
+  /// `[B, D]`. A packed batch (``SequenceBatch/isPacked``) is computed as one row of its histories
+  /// end to end, the convolution and the scan restarting at every boundary and every other
+  /// operation position-wise, so padding costs nothing; the result is the same.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    stack.encode(batch, context: &context)
+    guard batch.isPacked else { return stack.encode(batch, context: &context) }
+    let (packedItems, sequenceIndex, lastTokens) = SSD4Rec.pack(batch)
+    var h = stack.embeddingNorm(stack.dropout(items(packedItems), context: &context))
+    for layer in layers {
+      let m = stack.dropout(layer.mamba(h, sequenceIndex: sequenceIndex), context: &context)
+      h = layer.norm(layers.count == 1 ? m : m + h)
+      h = layer.feedForward(h, context: &context)
+    }
+    return h.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
   }
+
+  /// Packed: up to `maximumLength` items of each history, laid end to end.
+  public func batching(maximumLength: Int?) -> BatchingPolicy { .packed(upTo: maximumLength) }
   /// Causal: the causal convolution and the scan read only earlier positions, and every other
   /// operation is position-wise.
   public var isCausal: Bool { true }

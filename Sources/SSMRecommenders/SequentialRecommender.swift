@@ -20,6 +20,10 @@ public struct SequenceBatch: Sendable {
   /// (``CatalogueLoss``); `nil` trains the full softmax. The trainer draws them; the default
   /// ``SequentialRecommender/loss(_:context:)`` uses them.
   public var negatives: NegativeSample?
+  /// Whether the model should compute the batch packed: its histories laid end to end with their
+  /// boundaries, so that no work goes to padding (``BatchingPolicy/Padding/packed``). The
+  /// layout in `items` is padded either way; a model that cannot pack ignores this.
+  public var isPacked = false
 
   /// - Throws: ``SequenceBatchError`` if shapes disagree, a length is out of range, or an id
   ///   is negative.
@@ -97,6 +101,10 @@ public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConverti
     case toWindow
     /// Rows padded to the longest history of the batch (padding changes nothing for the model).
     case toLongest
+    /// As ``toLongest``, and the model computes the batch packed (``SequenceBatch/isPacked``):
+    /// the histories end to end, each stateful operation restarting at every boundary, so the
+    /// encoder's work is proportional to the batch's items, not to rows × longest.
+    case packed
   }
 
   /// The most recent items kept of each history; `nil` keeps whole histories.
@@ -110,6 +118,8 @@ public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConverti
   public static func upTo(_ length: Int) -> BatchingPolicy { BatchingPolicy(maximumLength: length, padding: .toLongest) }
   /// Whole histories, padded to the longest of each batch (SSD4Rec's `var_len`).
   public static let wholeHistories = BatchingPolicy(maximumLength: nil, padding: .toLongest)
+  /// Histories cut to at most `length` items (`nil`: whole), computed packed.
+  public static func packed(upTo length: Int?) -> BatchingPolicy { BatchingPolicy(maximumLength: length, padding: .packed) }
 
   /// A policy; ``validate()`` checks it (a fixed window needs a length).
   public init(maximumLength: Int?, padding: Padding) {
@@ -129,20 +139,24 @@ public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConverti
     let longest = lengths.max() ?? 1
     switch padding {
     case .toWindow: return maximumLength ?? longest
-    case .toLongest: return maximumLength.map { Swift.min($0, longest) } ?? longest
+    case .toLongest, .packed: return maximumLength.map { Swift.min($0, longest) } ?? longest
     }
   }
 
   /// A batch of `histories` (oldest first) under this policy.
   public func batch(_ histories: [[Int]], targets: [Int]? = nil) throws -> SequenceBatch {
     let kept = maximumLength.map { n in histories.map { Array($0.suffix(n)) } } ?? histories
-    return try SequenceBatch(histories: kept, targets: targets, width: width(forLengths: kept.map(\.count)))
+    var batch = try SequenceBatch(histories: kept, targets: targets, width: width(forLengths: kept.map(\.count)))
+    batch.isPacked = padding == .packed
+    return batch
   }
 
-  /// `window 50`, `up to 50`, or `whole histories`.
+  /// `window 50`, `up to 50`, `whole histories`, `packed up to 50` or `packed whole histories`.
   public var description: String {
     switch (padding, maximumLength) {
     case (.toWindow, let n?): return "window \(n)"
+    case (.packed, let n?): return "packed up to \(n)"
+    case (.packed, nil): return "packed whole histories"
     case (_, let n?): return "up to \(n)"
     case (_, nil): return "whole histories"
     }

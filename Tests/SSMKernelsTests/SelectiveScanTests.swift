@@ -119,3 +119,77 @@ final class SelectiveScanTests: XCTestCase {
     }
   }
 }
+
+/// Sequences packed end to end in a row, with segment ids, scan as if each were alone.
+final class PackedScanTests: XCTestCase {
+  /// Segment lengths of one row, boundaries at awkward places: sequences of one step, a
+  /// sequence ending exactly at a channel block's worth of steps, one long sequence.
+  static let rows: [[Int]] = [[1, 16, 3, 1, 1, 9], [15, 16], [2, 1]]
+
+  static func packed(_ segments: [[Int]], channels: Int, state: Int, seed: UInt64) -> SelectiveScan.Inputs {
+    let length = segments.map { $0.reduce(0, +) }.max()!
+    var ids: [Int32] = []
+    for (r, row) in segments.enumerated() {
+      var rowIds: [Int32] = []
+      for (s, l) in row.enumerated() { rowIds += Array(repeating: Int32(r * 100 + s), count: l) }
+      // The rest of a shorter row is padding: one more segment.
+      rowIds += Array(repeating: -1, count: length - rowIds.count)
+      ids += rowIds
+    }
+    var x = SelectiveScanTests.inputs(
+      batch: segments.count, length: length, channels: channels, state: state, gated: true, skip: true, bias: true,
+      seed: seed)
+    x.sequenceIndex = IndexTensor(shape: [segments.count, length], values: ids)
+    return x
+  }
+
+  /// Fast against the Double reference with segment ids, forward and every gradient, at every
+  /// instruction-set level.
+  func testPackedScanMatchesReferenceAtEveryLevel() {
+    let levels = Array(0...ssm_isa_supported())
+    defer { _ = ssm_isa_force(-1) }
+    withEvery("isa", in: levels) { level in
+      _ = ssm_isa_force(level)
+      withEvery("channels", in: [5, 16, 19]) { channels in
+        let x = Self.packed(Self.rows, channels: channels, state: 4, seed: UInt64(channels))
+        let fast = SelectiveScan.forward(x, returnLastState: true)
+        let ref = SelectiveScan.reference(x, returnLastState: true)
+        assertNormalizedError(fast.output, ref.output, below: 1e-4, "y")
+        let g = Tensor.random(x.u.shape, seed: 9)
+        let fg = SelectiveScan.backward(outputGradient: g, x)
+        let rg = SelectiveScan.referenceBackward(outputGradient: g, x)
+        for (name, a, b) in [
+          ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
+          ("dD", fg.D!, rg.D!), ("dz", fg.z!, rg.z!), ("dbias", fg.deltaBias!, rg.deltaBias!),
+        ] {
+          assertNormalizedError(a, b, below: 1e-4, name)
+        }
+      }
+    }
+  }
+
+  /// The reference with segment ids equals the reference run on each sequence alone.
+  func testPackedReferenceIsEachSequenceAlone() {
+    let x = Self.packed([[1, 4, 2]], channels: 3, state: 2, seed: 4)
+    let packed = SelectiveScan.reference(x).output
+    let g = Tensor.random(x.u.shape, seed: 2)
+    let packedGrads = SelectiveScan.referenceBackward(outputGradient: g, x)
+    var start = 0
+    var dA = Tensor(zeros: x.A.shape)
+    for l in [1, 4, 2] {
+      func cut(_ t: Tensor) -> Tensor {
+        let w = t.shape[2]
+        return Tensor(shape: [1, l, w], scalars: Array(t.scalars[(start * w)..<((start + l) * w)]))
+      }
+      let alone = SelectiveScan.Inputs(
+        u: cut(x.u), delta: cut(x.delta), A: x.A, B: cut(x.B), C: cut(x.C), D: x.D, z: cut(x.z!), deltaBias: x.deltaBias)
+      assertClose(SelectiveScan.reference(alone).output, cut(packed), rtol: 1e-6, atol: 1e-7)
+      let grads = SelectiveScan.referenceBackward(outputGradient: cut(g), alone)
+      assertClose(grads.u, cut(packedGrads.u), rtol: 1e-6, atol: 1e-7)
+      assertClose(grads.B, cut(packedGrads.B), rtol: 1e-6, atol: 1e-7)
+      dA += grads.A
+      start += l
+    }
+    assertClose(dA, packedGrads.A, rtol: 1e-5, atol: 1e-7)
+  }
+}

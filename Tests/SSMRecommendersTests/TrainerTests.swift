@@ -93,7 +93,7 @@ final class TrainerTests: XCTestCase {
     let result = try trainer.fit()
     for name in ["best.safetensors", "last.safetensors"] {
       let contents = try Checkpoint.Contents(contentsOf: folder.appendingPathComponent(name))
-      XCTAssertEqual(contents.batching, .upTo(200), name)
+      XCTAssertEqual(contents.batching, .packed(upTo: 200), name)
     }
     // Evaluating the checkpoint with its recorded batching reproduces the trainer's test metrics.
     let contents = try Checkpoint.Contents(contentsOf: folder.appendingPathComponent("best.safetensors"))
@@ -108,6 +108,6 @@ final class TrainerTests: XCTestCase {
     var sasrec = SASRec.Configuration(itemCount: 20)
     (sasrec.hiddenSize, sasrec.innerSize, sasrec.maximumLength) = (8, 16, 10)
     XCTAssertEqual(try SASRec(configuration: sasrec).batching(maximumLength: 200), .upTo(10))
-    XCTAssertEqual(try tinyModel(split).batching(maximumLength: nil), .wholeHistories)
+    XCTAssertEqual(try tinyModel(split).batching(maximumLength: nil), .packed(upTo: nil))
   }
 }

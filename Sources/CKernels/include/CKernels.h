@@ -100,11 +100,13 @@ void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float
 /// Inputs of the selective scan (Mamba-1), all row-major Float32:
 /// u, delta, z: [B, L, E]; A_t: A transposed to [N, E]; B, C: [B, L, N]; D, delta_bias: [E].
 /// D, z and delta_bias may be NULL. With softplus, Δ = softplus(delta + delta_bias), else
-/// Δ = delta + delta_bias.
+/// Δ = delta + delta_bias. seq: segment ids [B, L] of packed sequences, or NULL; the state
+/// restarts from zero wherever the id changes from one step to the next.
 typedef struct {
   const float *u, *delta, *A_t, *B, *C, *D, *z, *delta_bias;
   int softplus;
   long batch, length, channels, state;
+  const int32_t *seq;
 } ssm_scan_args;
 
 /// Gradient outputs of the selective scan. du, ddelta (w.r.t. the raw delta) and dz are written;
@@ -127,8 +129,9 @@ long ssm_scan_backward_scratch(long length, long state);
 /// (with D·u and the silu(z) gate applied) and, if last_state is not NULL, the final state [B, E, N].
 void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
                       float *last_state);
-/// Backward scan over tasks [begin, end) given dy [B, L, E]; recomputes the states per block.
-/// scratch: ssm_scan_backward_scratch floats.
+/// Backward scan over tasks [begin, end) given dy [B, L, E]; recomputes the states per block,
+/// one packed sequence at a time. scratch: ssm_scan_backward_scratch(longest sequence, N) floats,
+/// the longest sequence being L without segment ids.
 void ssm_scan_backward(const ssm_scan_args *args, const float *dy, long begin, long end,
                        float *scratch, const ssm_scan_grads *grads);
 /// Causal depthwise convolution of batch elements [begin, end); x, y [B, L, C]; weight_t [K, C];

@@ -6,7 +6,7 @@ extension SelectiveScan {
   /// respect to the scan's output.
   ///
   /// Per (batch element, channel block) the forward states and decay factors are recomputed into
-  /// ≈2·L·N·lanes floats of scratch per worker, then the state adjoint runs backwards in time (Docs/Models.md §1.5):
+  /// ≈2·L·N·lanes floats of scratch per worker (L the longest packed sequence), then the state adjoint runs backwards in time (Docs/Models.md §1.5):
   ///
   ///     λ[t] = g[t]·C[t] + exp(Δ[t+1]·A)·λ[t+1]
   ///
@@ -35,7 +35,7 @@ extension SelectiveScan {
     // disjoint rows of ∂B and ∂C: one shared copy of each instead of one per worker.
     let byBatch = batch >= workers
     let copiesBC = byBatch ? 1 : workers
-    let scratchPerWorker = ssm_scan_backward_scratch(length, state)
+    let scratchPerWorker = ssm_scan_backward_scratch(inputs.longestSequence, state)
     var scratch = [Float](repeating: 0, count: workers * scratchPerWorker)
     // Per-worker accumulators: A (as [N, E]), D, bias; B and C per worker or shared.
     let sizes = (a: state * channels, bc: batch * length * state, e: channels)

@@ -8,6 +8,8 @@ extension SelectiveScan {
     package var D, z, deltaBias: [T]?
     package var deltaSoftplus: Bool
     package var batch, length, channels, state: Int
+    /// Segment ids `[B·L]`, or `nil`.
+    package var sequenceIndex: [Int32]?
 
     package init(_ inputs: Inputs, as type: T.Type = T.self) {
       func c(_ t: Tensor) -> [T] { t.scalars.map { T($0) } }
@@ -21,6 +23,12 @@ extension SelectiveScan {
       deltaBias = inputs.deltaBias.map(c)
       deltaSoftplus = inputs.deltaSoftplus
       (batch, length, channels, state) = inputs.dimensions
+      sequenceIndex = inputs.sequenceIndex?.values
+    }
+
+    /// Whether step `t` of row `b` continues the sequence of step `t − 1`.
+    package func continues(_ b: Int, _ t: Int) -> Bool {
+      t > 0 && (sequenceIndex.map { $0[b * length + t] == $0[b * length + t - 1] } ?? true)
     }
   }
 
@@ -42,6 +50,7 @@ extension SelectiveScan {
       for e in 0..<E {
         var h = [T](repeating: 0, count: N)
         for t in 0..<L {
+          if !x.continues(b, t) { h = [T](repeating: 0, count: N) }
           let i = (b * L + t) * E + e
           let raw = x.delta[i] + (x.deltaBias?[e] ?? 0)
           let dt = x.deltaSoftplus ? T.softplus(raw) : raw
@@ -98,14 +107,14 @@ extension SelectiveScan {
             let a = x.A[e * N + n]
             let dA = T.exp(dt * a)
             let l = gy * cn + lambda[n]
-            let hPrev: T = t > 0 ? states[(i - E) * N + n] : 0
+            let hPrev: T = x.continues(b, t) ? states[(i - E) * N + n] : 0
             let p = dA * hPrev
             g.B[(b * L + t) * N + n] += l * dt * x.u[i]
             g.C[(b * L + t) * N + n] += gy * states[i * N + n]
             gu += dt * l * bn
             gdt += l * (bn * x.u[i] + a * p)
             g.A[e * N + n] += l * dt * p
-            lambda[n] = dA * l
+            lambda[n] = x.continues(b, t) ? dA * l : 0
           }
           g.u[i] = gu
           let gRaw = x.deltaSoftplus ? (raw > 20 ? gdt : gdt * T.sigmoid(raw)) : gdt

@@ -37,12 +37,15 @@ public enum SelectiveScan {
     public var deltaBias: Tensor?
     /// Whether `Δ = softplus(δ + b)` (Mamba) or `Δ = δ + b`.
     public var deltaSoftplus: Bool
+    /// Segment ids `[B, L]` of sequences packed end to end in a row, or `nil`: the state restarts
+    /// from zero wherever the id changes, so each sequence is scanned as if alone.
+    public var sequenceIndex: IndexTensor?
 
     /// Checks every shape against `u`'s `[B, L, E]` and `A`'s `[E, N]`.
     /// - Precondition: shapes as documented on each property; the message names both shapes.
     public init(
       u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor? = nil, z: Tensor? = nil,
-      deltaBias: Tensor? = nil, deltaSoftplus: Bool = true
+      deltaBias: Tensor? = nil, deltaSoftplus: Bool = true, sequenceIndex: IndexTensor? = nil
     ) {
       precondition(u.rank == 3, "SelectiveScan: u must be [B, L, E], got \(u.shape)")
       precondition(A.rank == 2 && A.shape[0] == u.shape[2], "SelectiveScan: A \(A.shape) must be [E, N] for u \(u.shape)")
@@ -66,6 +69,30 @@ public enum SelectiveScan {
       self.z = z
       self.deltaBias = deltaBias
       self.deltaSoftplus = deltaSoftplus
+      if let sequenceIndex {
+        precondition(
+          sequenceIndex.shape == [batch, length],
+          "SelectiveScan: sequenceIndex \(sequenceIndex.shape) must be [\(batch), \(length)] for u \(u.shape)")
+      }
+      self.sequenceIndex = sequenceIndex
+    }
+
+    /// The longest run of equal segment ids in a row (`L` without segment ids): the states
+    /// the backward pass keeps at once.
+    public var longestSequence: Int {
+      let (batch, length, _, _) = dimensions
+      guard let sequenceIndex, length > 0 else { return length }
+      var longest = 0
+      sequenceIndex.values.withUnsafeBufferPointer { ids in
+        for b in 0..<batch {
+          var run = 0
+          for t in 0..<length {
+            run = t > 0 && ids[b * length + t] == ids[b * length + t - 1] ? run + 1 : 1
+            longest = Swift.max(longest, run)
+          }
+        }
+      }
+      return longest
     }
 
     /// `B`, `L`, `E`, `N`.
@@ -150,11 +177,13 @@ public enum SelectiveScan {
               withOptionalPointer(inputs.D) { d in
                 withOptionalPointer(inputs.z) { z in
                   withOptionalPointer(inputs.deltaBias) { bias in
-                    body(
-                      ssm_scan_args(
-                        u: u.baseAddress, delta: delta.baseAddress, A_t: a.baseAddress, B: b.baseAddress,
-                        C: c.baseAddress, D: d, z: z, delta_bias: bias, softplus: inputs.deltaSoftplus ? 1 : 0,
-                        batch: batch, length: length, channels: channels, state: state))
+                    withOptionalIndexPointer(inputs.sequenceIndex) { seq in
+                      body(
+                        ssm_scan_args(
+                          u: u.baseAddress, delta: delta.baseAddress, A_t: a.baseAddress, B: b.baseAddress,
+                          C: c.baseAddress, D: d, z: z, delta_bias: bias, softplus: inputs.deltaSoftplus ? 1 : 0,
+                          batch: batch, length: length, channels: channels, state: state, seq: seq))
+                    }
                   }
                 }
               }

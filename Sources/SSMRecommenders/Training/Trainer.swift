@@ -231,7 +231,7 @@ public final class Trainer<Model: SequentialRecommender> {
     if configuration.objective == .allPositions {
       // Windows are padded to their batch's longest, so a model that needs a fixed window cannot
       // take them even if it says it is causal.
-      guard model.isCausal, batching.padding == .toLongest else { throw TrainingError.objectiveNeedsCausalModel(Model.kind) }
+      guard model.isCausal, batching.padding != .toWindow else { throw TrainingError.objectiveNeedsCausalModel(Model.kind) }
       windows = split.trainingWindows(maximumLength: batching.maximumLength)
     } else {
       windows = []

@@ -1,0 +1,65 @@
+import SSMAutograd
+import SSMLayers
+import SSMRecommenders
+import SSMTensor
+import SSMTestSupport
+import XCTest
+
+/// A model computing a batch packed (its histories end to end) gives what it gives padded.
+final class PackingTests: XCTestCase {
+  /// Histories of awkward lengths: one item, the full width, and lengths around the scan's
+  /// channel blocks.
+  func batches(itemCount: Int) throws -> [SequenceBatch] {
+    var rng = SplitMix64(seed: 21)
+    func history(_ n: Int) -> [Int] { (0..<n).map { _ in 1 + Int(rng.next() % UInt64(itemCount - 1)) } }
+    let lengthSets = [[1], [1, 1, 1], [12, 1, 5, 12, 2], [3, 16, 1, 9, 16, 7, 1]]
+    return try lengthSets.map { lengths in
+      try SequenceBatch(
+        histories: lengths.map(history), targets: lengths.map { _ in 1 + Int(rng.next() % UInt64(itemCount - 1)) })
+    }
+  }
+
+  func assertPackedEqualsPadded(_ model: some SequentialRecommender, file: StaticString = #filePath, line: UInt = #line) throws {
+    for var batch in try batches(itemCount: model.itemCount) {
+      var results: [(encoded: Tensor, loss: Tensor, gradients: [String: Tensor])] = []
+      for packed in [false, true] {
+        batch.isPacked = packed
+        model.zeroGradients()
+        var context = ForwardContext.training(seed: 1)
+        let encoded = model.encode(batch, context: &context).value
+        let loss = model.loss(batch, context: &context)
+        loss.backward()
+        var gradients: [String: Tensor] = [:]
+        for (path, p) in model.namedParameters() { gradients[path] = p.gradient ?? Tensor(zeros: p.shape) }
+        results.append((encoded, loss.value, gradients))
+      }
+      let (padded, packed) = (results[0], results[1])
+      let lengths = "lengths \(batch.lengths)"
+      assertClose(packed.encoded, padded.encoded, rtol: 1e-5, atol: 1e-6, "encode, \(lengths)", file: file, line: line)
+      assertClose(packed.loss, padded.loss, rtol: 1e-5, atol: 1e-6, "loss, \(lengths)", file: file, line: line)
+      for (path, g) in padded.gradients {
+        assertClose(packed.gradients[path]!, g, rtol: 1e-5, atol: 1e-6, "∂\(path), \(lengths)", file: file, line: line)
+      }
+    }
+  }
+
+  func testMamba4RecPackedEqualsPadded() throws {
+    for layers in [1, 2] {
+      var c = Mamba4Rec.Configuration(itemCount: 30)
+      // Dropout off: packed and padded batches draw their masks in different shapes.
+      (c.hiddenSize, c.stateSize, c.innerSize, c.layers, c.dropout) = (8, 4, 16, layers, 0)
+      try assertPackedEqualsPadded(try Mamba4Rec(configuration: c, seed: UInt64(layers)))
+    }
+  }
+
+  /// The policy declares packing and its batches carry it; checkpoints keep the policy.
+  func testMamba4RecDeclaresPackedBatches() throws {
+    let model = try Mamba4Rec(configuration: .init(itemCount: 10))
+    let policy = model.batching(maximumLength: 50)
+    XCTAssertEqual(policy, .packed(upTo: 50))
+    XCTAssertTrue(try policy.batch([[1, 2], [3]]).isPacked)
+    XCTAssertFalse(try BatchingPolicy.upTo(50).batch([[1, 2], [3]]).isPacked)
+    let decoded = try JSONDecoder().decode(BatchingPolicy.self, from: try JSONEncoder().encode(policy))
+    XCTAssertEqual(decoded, policy)
+  }
+}
