@@ -222,6 +222,8 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Where negatives are drawn from: uniform (default) or popularity.") var proposal: String?
   @Flag(name: .long, help: "Continue from OUTPUT/last.safetensors.") var resume = false
   @Flag(name: .long, help: "Print plain progress lines even on a terminal.") var plain = false
+  @Flag(name: .long, help: "Compute batches padded even for a model that packs them (the same results, to measure packing).")
+  var padded = false
 
   /// The flags given on the command line, as settings.
   var flags: RunConfiguration {
@@ -259,6 +261,7 @@ struct Train: ParsableCommand {
     settings.loss = run.loss.flatMap(CatalogueLoss.init(rawValue:)) ?? .crossEntropy
     if let negatives = run.negatives { settings.negatives = negatives }
     settings.proposal = run.proposal.flatMap(NegativeProposal.init(rawValue:)) ?? .uniform
+    settings.packing = !padded
     // Every setting the run used, filled in, for config.json.
     (run.epochs, run.batchSize, run.maxLength, run.seed) = (
       settings.epochs, settings.batchSize, settings.maximumLength, settings.seed

@@ -43,6 +43,10 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
   public var negatives: Int = 100
   /// Where a sampled loss draws its negatives (uniformly).
   public var proposal: NegativeProposal = .uniform
+  /// Whether a model whose policy packs its batches (``BatchingPolicy/Padding/packed``) computes
+  /// them packed (the default) or padded, which gives the same results more slowly (to measure
+  /// what packing saves).
+  public var packing = true
 
   /// The defaults above; ``ModelDescriptor/defaultTraining`` gives each registered model's
   /// official settings.
@@ -224,7 +228,9 @@ public final class Trainer<Model: SequentialRecommender> {
   ///   training or no validation instance.
   public init(model: Model, split: SequentialSplit, configuration: TrainingConfiguration, outputFolder: URL? = nil) throws {
     try configuration.validate()
-    batching = model.batching(maximumLength: configuration.maximumLength)
+    var policy = model.batching(maximumLength: configuration.maximumLength)
+    if !configuration.packing && policy.padding == .packed { policy.padding = .toLongest }
+    batching = policy
     try batching.validate()
     guard !split.train.isEmpty else { throw TrainingError.noTrainingInstances }
     guard !split.validation.isEmpty else { throw TrainingError.noValidationInstances }
