@@ -101,7 +101,8 @@ enum Chart {
     for (i, run) in runs.enumerated() {
       svg += "<rect x=\"\(f(x))\" y=\"\(f(height - 22))\" width=\"12\" height=\"12\" fill=\"\(palette[i % palette.count])\"/>"
       svg += "<text x=\"\(f(x + 16))\" y=\"\(f(height - 12))\">\(escape(run.label))</text>\n"
-      x += 24 + 7 * Double(run.label.count)
+      // About 8.5 px per character of the legend font, then a gap.
+      x += 40 + 8.5 * Double(run.label.count)
     }
     return svg + "</svg>\n"
   }
