@@ -22,7 +22,7 @@ grep -q "resumed" "$work/resume.txt"
 grep -q "epoch 2:" "$work/resume.txt"
 "$bin" evaluate --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --json > "$work/eval.json" 2> "$work/eval.err"
 grep -q ndcg@10 "$work/eval.json"
-grep -q "batching up to 50" "$work/eval.err"
+grep -q "batching packed up to 50" "$work/eval.err"
 # The checkpoint records the batching of its training run: evaluate uses it without a flag.
 "$bin" train --model sasrec --data "$work/tiny.inter" --epochs 1 --batch-size 64 --hidden-size 16 --max-length 200 --output "$work/run200" --plain > /dev/null
 "$bin" evaluate --checkpoint "$work/run200/best.safetensors" --data "$work/tiny.inter" 2> "$work/eval200.err"
