@@ -5,8 +5,8 @@ import SSMTensor
 // One position at a time (Docs/Models.md §12): the layers a causal recommender is built from,
 // applied to the newest position of one history with the state the earlier positions left.
 // Each step computes in evaluation mode (dropout is the identity) exactly what the layer's
-// batched forward computes at that position, with no graph and no heap allocation beyond the
-// caller's buffers; scratch lives on the stack.
+// batched forward computes at that position, with no graph; scratch is a temporary allocation
+// (on the stack at these sizes) and only the attention cache grows.
 
 extension Linear {
   /// The number of inputs, the second extent of ``weight``.

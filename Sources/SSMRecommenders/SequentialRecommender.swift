@@ -103,7 +103,8 @@ public struct BatchingPolicy: Codable, Sendable, Equatable, CustomStringConverti
     case toLongest
     /// As ``toLongest``, and the model computes the batch packed (``SequenceBatch/isPacked``):
     /// the histories end to end, each stateful operation restarting at every boundary, so the
-    /// encoder's work is proportional to the batch's items, not to rows × longest.
+    /// encoder's work is proportional to the batch's items, not to rows × longest. (The
+    /// all-position objective's windows, batched by length, are computed padded.)
     case packed
   }
 

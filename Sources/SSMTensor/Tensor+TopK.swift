@@ -230,8 +230,8 @@ extension Tensor {
       queries.rank == 2 && table.rank == 2 && queries.shape[1] == table.shape[1],
       "topKProducts: queries \(queries.shape) and table \(table.shape) must be [B, D] and [V, D]")
     precondition(k >= 0 && rowsPerBlock >= 1, "topKProducts: k = \(k), rowsPerBlock = \(rowsPerBlock)")
-    var top = TopKAccumulator(rows: queries.shape[0], k: k, excluding: excluding)
     let v = table.shape[0]
+    var top = TopKAccumulator(rows: queries.shape[0], k: Swift.min(k, v), excluding: excluding)
     if k > 0 {
       for start in stride(from: 0, to: v, by: rowsPerBlock) {
         top.offer(products(queries: queries, table: table, rows: start..<Swift.min(v, start + rowsPerBlock)), startingAt: start)

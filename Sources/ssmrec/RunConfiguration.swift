@@ -27,9 +27,10 @@ struct RunConfiguration: Codable, Equatable {
   var loss: String?
   var negatives: Int?
   var proposal: String?
+  var padded: Bool?
 
   enum CodingKeys: String, CodingKey, CaseIterable {
-    case model, data, epochs, seed, layers, dropout, output, objective, loss, negatives, proposal
+    case model, data, epochs, seed, layers, dropout, output, objective, loss, negatives, proposal, padded
     case userInterval = "user-interval"
     case itemInterval = "item-interval"
     case batchSize = "batch-size"
@@ -110,6 +111,7 @@ struct RunConfiguration: Codable, Equatable {
     result.loss = other.loss ?? loss
     result.negatives = other.negatives ?? negatives
     result.proposal = other.proposal ?? proposal
+    result.padded = other.padded ?? padded
     return result
   }
 

@@ -234,6 +234,7 @@ struct Train: ParsableCommand {
     )
     (c.hiddenSize, c.layers, c.dropout, c.output, c.objective) = (hiddenSize, layers, dropout, output, objective)
     (c.loss, c.negatives, c.proposal) = (loss, negatives, proposal)
+    c.padded = padded ? true : nil
     return c
   }
 
@@ -261,7 +262,8 @@ struct Train: ParsableCommand {
     settings.loss = run.loss.flatMap(CatalogueLoss.init(rawValue:)) ?? .crossEntropy
     if let negatives = run.negatives { settings.negatives = negatives }
     settings.proposal = run.proposal.flatMap(NegativeProposal.init(rawValue:)) ?? .uniform
-    settings.packing = !padded
+    settings.packing = !(run.padded ?? false)
+    run.padded = !settings.packing
     // Every setting the run used, filled in, for config.json.
     (run.epochs, run.batchSize, run.maxLength, run.seed) = (
       settings.epochs, settings.batchSize, settings.maximumLength, settings.seed

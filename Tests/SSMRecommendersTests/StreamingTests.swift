@@ -123,6 +123,20 @@ final class StreamingTests: XCTestCase {
     }
   }
 
+  /// A policy longer than SASRec's position table is cut to it, and a k beyond the catalogue
+  /// returns the whole catalogue instead of reserving k slots.
+  func testStreamsStayWithinWhatTheModelTakes() throws {
+    let sasrec = try causalModels()[3]
+    var stream = try HistoryStream(model: sasrec, batching: .wholeHistories)
+    XCTAssertEqual(stream.batching.maximumLength, window)
+    let items = history(seed: 12)
+    try stream.append(contentsOf: items)
+    XCTAssertEqual(stream.representation, sasrec.encodeHistory(Array(items.suffix(window)), batching: .upTo(window)))
+    let all = try stream.recommend(k: Int.max / 2)
+    XCTAssertEqual(all.count, itemCount - 1)
+    XCTAssertEqual(Set(all.map(\.item)), Set(1..<itemCount))
+  }
+
   func testInvalidItemsAreRefusedAndChangeNothing() throws {
     let model = try causalModels()[0]
     var stream = try HistoryStream(model: model, batching: .upTo(window))

@@ -15,8 +15,9 @@ struct RequestError: Error {
 /// HTTP.
 ///
 /// Users are spread over serial queues by a hash of their name: requests for one user run one
-/// after another in the order they arrived (its events are applied in order), requests for
-/// users on different queues run in parallel. A user's stream is a cache entry, rebuilt from the
+/// after another in the order they reach its queue (once their bodies are read), so a client
+/// that waits for each answer has its events applied in order; requests for users on different
+/// queues run in parallel. A user's stream is a cache entry, rebuilt from the
 /// stored events on a miss, so the cache can forget any user at any time.
 final class RecommendationService: @unchecked Sendable {
   /// The longest answer a request may ask for.
@@ -81,10 +82,14 @@ final class RecommendationService: @unchecked Sendable {
     return ids
   }
 
-  static func checkUser(_ user: String) throws {
-    guard !user.isEmpty, user.utf8.count <= longestUser else {
+  /// The user's name in Unicode normalisation form C: Swift compares strings by canonical
+  /// equivalence, SQLite by bytes, so both must see the same bytes for the same name.
+  static func checkUser(_ user: String) throws -> String {
+    let name = user.precomposedStringWithCanonicalMapping
+    guard !name.isEmpty, name.utf8.count <= longestUser else {
       throw RequestError.badRequest("a user name has 1 to \(longestUser) bytes")
     }
+    return name
   }
 
   func checkK(_ k: Int) throws {
@@ -137,8 +142,8 @@ final class RecommendationService: @unchecked Sendable {
   }
 
   /// Stores the events, then applies them to the user's stream; returns the user's length.
-  func append(user: String, items tokens: [String]) async throws -> Int {
-    try Self.checkUser(user)
+  func append(user name: String, items tokens: [String]) async throws -> Int {
+    let user = try Self.checkUser(name)
     guard !tokens.isEmpty else { throw RequestError.badRequest("\"items\" is empty") }
     guard tokens.count <= Self.largestPost else {
       throw RequestError(status: 413, message: "at most \(Self.largestPost) events per request")
@@ -162,8 +167,8 @@ final class RecommendationService: @unchecked Sendable {
   }
 
   /// The user's top `k`.
-  func recommend(user: String, k: Int, excludingSeen: Bool) async throws -> [ScoredItem] {
-    try Self.checkUser(user)
+  func recommend(user name: String, k: Int, excludingSeen: Bool) async throws -> [ScoredItem] {
+    let user = try Self.checkUser(name)
     try checkK(k)
     return try await onQueue(of: user) { shard in
       guard let stream = try self.stream(of: user, in: shard) else {

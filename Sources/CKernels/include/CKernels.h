@@ -126,7 +126,7 @@ long ssm_scan_forward_scratch(long length, long state);
 long ssm_scan_backward_scratch(long length, long state);
 /// Forward scan over tasks [begin, end), a task being (batch element, block of
 /// ssm_scan_lanes() channels) in row-major order. scratch: ssm_scan_forward_scratch floats. Writes y [B, L, E]
-/// (with D·u and the silu(z) gate applied) and, if last_state is not NULL, the final state [B, E, N].
+/// (with D·u and the silu(z) gate applied) and, if last_state is not NULL, the final state [B, E, N] (with segment ids, that of the last packed sequence of each row).
 void ssm_scan_forward(const ssm_scan_args *args, long begin, long end, float *scratch, float *y,
                       float *last_state);
 /// Backward scan over tasks [begin, end) given dy [B, L, E]; recomputes the states per block,

@@ -112,7 +112,8 @@ extension SequentialRecommender {
   ) -> [[ScoredItem]] {
     let b = representations.shape[0]
     let skip = (excluding ?? Array(repeating: [], count: b)).map { $0.union([0]) }
-    var top = TopKAccumulator(rows: b, k: k, excluding: skip)
+    // No more than the catalogue holds, whatever k asks.
+    var top = TopKAccumulator(rows: b, k: Swift.min(k, itemCount), excluding: skip)
     if k > 0 {
       for start in stride(from: 0, to: itemCount, by: Swift.max(1, itemsPerBlock)) {
         let items = start..<Swift.min(itemCount, start + Swift.max(1, itemsPerBlock))
@@ -165,7 +166,8 @@ public struct HistoryStream {
   /// The windowed representation, once an exact stream is past its window.
   private var windowed: [Float]?
 
-  /// An empty history of `model`, batched by `batching`.
+  /// An empty history of `model`, batched by `batching` (cut to the model's own longest window
+  /// when `batching` asks for more, as SASRec's position table requires).
   /// - Throws: ``StreamingError/unboundedNeedsRecurrentState(model:update:)`` for an unbounded
   ///   window on a model without a recurrent state; `ConfigurationError` for an invalid policy.
   public init(model: any SequentialRecommender, batching: BatchingPolicy, window: StreamingWindow = .exact) throws {
@@ -173,8 +175,12 @@ public struct HistoryStream {
     if window == .unbounded && model.streamingUpdate != .recurrent {
       throw StreamingError.unboundedNeedsRecurrentState(model: type(of: model).kind, update: model.streamingUpdate)
     }
-    (self.model, self.batching, self.window) = (model, batching, window)
-    state = model.makeStreamState(batching: batching)
+    // Never a longer window than the model can take (SASRec's position table).
+    var policy = batching
+    let bounded = model.batching(maximumLength: batching.maximumLength)
+    if let limit = bounded.maximumLength, batching.maximumLength.map({ $0 > limit }) ?? true { policy = bounded }
+    (self.model, self.batching, self.window) = (model, policy, window)
+    state = model.makeStreamState(batching: policy)
   }
 
   /// Whether the history is longer than the window and the answer is the window's, encoded again.

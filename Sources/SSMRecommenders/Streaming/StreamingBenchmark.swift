@@ -46,7 +46,7 @@ package enum StreamingBenchmark {
   }
 
   /// Measures a case: a history of ℓ − 1 random items, then `repeats` events timed as streaming
-  /// updates (the history grows to ℓ + repeats − 1, within the model's window), `repeats`
+  /// updates (the history grows to ℓ + repeats, within the model's window), `repeats`
   /// re-encodings of ℓ items and `repeats` top-10s.
   package static func run(_ c: Case, repeats: Int) throws -> Result {
     precondition(repeats > 0 && c.length > 1 && c.items > 1, "StreamingBenchmark: bad case \(c)")

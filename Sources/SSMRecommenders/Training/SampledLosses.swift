@@ -83,7 +83,8 @@ public struct NegativeSampler: Sendable {
   /// The negatives of one batch.
   public func draw(using generator: inout SplitMix64) -> NegativeSample {
     let items = (0..<count).map { _ -> Int32 in
-      let u = Double(generator.nextUnitFloat()) * cumulative[cumulative.count - 1]
+      // 53 random bits: a float's 24 would quantise the probabilities of a large catalogue.
+      let u = generator.nextUnitDouble() * cumulative[cumulative.count - 1]
       var (low, high) = (1, cumulative.count - 1)
       while low < high {
         let middle = (low + high) / 2
