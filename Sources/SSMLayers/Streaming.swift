@@ -44,20 +44,29 @@ extension LayerNorm {
   ssm_unary(function.rawValue, x, x, count)
 }
 
+/// `LN(W₂·gelu(W₁·x + b₁) + b₂ + x)` at one position: the evaluation-mode feed-forward sublayer
+/// of both Mamba4Rec's and SASRec's layers. `x` and `y` may be the same buffer.
+private func positionWiseFeedForward(
+  _ first: Linear, _ second: Linear, _ norm: LayerNorm, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>
+) {
+  let (d, inner) = (second.outputSize, first.outputSize)
+  withUnsafeTemporaryAllocation(of: Float.self, capacity: inner + d) { scratch in
+    let hidden = scratch.baseAddress!
+    let sum = hidden + inner
+    first.apply(x, into: hidden)
+    applyInPlace(.gelu, hidden, count: inner)
+    second.apply(hidden, into: sum)
+    for i in 0..<d { sum[i] += x[i] }
+    norm.apply(sum, into: y)
+  }
+}
+
 extension FeedForward {
-  /// The network at one position in evaluation mode: `LN(W₂·gelu(W₁·x + b₁) + b₂ + x)`. `x`
-  /// and `y` hold the model width and may be the same buffer.
+  /// The network at one position in evaluation mode: `LN(W₂·gelu(W₁·x + b₁) + b₂ + x)` (both
+  /// arrangements agree without dropout). `x` and `y` hold the model width and may be the same
+  /// buffer.
   public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-    let (d, inner) = (second.outputSize, first.outputSize)
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: inner + d) { scratch in
-      let hidden = scratch.baseAddress!
-      let sum = hidden + inner
-      first.apply(x, into: hidden)
-      applyInPlace(.gelu, hidden, count: inner)
-      second.apply(hidden, into: sum)
-      for i in 0..<d { sum[i] += x[i] }
-      norm.apply(sum, into: y)
-    }
+    positionWiseFeedForward(first, second, norm, x, into: y)
   }
 }
 
@@ -65,16 +74,7 @@ extension TransformerFeedForward {
   /// The sublayer at one position in evaluation mode: `LN(W₂·gelu(W₁·x + b₁) + b₂ + x)`; `x` and
   /// `y` may be the same buffer.
   public func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-    let (d, inner) = (second.outputSize, first.outputSize)
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: inner + d) { scratch in
-      let hidden = scratch.baseAddress!
-      let sum = hidden + inner
-      first.apply(x, into: hidden)
-      applyInPlace(.gelu, hidden, count: inner)
-      second.apply(hidden, into: sum)
-      for i in 0..<d { sum[i] += x[i] }
-      norm.apply(sum, into: y)
-    }
+    positionWiseFeedForward(first, second, norm, x, into: y)
   }
 }
 
