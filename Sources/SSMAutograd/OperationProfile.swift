@@ -1,3 +1,4 @@
+import SSMTensor
 import Synchronization
 
 /// Wall-clock time per kind of recorded operation: where a training step or an inference batch
@@ -28,18 +29,32 @@ public final class OperationProfile: Sendable {
     public var forward: Duration
     /// Backward time (pullbacks and gradient accumulation), summed over calls.
     public var backward: Duration
+    /// Bytes of the operation's operands forward: its inputs read once and its value written
+    /// once, summed over calls.
+    public var forwardBytes: Int
+    /// Bytes of its backward: the output gradient read and each input's gradient computed from
+    /// the input (read) and written, summed over calls.
+    public var backwardBytes: Int
+    /// Floating-point operations SSMRec's counted kernels and matrix products did within the
+    /// operation (forward and backward): zero for a memory-bound operation.
+    public var countedOperations: Int
     /// Forward plus backward.
     public var total: Duration { forward + backward }
 
-    /// An entry with the given times.
-    public init(operation: String, calls: Int, forward: Duration, backward: Duration) {
+    /// An entry with the given times and traffic.
+    public init(
+      operation: String, calls: Int, forward: Duration, backward: Duration, forwardBytes: Int = 0,
+      backwardBytes: Int = 0, countedOperations: Int = 0
+    ) {
       (self.operation, self.calls, self.forward, self.backward) = (operation, calls, forward, backward)
+      (self.forwardBytes, self.backwardBytes, self.countedOperations) = (forwardBytes, backwardBytes, countedOperations)
     }
   }
 
   private struct State {
     var entries: [String: Entry] = [:]
     var lastMark: ContinuousClock.Instant = .now
+    var lastCount = FLOPCounter.count
   }
 
   private let state = Mutex(State())
@@ -52,7 +67,7 @@ public final class OperationProfile: Sendable {
   /// Runs `body` with this profile collecting, and returns its result. Calls may be repeated;
   /// times add up.
   public func measure<R>(_ body: () throws -> R) rethrows -> R {
-    state.withLock { $0.lastMark = .now }
+    state.withLock { ($0.lastMark, $0.lastCount) = (.now, FLOPCounter.count) }
     return try OperationProfile.$current.withValue(self) { try body() }
   }
 
@@ -66,27 +81,33 @@ public final class OperationProfile: Sendable {
     state.withLock { $0 = State() }
   }
 
-  func chargeForward(_ operation: StaticString) {
+  func chargeForward(_ operation: StaticString, bytes: Int) {
     let now = ContinuousClock.now
+    let count = FLOPCounter.count
     state.withLock { s in
       let key = operation.description
       var entry = s.entries[key] ?? Entry(operation: key, calls: 0, forward: .zero, backward: .zero)
       entry.calls += 1
       entry.forward += now - s.lastMark
+      entry.forwardBytes += bytes
+      entry.countedOperations += count - s.lastCount
       s.entries[key] = entry
-      s.lastMark = now
+      (s.lastMark, s.lastCount) = (now, count)
     }
   }
 
-  func chargeBackward(_ operation: StaticString, since start: ContinuousClock.Instant) {
+  func chargeBackward(_ operation: StaticString, since start: ContinuousClock.Instant, operationsBefore: Int, bytes: Int) {
     let now = ContinuousClock.now
+    let count = FLOPCounter.count
     state.withLock { s in
       let key = operation.description
       var entry = s.entries[key] ?? Entry(operation: key, calls: 0, forward: .zero, backward: .zero)
       entry.backward += now - start
+      entry.backwardBytes += bytes
+      entry.countedOperations += count - operationsBefore
       s.entries[key] = entry
       // The next forward interval starts after the backward work.
-      s.lastMark = now
+      (s.lastMark, s.lastCount) = (now, count)
     }
   }
 }

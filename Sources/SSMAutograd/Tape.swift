@@ -134,8 +134,14 @@ extension Variable {
       }
       guard let pullback = current.pullback else { continue }
       let start = profile == nil ? nil : ContinuousClock.now
-      defer { if let profile, let start { profile.chargeBackward(current.operation, since: start) } }
+      let operationsBefore = profile == nil ? 0 : FLOPCounter.count
       let inputGradients = pullback(gradient)
+      defer {
+        if let profile, let start {
+          let bytes = 4 * inputGradients.reduce(gradient.elementCount) { $0 + 2 * ($1?.elementCount ?? 0) }
+          profile.chargeBackward(current.operation, since: start, operationsBefore: operationsBefore, bytes: bytes)
+        }
+      }
       precondition(
         inputGradients.count == current.inputs.count,
         "A pullback returned \(inputGradients.count) gradients for \(current.inputs.count) inputs")

@@ -81,7 +81,9 @@ public struct Variable {
     value: Tensor, inputs: [Variable], operation: StaticString = #function,
     makePullback: () -> (Tensor) -> [Tensor?]
   ) -> Variable {
-    OperationProfile.current?.chargeForward(operation)
+    if let profile = OperationProfile.current {
+      profile.chargeForward(operation, bytes: 4 * inputs.reduce(value.elementCount) { $0 + $1.value.elementCount })
+    }
     guard GradientMode.isEnabled, inputs.contains(where: { $0.node != nil }) else {
       return Variable(value)
     }

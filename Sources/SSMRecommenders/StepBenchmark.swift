@@ -71,11 +71,21 @@ package enum StepBenchmark {
     package var train: Timing
     /// One inference batch.
     package var inference: Timing
+    /// The work of one training step: its counted operations and its memory-bound traffic.
+    package var trainWorkload: StepWorkload
+    /// The work of one inference batch.
+    package var inferenceWorkload: StepWorkload
+    /// The machine's rates the floors are computed from.
+    package var ceilings: MachineCeilings
     /// Floating-point operations of one training step, as ``FLOPCounter`` counts them (matrix
     /// products and the scan/SSD/convolution kernels; elementwise work is not counted).
-    package var trainOperations: Int
+    package var trainOperations: Int { trainWorkload.counts.operations }
     /// Floating-point operations of one inference batch, counted the same way.
-    package var inferenceOperations: Int
+    package var inferenceOperations: Int { inferenceWorkload.counts.operations }
+    /// The training step's floor on this machine.
+    package var trainFloor: StepFloor { trainWorkload.floor(on: ceilings) }
+    /// The inference batch's floor on this machine.
+    package var inferenceFloor: StepFloor { inferenceWorkload.floor(on: ceilings) }
     /// The process's peak resident memory while this case ran, in MiB (on Linux the peak is
     /// reset before each case; elsewhere it is the process's peak so far).
     package var peakResidentMiB: Double
@@ -98,6 +108,17 @@ package enum StepBenchmark {
         "train_gflops_per_s": trainGigaflopsPerSecond, "infer_batch_gflop": Double(inferenceOperations) / 1e9,
         "infer_gflops_per_s": inferenceGigaflopsPerSecond, "peak_resident_mib": peakResidentMiB, "parameters": parameters,
       ]
+      for (prefix, floor, workload) in [("train", trainFloor, trainWorkload), ("infer", inferenceFloor, inferenceWorkload)] {
+        d["\(prefix)_floor_ms"] = floor.total
+        d["\(prefix)_floor_products_ms"] = floor.matrixProducts
+        d["\(prefix)_floor_kernel_ms"] = floor.kernelArithmetic
+        d["\(prefix)_floor_exp_ms"] = floor.exponentials
+        d["\(prefix)_floor_memory_ms"] = floor.memory
+        d["\(prefix)_exponentials"] = workload.counts.exponentials
+        d["\(prefix)_memory_mb"] = Double(workload.memoryBytes) / 1e6
+      }
+      d["train_to_floor"] = train.median / trainFloor.total
+      d["infer_to_floor"] = inference.median / inferenceFloor.total
       if let h = configuration.hiddenSize { d["hidden_size"] = h }
       if let l = configuration.layers { d["layers"] = l }
       if configuration.allPositions { d["objective"] = "all" }
@@ -146,21 +167,23 @@ package enum StepBenchmark {
       adam.step()
     }
     func inference() { _ = model.recommend(batch, k: 10) }
-    func time(_ body: () -> Void) -> (Timing, operations: Int) {
-      let operations = FLOPCounter.measure(body).operations  // the warm-up
+    func time(extraMemoryBytes: Int = 0, _ body: () -> Void) -> (Timing, StepWorkload) {
+      let workload = StepWorkload.count(extraMemoryBytes: extraMemoryBytes, body)  // the warm-up
       var samples: [Double] = []
       for _ in 0..<repeats {
         let start = ContinuousClock.now
         body()
         samples.append(milliseconds(ContinuousClock.now - start))
       }
-      return (Timing(samples: samples), operations)
+      return (Timing(samples: samples), workload)
     }
-    let (inferenceTiming, inferenceOperations) = time(inference)
-    let (trainTiming, trainOperations) = time(step)
+    let ceilings = MachineCeilings.current
+    let (inferenceTiming, inferenceWorkload) = time(inference)
+    // Adam reads each parameter, its gradient and two moments and writes three of them back.
+    let (trainTiming, trainWorkload) = time(extraMemoryBytes: 28 * model.parameterCount, step)
     return Result(
-      configuration: c, train: trainTiming, inference: inferenceTiming, trainOperations: trainOperations,
-      inferenceOperations: inferenceOperations, peakResidentMiB: Double(peakResidentKiB()) / 1024,
+      configuration: c, train: trainTiming, inference: inferenceTiming, trainWorkload: trainWorkload,
+      inferenceWorkload: inferenceWorkload, ceilings: ceilings, peakResidentMiB: Double(peakResidentKiB()) / 1024,
       parameters: model.parameterCount)
   }
 

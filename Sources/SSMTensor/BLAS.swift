@@ -87,7 +87,7 @@ public enum BLAS {
     _ = configured
     if m == 0 || n == 0 { return }
     let flops = 2 * m * n * k
-    FLOPCounter.add(flops)
+    FLOPCounter.add(flops, kind: .matrixProduct)
     let workers = flops >= parallelFlopThreshold ? Parallel.workerCount : 1
     if workers == 1 {
       rawGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -147,7 +147,7 @@ public enum BLAS {
   ) {
     _ = configured
     if m == 0 || n == 0 { return }
-    FLOPCounter.add(2 * m * n * k)
+    FLOPCounter.add(2 * m * n * k, kind: .matrixProduct)
     rawGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
   }
 
@@ -160,7 +160,7 @@ public enum BLAS {
   ) {
     _ = configured
     if rows == 0 { return }
-    FLOPCounter.add(2 * rows * columns)
+    FLOPCounter.add(2 * rows * columns, kind: .matrixProduct)
     cblas_sgemv(
       CblasRowMajor, CblasNoTrans, Int32(rows), Int32(columns), alpha, a, Int32(Swift.max(lda, 1)), x, 1, beta, y, 1)
   }
@@ -269,7 +269,7 @@ extension Tensor {
     nonisolated(unsafe) let (a, b, c) = (a, b, c)
     let perWorker = Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(flopsEach, 1))
     BLAS.configureOnce()
-    FLOPCounter.add(batch * flopsEach)
+    FLOPCounter.add(batch * flopsEach, kind: .matrixProduct)
     Parallel.forEachChunk(count: batch, minimumPerWorker: perWorker) { items in
       for i in items {
         BLAS.rawGemm(

@@ -40,6 +40,15 @@ public enum ElementwiseFunction: Int32, Sendable, CaseIterable {
   case reciprocal
 
   @usableFromInline var kernelCode: Int32 { rawValue }
+
+  /// Whether the function costs an exponential per element (its cost in the floor model of
+  /// `ssmrec bench`; GELU's erf is a polynomial of similar cost).
+  var evaluatesExponential: Bool {
+    switch self {
+    case .exp, .expm1, .tanh, .sigmoid, .silu, .softplus, .gelu: true
+    case .log, .log1p, .sqrt, .rsqrt, .relu, .abs, .negate, .square, .reciprocal: false
+    }
+  }
 }
 
 /// Binary elementwise operations with NumPy broadcasting.
@@ -56,6 +65,7 @@ extension Tensor {
   public func applying(_ function: ElementwiseFunction) -> Tensor {
     let count = elementCount
     if count == 0 { return self }
+    if function.evaluatesExponential { FLOPCounter.addExponentials(count) }
     return withUnsafeBufferPointer { source in
       nonisolated(unsafe) let x = source.baseAddress!
       return Tensor(shape: shape) { out in
@@ -71,6 +81,7 @@ extension Tensor {
   public mutating func apply(_ function: ElementwiseFunction) {
     let count = elementCount
     if count == 0 { return }
+    if function.evaluatesExponential { FLOPCounter.addExponentials(count) }
     withUnsafeMutableBufferPointer { buffer in
       nonisolated(unsafe) let base = buffer.baseAddress!
       Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { range in

@@ -159,7 +159,10 @@ extension Tensor {
   }
 
   /// Softmax along the last axis, stable for large magnitudes.
-  public func softmax() -> Tensor { rowwise(ssm_softmax_rows) }
+  public func softmax() -> Tensor {
+    FLOPCounter.addExponentials(elementCount)
+    return rowwise(ssm_softmax_rows)
+  }
 
   /// Log-softmax along the last axis, stable for large magnitudes.
   public func logSoftmax() -> Tensor { rowwise(ssm_log_softmax_rows) }

@@ -152,18 +152,28 @@ public struct TopKAccumulator: Sendable {
     let rows = heaps.count
     precondition(block.rank == 2 && block.shape[0] == rows, "TopKAccumulator: block \(block.shape) for \(rows) rows")
     let n = block.shape[1]
+    if rows == 0 || n == 0 { return }
+    let skipped = skipped
     block.withUnsafeBufferPointer { values in
-      for r in 0..<rows {
-        let row = values.baseAddress! + r * n
-        // A walk along the sorted exclusions, instead of a hash lookup per column.
-        let skip = skipped[r]
-        var next = cursors[r]
-        for j in 0..<n {
-          while next < skip.count && skip[next] < start + j { next += 1 }
-          if next < skip.count && skip[next] == start + j { continue }
-          heaps[r].offer(row[j], Int32(start + j))
+      heaps.withUnsafeMutableBufferPointer { heapBuffer in
+        cursors.withUnsafeMutableBufferPointer { cursorBuffer in
+          // Each row's heap and cursor belong to one worker.
+          nonisolated(unsafe) let (x, heaps, cursors) = (values.baseAddress!, heapBuffer.baseAddress!, cursorBuffer.baseAddress!)
+          Parallel.forEachChunk(count: rows, minimumPerWorker: Swift.max(1, 32_768 / n)) { range in
+            for r in range {
+              let row = x + r * n
+              // A walk along the sorted exclusions, instead of a hash lookup per column.
+              let skip = skipped[r]
+              var next = cursors[r]
+              for j in 0..<n {
+                while next < skip.count && skip[next] < start + j { next += 1 }
+                if next < skip.count && skip[next] == start + j { continue }
+                heaps[r].offer(row[j], Int32(start + j))
+              }
+              cursors[r] = next
+            }
+          }
         }
-        cursors[r] = next
       }
     }
   }

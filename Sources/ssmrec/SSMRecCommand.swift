@@ -543,7 +543,15 @@ struct Bench: ParsableCommand {
     AllocatorTuning.applyForTraining()
     if streaming { return try runStreaming() }
     if !json {
-      print("model      B    L     V   train ms (min–max)        infer ms (min–max)     GFLOP/step  GFLOP/s  peak MiB")
+      let ceilings = MachineCeilings.current
+      print(
+        String(
+          format: "ceilings: products %.1f GFLOP/s, exponentials %.2f G/s, memcpy %.1f GB/s (read + write), %@ kernels",
+          ceilings.matrixProductRate / 1e9, ceilings.exponentialRate / 1e9, ceilings.memoryBandwidth / 1e9,
+          BLAS.kernelFamily ?? "unknown"))
+      print(
+        "model      B    L     V   train ms (min–max)     floor  ×floor   infer ms (min–max)    floor  ×floor  GFLOP/step  GFLOP/s  peak MiB"
+      )
     }
     for c in cases {
       let r = try StepBenchmark.run(c, repeats: repeats)
@@ -552,10 +560,18 @@ struct Bench: ParsableCommand {
       } else {
         print(
           String(
-            format: "%@ %4d %4d %5d %8.1f (%.1f–%.1f) %10.1f (%.1f–%.1f) %9.2f %8.1f %9.0f",
+            format: "%@ %4d %4d %5d %8.1f (%.1f–%.1f) %8.1f %6.2f %9.1f (%.1f–%.1f) %7.1f %6.2f %9.2f %8.1f %9.0f",
             c.model.padding(toLength: 9, withPad: " ", startingAt: 0), c.batch, c.length, c.items, r.train.median,
-            r.train.minimum, r.train.maximum, r.inference.median, r.inference.minimum, r.inference.maximum,
+            r.train.minimum, r.train.maximum, r.trainFloor.total, r.train.median / r.trainFloor.total, r.inference.median,
+            r.inference.minimum, r.inference.maximum, r.inferenceFloor.total, r.inference.median / r.inferenceFloor.total,
             Double(r.trainOperations) / 1e9, r.trainGigaflopsPerSecond, r.peakResidentMiB))
+        let f = r.trainFloor
+        print(
+          String(
+            format: "           train floor ms: products %.1f, kernel arithmetic %.1f, exponentials %.1f (%.0f M), "
+              + "memory %.1f (%.0f MB)",
+            f.matrixProducts, f.kernelArithmetic, f.exponentials, Double(r.trainWorkload.counts.exponentials) / 1e6,
+            f.memory, Double(r.trainWorkload.memoryBytes) / 1e6))
       }
       if profile { try printProfile(c) }
     }

@@ -46,6 +46,7 @@ extension Variable {
     var dHidden = recording ? Tensor(zeros: hidden.shape) : Tensor(zeros: [0])
     var dWeight = recording ? Tensor(zeros: weight.shape) : Tensor(zeros: [0])
     var logits = [Float](repeating: 0, count: block * classes)
+    FLOPCounter.addExponentials(rows * classes)
     var gradient = [Float](repeating: 0, count: block * classes)
     hidden.value.withUnsafeBufferPointer { hp in
       weight.value.withUnsafeBufferPointer { wp in

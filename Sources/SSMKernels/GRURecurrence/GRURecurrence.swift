@@ -69,6 +69,7 @@ public enum GRURecurrence {
   public static func forward(_ inputs: Inputs, saveForBackward: Bool) -> (output: Tensor, saved: Saved?) {
     let (batch, length, hidden) = inputs.dimensions
     let threeH = 3 * hidden
+    FLOPCounter.addExponentials(threeH * batch * length)  // two sigmoid gates and a tanh per unit and step
     let step = batch * hidden
     let bhh = inputs.hiddenBias ?? Tensor(zeros: [threeH])
     let gateRegion = saveForBackward ? length * step : step

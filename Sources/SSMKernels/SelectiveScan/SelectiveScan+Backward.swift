@@ -46,6 +46,7 @@ extension SelectiveScan {
     var accBias = [Float](repeating: 0, count: workers * sizes.e)
     if work {
       FLOPCounter.add(backwardOperationsPerStateElement * batch * length * channels * state)
+      FLOPCounter.addExponentials(batch * length * channels * state)  // the recomputed forward's decays
       withArguments(inputs, aTransposed) { args in
         outputGradient.withUnsafeBufferPointer { g in
           du.withUnsafeMutableBufferPointer { duP in

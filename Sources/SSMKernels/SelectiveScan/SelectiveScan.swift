@@ -139,6 +139,7 @@ public enum SelectiveScan {
     // The kernel writes every output element.
     var output = Tensor(uninitializedShape: inputs.u.shape)
     FLOPCounter.add(forwardOperationsPerStateElement * batch * length * channels * state)
+    FLOPCounter.addExponentials(batch * length * channels * state)  // exp(Δ·A) per state element
     let perTask = length * state * lanes * 20  // ≈ flops of one task
     let workers = Parallel.workers(count: tasks, minimumPerWorker: Swift.max(1, 2_000_000 / Swift.max(perTask, 1)))
     let scratchPerWorker = ssm_scan_forward_scratch(length, state)

@@ -1,0 +1,133 @@
+import Foundation
+import SSMAutograd
+import SSMTensor
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The rates this machine reaches on the three resources a step spends its time on, measured in
+/// the running process: matrix products through ``BLAS``, exponentials through SSMRec's
+/// vectorised kernels, and copies through memory, each on every worker.
+///
+/// ``StepBenchmark`` divides a step's counted work by these to get its floor: the time the step
+/// would take if every product ran at the best product rate, every exponential at the kernel's
+/// in-cache rate and every byte of the memory-bound operations moved at `memcpy`'s speed, one
+/// after the other.
+package struct MachineCeilings: Sendable, Equatable {
+  /// Floating-point operations per second of the fastest of a few training-step-shaped products.
+  package var matrixProductRate: Double
+  /// Exponentials per second, in cache, on every worker.
+  package var exponentialRate: Double
+  /// Bytes read plus bytes written per second by the fastest of parallel `memcpy`s of 4, 16
+  /// and 64 MiB.
+  package var memoryBandwidth: Double
+
+  /// Ceilings with the given rates.
+  package init(matrixProductRate: Double, exponentialRate: Double, memoryBandwidth: Double) {
+    (self.matrixProductRate, self.exponentialRate, self.memoryBandwidth) = (matrixProductRate, exponentialRate, memoryBandwidth)
+  }
+
+  /// Measures the ceilings (about a second).
+  package static func measure() -> MachineCeilings {
+    var rng = SplitMix64(seed: 3)
+    // The shapes of Mamba4Rec's and SASRec's projections and of a catalogue product at B = 256.
+    let productShapes = [(12_800, 64, 256), (12_800, 128, 64), (256, 64, 3_417), (12_800, 64, 64)]
+    var productRate = 0.0
+    for (m, k, n) in productShapes {
+      let a = Tensor.randomUniform([m, k], lowerBound: -1, upperBound: 1, using: &rng)
+      let b = Tensor.randomUniform([k, n], lowerBound: -1, upperBound: 1, using: &rng)
+      let best = fastest(repeats: 7) { _ = Tensor.matmul(a, b) }
+      productRate = max(productRate, Double(2 * m * n * k) / best)
+    }
+    // 2^20 values, 2 MiB per worker: in each core's L2, so the rate is the exponential's.
+    let x = Tensor.randomUniform([1 << 20], lowerBound: -10, upperBound: 0, using: &rng)
+    let exponential = Double(x.elementCount) / fastest(repeats: 30) { _ = x.applying(.exp) }
+    // The best of copies the sizes of a step's activations (a few to tens of MiB): where those
+    // stay in a shared cache, the floor uses its speed, so the floor is never too high.
+    var bandwidth = 0.0
+    for mebibytes in [4, 16, 64] {
+      let bytes = mebibytes << 20
+      let source = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+      let destination = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+      defer { (source.deallocate(), destination.deallocate()) }
+      memset(source, 1, bytes)
+      memset(destination, 0, bytes)
+      nonisolated(unsafe) let (from, to) = (source, destination)
+      let copy = fastest(repeats: 7) {
+        Parallel.forEachChunk(count: bytes / 4096, minimumPerWorker: 1) { pages in
+          memcpy(to + pages.lowerBound * 4096, from + pages.lowerBound * 4096, pages.count * 4096)
+        }
+      }
+      bandwidth = max(bandwidth, Double(2 * bytes) / copy)
+    }
+    return MachineCeilings(matrixProductRate: productRate, exponentialRate: exponential, memoryBandwidth: bandwidth)
+  }
+
+  /// The ceilings of this process, measured on first use.
+  package static let current = measure()
+
+  /// The fastest of `repeats` runs after one warm-up, in seconds.
+  private static func fastest(repeats: Int, _ body: () -> Void) -> Double {
+    body()
+    var best = Double.infinity
+    for _ in 0..<repeats {
+      let start = ContinuousClock.now
+      body()
+      best = min(best, seconds(ContinuousClock.now - start))
+    }
+    return best
+  }
+}
+
+/// The work one training step or inference batch does, counted while it runs once.
+package struct StepWorkload: Sendable, Equatable {
+  /// Matrix-product operations, kernel arithmetic and exponentials.
+  package var counts: FLOPCounter.Counts
+  /// Bytes read and written by the operations that did no counted arithmetic (elementwise
+  /// functions, normalisation, dropout, gathers, splits, residual additions, the optimizer):
+  /// each operand once forward and, for a training step, the backward's gradients.
+  package var memoryBytes: Int
+
+  /// A workload of the given counts and traffic.
+  package init(counts: FLOPCounter.Counts, memoryBytes: Int) {
+    (self.counts, self.memoryBytes) = (counts, memoryBytes)
+  }
+
+  /// Runs `body` once under a ``FLOPCounter`` and an ``OperationProfile`` and counts its work;
+  /// `extraMemoryBytes` adds traffic outside recorded operations (the optimizer's).
+  package static func count(extraMemoryBytes: Int = 0, _ body: () -> Void) -> StepWorkload {
+    let profile = OperationProfile()
+    let counts = FLOPCounter.measureCounts { profile.measure(body) }.counts
+    let memory = profile.entries.filter { $0.countedOperations == 0 }.reduce(extraMemoryBytes) {
+      $0 + $1.forwardBytes + $1.backwardBytes
+    }
+    return StepWorkload(counts: counts, memoryBytes: memory)
+  }
+
+  /// The floor of this work on a machine with the given ceilings.
+  package func floor(on ceilings: MachineCeilings) -> StepFloor {
+    StepFloor(
+      matrixProducts: 1e3 * Double(counts.matrixProducts) / ceilings.matrixProductRate,
+      // The kernels' other arithmetic at the product rate: a little below the FMA peak, so this
+      // part of the floor is a little high; it is a few percent of any step.
+      kernelArithmetic: 1e3 * Double(counts.kernel) / ceilings.matrixProductRate,
+      exponentials: 1e3 * Double(counts.exponentials) / ceilings.exponentialRate,
+      memory: 1e3 * Double(memoryBytes) / ceilings.memoryBandwidth)
+  }
+}
+
+/// A lower bound on a step's time, by resource, in milliseconds.
+package struct StepFloor: Sendable, Equatable {
+  /// Matrix products at the best product rate.
+  package var matrixProducts: Double
+  /// The scan's, SSD's and convolution's counted arithmetic.
+  package var kernelArithmetic: Double
+  /// Every counted exponential at the in-cache rate.
+  package var exponentials: Double
+  /// The memory-bound operations' traffic at `memcpy`'s bandwidth.
+  package var memory: Double
+
+  /// The four parts one after the other.
+  package var total: Double { matrixProducts + kernelArithmetic + exponentials + memory }
+}
