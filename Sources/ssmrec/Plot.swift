@@ -10,13 +10,24 @@ struct Plot: ParsableCommand {
       Each RUN is an output folder of `ssmrec train` (its log.jsonl, and metrics.json when the run \
       finished). The SVG has three panels: training loss per epoch, the validation metric per epoch \
       (best epoch marked), and the test metrics of the finished runs as grouped bars.
+
+      With --bench FILE instead, draws how cost grows: the training step and inference batch times \
+      of `ssmrec bench --json` lines against the --x quantity, one line per model, both axes \
+      logarithmic.
       """)
-  @Argument(help: "Output folders of `ssmrec train`.") var runs: [String]
+  @Argument(help: "Output folders of `ssmrec train`.") var runs: [String] = []
   @Option(name: .long, help: "The SVG file to write.") var output: String = "runs.svg"
   @Option(name: .long, help: "The validation metric to draw.") var metric: String = "ndcg@10"
   @Option(name: .long, help: "Names for the runs, comma-separated (default: the folder names).") var names: String?
+  @Option(name: .long, help: "A file of `ssmrec bench --json` lines to draw instead of runs.") var bench: String?
+  @Option(name: .long, help: "With --bench, the quantity on the x axis: length, batch or items.") var x: String = "length"
 
   func validate() throws {
+    if bench != nil {
+      if !runs.isEmpty { throw ValidationError("give run folders or --bench, not both") }
+      if !["length", "batch", "items"].contains(x) { throw ValidationError("--x must be length, batch or items") }
+      return
+    }
     if runs.isEmpty { throw ValidationError("give at least one run folder") }
     if let names, names.split(separator: ",").count != runs.count {
       throw ValidationError("--names gives \(names.split(separator: ",").count) names for \(runs.count) runs")
@@ -24,6 +35,7 @@ struct Plot: ParsableCommand {
   }
 
   func run() throws {
+    if let bench { return try plotBench(bench) }
     let labels =
       names.map { $0.split(separator: ",").map(String.init) } ?? runs.map { URL(fileURLWithPath: $0).lastPathComponent }
     var curves: [RunCurves] = []
@@ -38,6 +50,36 @@ struct Plot: ParsableCommand {
     }
     print("wrote \(output): \(curves.count) runs, \(curves.map(\.epochs.count).reduce(0, +)) epochs")
   }
+
+  func plotBench(_ path: String) throws {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CommandError("cannot read \(path)") }
+    var cases: [BenchCase] = []
+    for (n, line) in text.split(separator: "\n").enumerated() where line.hasPrefix("{") {
+      guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+        let model = object["model"] as? String, let position = (object[x] as? NSNumber)?.doubleValue,
+        let train = (object["train_step_ms"] as? NSNumber)?.doubleValue,
+        let inference = (object["infer_batch_ms"] as? NSNumber)?.doubleValue
+      else { throw CommandError("\(path) line \(n + 1) is not an `ssmrec bench --json` result with \(x)") }
+      cases.append(BenchCase(model: model, x: position, train: train, inference: inference))
+    }
+    guard !cases.isEmpty else { throw CommandError("\(path) holds no benchmark result") }
+    let svg = Chart.renderScaling(
+      cases, xLabel: x == "items" ? "catalogue size V" : x == "batch" ? "batch size B" : "history length L")
+    do {
+      try svg.write(to: URL(fileURLWithPath: output), atomically: true, encoding: .utf8)
+    } catch {
+      throw CommandError("cannot write \(output): \(error.localizedDescription)")
+    }
+    print("wrote \(output): \(cases.count) cases of \(Set(cases.map(\.model)).count) models")
+  }
+}
+
+/// One `ssmrec bench` measurement, at one value of the plotted quantity.
+struct BenchCase {
+  var model: String
+  var x: Double
+  var train: Double
+  var inference: Double
 }
 
 /// What one run's files say.
@@ -96,14 +138,7 @@ enum Chart {
       labels: runs.map(\.label), title: "validation \(metric)", yLabel: metric, origin: panelWidth,
       best: runs.map { r in r.epochs.filter(\.improved).last.map { (Double($0.epoch), $0.validation[metric] ?? 0) } })
     if !finished.isEmpty { svg += bars(finished, origin: 2 * panelWidth) }
-    // Legend along the bottom.
-    var x = margin.left
-    for (i, run) in runs.enumerated() {
-      svg += "<rect x=\"\(f(x))\" y=\"\(f(height - 22))\" width=\"12\" height=\"12\" fill=\"\(palette[i % palette.count])\"/>"
-      svg += "<text x=\"\(f(x + 16))\" y=\"\(f(height - 12))\">\(escape(run.label))</text>\n"
-      // About 8.5 px per character of the legend font, then a gap.
-      x += 40 + 8.5 * Double(run.label.count)
-    }
+    svg += legend(runs.map(\.label), height: height)
     return svg + "</svg>\n"
   }
 
@@ -133,21 +168,28 @@ enum Chart {
   }
 
   /// Axes, grid and title of a panel at `origin`; returns the SVG and the data-to-pixel maps.
-  static func axes(x: (Double, Double), y: (Double, Double), title: String, xLabel: String, yLabel: String, origin: Double)
-    -> (String, (Double) -> Double, (Double) -> Double)
-  {
+  static func axes(
+    x: (Double, Double), y: (Double, Double), title: String, xLabel: String, yLabel: String, origin: Double,
+    logarithmic: Bool = false
+  ) -> (String, (Double) -> Double, (Double) -> Double) {
     let (x0, x1) = (origin + margin.left, origin + panelWidth - margin.right)
     let (y0, y1) = (panelHeight - margin.bottom, margin.top)
     let px = { (v: Double) in x0 + (v - x.0) / Swift.max(x.1 - x.0, 1e-12) * (x1 - x0) }
     let py = { (v: Double) in y0 - (v - y.0) / Swift.max(y.1 - y.0, 1e-12) * (y0 - y1) }
     var s = "<text x=\"\(f((x0 + x1) / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
-    let yTicks = ticks(y.0, y.1)
+    let yTicks = logarithmic ? logTicks(y.0, y.1) : ticks(y.0, y.1)
     let yStep = yTicks.count > 1 ? yTicks[1] - yTicks[0] : 1
     for t in yTicks {
+      let label = logarithmic ? logTickText(t) : tickText(t, step: yStep)
       s += "<line x1=\"\(f(x0))\" y1=\"\(f(py(t)))\" x2=\"\(f(x1))\" y2=\"\(f(py(t)))\" stroke=\"#e5e5e5\"/>"
-      s += "<text x=\"\(f(x0 - 6))\" y=\"\(f(py(t) + 4))\" text-anchor=\"end\">\(tickText(t, step: yStep))</text>\n"
+      s += "<text x=\"\(f(x0 - 6))\" y=\"\(f(py(t) + 4))\" text-anchor=\"end\">\(label)</text>\n"
     }
-    if x.1 > x.0 {
+    if logarithmic {
+      for t in logTicks(x.0, x.1) {
+        s += "<line x1=\"\(f(px(t)))\" y1=\"\(f(y0))\" x2=\"\(f(px(t)))\" y2=\"\(f(y1))\" stroke=\"#e5e5e5\"/>"
+        s += "<text x=\"\(f(px(t)))\" y=\"\(f(y0 + 16))\" text-anchor=\"middle\">\(logTickText(t))</text>\n"
+      }
+    } else if x.1 > x.0 {
       // Epochs are whole numbers: ticks at least one apart.
       let xTicks = ticks(x.0, x.1).filter { $0 == $0.rounded() }
       for t in xTicks {
@@ -162,26 +204,109 @@ enum Chart {
     return (s, px, py)
   }
 
+  /// Ticks of a logarithmic axis spanning `low...high` in log10 units: the powers of ten, with
+  /// 2 and 5 times them when the span is under three decades.
+  static func logTicks(_ low: Double, _ high: Double) -> [Double] {
+    let multiples: [Double] = high - low < 3 ? [1, 2, 5] : [1]
+    var result: [Double] = []
+    for decade in Int(floor(low))...Int(ceil(high)) {
+      for m in multiples {
+        let t = Double(decade) + log10(m)
+        if t >= low - 1e-9 && t <= high + 1e-9 { result.append(t) }
+      }
+    }
+    return result
+  }
+
+  /// The value at log10 position `t`, written compactly (1k, 20k, 1M).
+  static func logTickText(_ t: Double) -> String {
+    let v = pow(10, t)
+    if v >= 1e6 { return String(format: "%gM", (v / 1e6 * 1000).rounded() / 1000) }
+    if v >= 1e3 { return String(format: "%gk", (v / 1e3 * 1000).rounded() / 1000) }
+    return String(format: "%g", (v * 1000).rounded() / 1000)
+  }
+
+  /// Two log–log panels, training step and inference batch time against the benchmark's
+  /// varied quantity, one line per model.
+  static func renderScaling(_ cases: [BenchCase], xLabel: String) -> String {
+    let models = cases.map(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+    let width = 2 * panelWidth
+    let height = panelHeight + 40
+    var svg = """
+      <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" \
+      font-family="Helvetica, Arial, sans-serif" font-size="12">
+      <rect width="100%" height="100%" fill="white"/>
+
+      """
+    for (panel, (title, time)) in [("training step", \BenchCase.train), ("inference batch", \BenchCase.inference)].enumerated() {
+      let series = models.map { m in cases.filter { $0.model == m }.sorted { $0.x < $1.x }.map { ($0.x, $0[keyPath: time]) } }
+      svg += lines(
+        series, labels: models, title: title, yLabel: "ms (log scale)", origin: Double(panel) * panelWidth,
+        xLabel: xLabel + " (log scale)", logarithmic: true)
+    }
+    svg += legend(models, height: height)
+    return svg + "</svg>\n"
+  }
+
+  /// The series names along the bottom.
+  static func legend(_ labels: [String], height: Double) -> String {
+    var svg = ""
+    var x = margin.left
+    for (i, label) in labels.enumerated() {
+      svg += "<rect x=\"\(f(x))\" y=\"\(f(height - 22))\" width=\"12\" height=\"12\" fill=\"\(palette[i % palette.count])\"/>"
+      svg += "<text x=\"\(f(x + 16))\" y=\"\(f(height - 12))\">\(escape(label))</text>\n"
+      // About 8.5 px per character of the legend font, then a gap.
+      x += 40 + 8.5 * Double(label.count)
+    }
+    return svg
+  }
+
   static func lines(
     _ series: [[(Double, Double)]], labels: [String], title: String, yLabel: String, origin: Double,
-    best: [(Double, Double)?] = []
+    best: [(Double, Double)?] = [], xLabel: String = "epoch", logarithmic: Bool = false
   ) -> String {
+    if logarithmic {
+      // Drawn in log10 units; the axes label the ticks with the values.
+      let logSeries = series.map { $0.filter { $0.0 > 0 && $0.1 > 0 }.map { (log10($0.0), log10($0.1)) } }
+      let points = logSeries.flatMap { $0 }.filter { $0.0.isFinite && $0.1.isFinite }
+      guard let xMin = points.map(\.0).min(), let xMax = points.map(\.0).max(), let yMin = points.map(\.1).min(),
+        let yMax = points.map(\.1).max()
+      else { return "" }
+      var (s, px, py) = axes(
+        x: (xMin, Swift.max(xMax, xMin + 0.1)), y: (yMin - 0.05, yMax + 0.05), title: title, xLabel: xLabel, yLabel: yLabel,
+        origin: origin, logarithmic: true)
+      for (i, line) in logSeries.enumerated() where !line.isEmpty {
+        let color = palette[i % palette.count]
+        s += polyline(line, color: color, label: labels[i], px: px, py: py)
+        for p in line {
+          s += "<circle cx=\"\(f(px(p.0)))\" cy=\"\(f(py(p.1)))\" r=\"3\" fill=\"\(color)\"><title>\(escape(labels[i])): "
+          s += "\(logTickText(p.0)) → \(String(format: "%.1f", pow(10, p.1))) ms</title></circle>\n"
+        }
+      }
+      return s
+    }
     let points = series.flatMap { $0 }.filter { $0.1.isFinite }
     guard let xMax = points.map(\.0).max(), let yMin = points.map(\.1).min(), let yMax = points.map(\.1).max() else { return "" }
     let pad = Swift.max((yMax - yMin) * 0.05, 1e-6)
     var (s, px, py) = axes(
-      x: (0, Swift.max(xMax, 1)), y: (yMin - pad, yMax + pad), title: title, xLabel: "epoch", yLabel: yLabel, origin: origin)
+      x: (0, Swift.max(xMax, 1)), y: (yMin - pad, yMax + pad), title: title, xLabel: xLabel, yLabel: yLabel, origin: origin)
     for (i, line) in series.enumerated() where !line.isEmpty {
       let color = palette[i % palette.count]
-      let path = line.filter { $0.1.isFinite }.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
-      s +=
-        "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.8\" points=\"\(path)\"><title>\(escape(labels[i]))</title></polyline>\n"
+      s += polyline(line.filter { $0.1.isFinite }, color: color, label: labels[i], px: px, py: py)
       if i < best.count, let (bx, by) = best[i] {
         s +=
           "<circle cx=\"\(f(px(bx)))\" cy=\"\(f(py(by)))\" r=\"4\" fill=\"\(color)\"><title>best epoch \(Int(bx)): \(String(format: "%.4f", by))</title></circle>\n"
       }
     }
     return s
+  }
+
+  static func polyline(
+    _ points: [(Double, Double)], color: String, label: String, px: (Double) -> Double, py: (Double) -> Double
+  ) -> String {
+    let path = points.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
+    return
+      "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.8\" points=\"\(path)\"><title>\(escape(label))</title></polyline>\n"
   }
 
   static func bars(_ runs: [RunCurves], origin: Double) -> String {
