@@ -118,6 +118,9 @@ package enum StepBenchmark {
         d["\(prefix)_memory_mb"] = Double(workload.memoryBytes) / 1e6
       }
       d["train_to_floor"] = train.median / trainFloor.total
+      d["ceiling_products_gflops"] = ceilings.matrixProductRate / 1e9
+      d["ceiling_exponentials_per_ns"] = ceilings.exponentialRate / 1e9
+      d["ceiling_memcpy_gb_per_s"] = ceilings.memoryBandwidth / 1e9
       d["infer_to_floor"] = inference.median / inferenceFloor.total
       if let h = configuration.hiddenSize { d["hidden_size"] = h }
       if let l = configuration.layers { d["layers"] = l }
@@ -177,7 +180,9 @@ package enum StepBenchmark {
       }
       return (Timing(samples: samples), workload)
     }
-    let ceilings = MachineCeilings.current
+    // Measured next to the case, so the floor sees the machine the case saw (shared VMs drift
+    // by tens of percent within minutes).
+    let ceilings = MachineCeilings.measure()
     let (inferenceTiming, inferenceWorkload) = time(inference)
     // Adam reads each parameter, its gradient and two moments and writes three of them back.
     let (trainTiming, trainWorkload) = time(extraMemoryBytes: 28 * model.parameterCount, step)

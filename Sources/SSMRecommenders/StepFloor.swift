@@ -64,9 +64,6 @@ package struct MachineCeilings: Sendable, Equatable {
     return MachineCeilings(matrixProductRate: productRate, exponentialRate: exponential, memoryBandwidth: bandwidth)
   }
 
-  /// The ceilings of this process, measured on first use.
-  package static let current = measure()
-
   /// The fastest of `repeats` runs after one warm-up, in seconds.
   private static func fastest(repeats: Int, _ body: () -> Void) -> Double {
     body()

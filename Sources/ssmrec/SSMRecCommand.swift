@@ -543,12 +543,7 @@ struct Bench: ParsableCommand {
     AllocatorTuning.applyForTraining()
     if streaming { return try runStreaming() }
     if !json {
-      let ceilings = MachineCeilings.current
-      print(
-        String(
-          format: "ceilings: products %.1f GFLOP/s, exponentials %.2f G/s, memcpy %.1f GB/s (read + write), %@ kernels",
-          ceilings.matrixProductRate / 1e9, ceilings.exponentialRate / 1e9, ceilings.memoryBandwidth / 1e9,
-          BLAS.kernelFamily ?? "unknown"))
+      print("OpenBLAS kernels: \(BLAS.kernelFamily ?? "unknown"); each case's floor uses ceilings measured just before it")
       print(
         "model      B    L     V   train ms (min–max)     floor  ×floor   infer ms (min–max)    floor  ×floor  GFLOP/step  GFLOP/s  peak MiB"
       )
@@ -565,13 +560,14 @@ struct Bench: ParsableCommand {
             r.train.minimum, r.train.maximum, r.trainFloor.total, r.train.median / r.trainFloor.total, r.inference.median,
             r.inference.minimum, r.inference.maximum, r.inferenceFloor.total, r.inference.median / r.inferenceFloor.total,
             Double(r.trainOperations) / 1e9, r.trainGigaflopsPerSecond, r.peakResidentMiB))
-        let f = r.trainFloor
+        let (f, ceilings) = (r.trainFloor, r.ceilings)
         print(
           String(
             format: "           train floor ms: products %.1f, kernel arithmetic %.1f, exponentials %.1f (%.0f M), "
-              + "memory %.1f (%.0f MB)",
+              + "memory %.1f (%.0f MB); ceilings: products %.1f GFLOP/s, exponentials %.2f G/s, memcpy %.1f GB/s",
             f.matrixProducts, f.kernelArithmetic, f.exponentials, Double(r.trainWorkload.counts.exponentials) / 1e6,
-            f.memory, Double(r.trainWorkload.memoryBytes) / 1e6))
+            f.memory, Double(r.trainWorkload.memoryBytes) / 1e6, ceilings.matrixProductRate / 1e9,
+            ceilings.exponentialRate / 1e9, ceilings.memoryBandwidth / 1e9))
       }
       if profile { try printProfile(c) }
     }
