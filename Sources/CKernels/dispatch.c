@@ -140,6 +140,31 @@ void ssm_dropout(uint64_t key, float probability, float scale, const float *x, f
 #include <malloc.h>
 #endif
 
+unsigned long ssm_subnormals_off(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  const unsigned saved = __builtin_ia32_stmxcsr();
+  __builtin_ia32_ldmxcsr(saved | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
+  return saved;
+#elif defined(__aarch64__)
+  unsigned long saved;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved));
+  __asm__ __volatile__("msr fpcr, %0" ::"r"(saved | (1UL << 24)));  // FZ
+  return saved;
+#else
+  return 0;
+#endif
+}
+
+void ssm_subnormals_restore(unsigned long saved) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_ldmxcsr((unsigned)saved);
+#elif defined(__aarch64__)
+  __asm__ __volatile__("msr fpcr, %0" ::"r"(saved));
+#else
+  (void)saved;
+#endif
+}
+
 void ssm_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

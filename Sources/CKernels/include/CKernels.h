@@ -166,6 +166,11 @@ void ssm_dropout(uint64_t key, float probability, float scale, const float *x, f
 
 /// A spin-wait hint to the processor (x86 `pause`, Arm `yield`).
 void ssm_cpu_relax(void);
+/// Turns on flush-to-zero and denormals-are-zero on the calling thread (x86 MXCSR FTZ and DAZ,
+/// Arm FPCR FZ) and returns the previous mode for ssm_subnormals_restore.
+unsigned long ssm_subnormals_off(void);
+/// Restores the floating-point mode ssm_subnormals_off returned, on the same thread.
+void ssm_subnormals_restore(unsigned long saved);
 /// Returns freed heap memory to the system (glibc's malloc_trim); 1 if any was released.
 int ssm_release_free_memory(void);
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
