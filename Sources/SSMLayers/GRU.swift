@@ -72,13 +72,33 @@ public final class GRU: Layer {
   }
 
   /// All hidden states of the last layer, shape `[B, L, hidden]`.
-  public func callAsFunction(_ x: Variable) -> Variable {
+  ///
+  /// With `lengths` (one per row, each at most `L`), row `b` is a history of `lengths[b]` items
+  /// followed by padding, and each step runs only the rows it is inside of (the rows sorted
+  /// longest first, as PyTorch's packed sequences are): the states within each length are those
+  /// of the full recurrence, the states past it are 0, and no work goes to padding.
+  public func callAsFunction(_ x: Variable, lengths: [Int]? = nil) -> Variable {
+    guard let lengths else { return layers(x, lengths: nil) }
+    precondition(x.shape.rank == 3 && lengths.count == x.shape[0], "GRU: \(lengths.count) lengths for input \(x.shape)")
+    let order = lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+    if order == Array(lengths.indices) { return layers(x, lengths: lengths) }
+    func rows(_ v: Variable, _ indices: [Int]) -> Variable {
+      let (b, l, width) = (v.shape[0], v.shape[1], v.shape[2])
+      return v.reshaped(to: [b, l * width]).gatherRows(IndexTensor(indices)).reshaped(to: [b, l, width])
+    }
+    var inverse = [Int](repeating: 0, count: order.count)
+    for (position, row) in order.enumerated() { inverse[row] = position }
+    return rows(layers(rows(x, order), lengths: order.map { lengths[$0] }), inverse)
+  }
+
+  private func layers(_ x: Variable, lengths: [Int]?) -> Variable {
     var h = x
     for k in 0..<layerCount {
       var projected = Variable.matmul(h, inputWeights[k].variable, transposeB: true)
       if let inputBiases { projected = projected + inputBiases[k].variable }
       h = Variable.gruRecurrence(
-        inputProjection: projected, hiddenWeight: hiddenWeights[k].variable, hiddenBias: hiddenBiases?[k].variable)
+        inputProjection: projected, hiddenWeight: hiddenWeights[k].variable, hiddenBias: hiddenBiases?[k].variable,
+        lengths: lengths)
     }
     return h
   }
@@ -89,10 +109,14 @@ extension Variable {
   /// biases included), `W_hh` `[3H, H]` and optionally `b_hh` `[3H]`; returns `h` `[B, L, H]`.
   ///
   /// One tape node over ``GRURecurrence`` (SSMKernels): when recording it keeps r, z, n,
-  /// `W_hn·h + b_hn` and h for every step (5·B·L·H floats); without a tape only h.
-  public static func gruRecurrence(inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?) -> Variable {
+  /// `W_hn·h + b_hn` and h for every step (5·B·L·H floats); without a tape only h. `lengths`,
+  /// longest first, limits each row to its history (``GRURecurrence/Inputs/lengths``).
+  public static func gruRecurrence(
+    inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?, lengths: [Int]? = nil
+  ) -> Variable {
     let inputs = GRURecurrence.Inputs(
-      inputProjection: inputProjection.value, hiddenWeight: hiddenWeight.value, hiddenBias: hiddenBias?.value)
+      inputProjection: inputProjection.value, hiddenWeight: hiddenWeight.value, hiddenBias: hiddenBias?.value,
+      lengths: lengths)
     let recording =
       GradientMode.isEnabled
       && (inputProjection.requiresGradient || hiddenWeight.requiresGradient || (hiddenBias?.requiresGradient ?? false))

@@ -94,8 +94,13 @@ public final class GRU4Rec: SequentialRecommender {
   }
 
   func states(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    dense(gru(dropout(items(batch.items), context: &context)))
+    dense(gru(dropout(items(batch.items), context: &context), lengths: batch.isPacked ? batch.lengths : nil))
   }
+
+  /// Packed: up to `maximumLength` items of each history, and each GRU step runs only the
+  /// histories that reach it (``GRU/callAsFunction(_:lengths:)``), so padding costs no
+  /// recurrence work; the result is the padded one.
+  public func batching(maximumLength: Int?) -> BatchingPolicy { .packed(upTo: maximumLength) }
 }
 
 extension GRU4Rec {

@@ -62,6 +62,38 @@ final class GRURecurrenceTests: XCTestCase {
     }
   }
 
+  /// Rows of different lengths, longest first (a packed batch): within each length the states
+  /// and, for an output gradient that is 0 past the lengths, every gradient equal the full
+  /// recurrence's; past its length a row outputs 0 and its inputs get no gradient.
+  func testLengthsGiveTheFullRecurrenceWithinEachRow() {
+    defer { _ = ssm_isa_force(-1) }
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      withEvery("lengths", in: [[7, 7, 4, 1, 0], [3, 2, 2, 1], [6], [0, 0]]) { lengths in
+        let (batch, length, hidden) = (lengths.count, lengths.max()! + 1, 9)
+        var full = Self.inputs(batch: batch, length: length, hidden: hidden, bias: true, seed: UInt64(batch * 13 + length))
+        var rows = full
+        rows.lengths = lengths
+        full.lengths = nil
+        let (expected, fullSaved) = GRURecurrence.forward(full, saveForBackward: true)
+        let (output, saved) = GRURecurrence.forward(rows, saveForBackward: true)
+        var mask = [Float](repeating: 0, count: batch * length * hidden)
+        for b in 0..<batch { for i in 0..<(lengths[b] * hidden) { mask[(b * length) * hidden + i] = 1 } }
+        let inside = Tensor(shape: [batch, length, hidden], scalars: mask)
+        assertNormalizedError(output, expected * inside, below: 1e-6, "h")
+        var rng = SplitMix64(seed: 17)
+        let dy = Tensor.randomNormal([batch, length, hidden], using: &rng) * inside
+        let (fast, reference) = (
+          GRURecurrence.backward(outputGradient: dy, rows, saved: saved!),
+          GRURecurrence.backward(outputGradient: dy, full, saved: fullSaved!)
+        )
+        assertNormalizedError(fast.inputProjection, reference.inputProjection, below: 1e-6, "∂xw")
+        assertNormalizedError(fast.hiddenWeight, reference.hiddenWeight, below: 1e-6, "∂W_hh")
+        assertNormalizedError(fast.hiddenBias!, reference.hiddenBias!, below: 1e-6, "∂b_hh")
+      }
+    }
+  }
+
   /// The Double reference's backward against central differences of the reference's forward,
   /// for every input (1e-5: central differences at h = 1e-6 resolve ~1e-10 absolute, which is
   /// 1e-6 relative on the smallest entries).

@@ -52,6 +52,17 @@ final class PackingTests: XCTestCase {
     }
   }
 
+  func testGRU4RecPackedEqualsPadded() throws {
+    for layers in [1, 2] {
+      var c = GRU4Rec.Configuration(itemCount: 30)
+      // Dropout on: the packed GRU keeps the padded shapes, so both draw the same masks.
+      (c.embeddingSize, c.hiddenSize, c.layers) = (8, 12, layers)
+      let model = try GRU4Rec(configuration: c, seed: UInt64(layers))
+      XCTAssertEqual(model.batching(maximumLength: 50), .packed(upTo: 50))
+      try assertPackedEqualsPadded(model)
+    }
+  }
+
   /// The policy declares packing and its batches carry it; checkpoints keep the policy.
   func testMamba4RecDeclaresPackedBatches() throws {
     let model = try Mamba4Rec(configuration: .init(itemCount: 10))

@@ -24,6 +24,7 @@ extension GRURecurrence {
     // ∂c for every step, [L, B, 3H]: the weight and bias gradients are then one long product and
     // one column sum after the loop instead of a small product per step.
     var dhwAll = Tensor(uninitializedShape: [length * batch, threeH])
+    let active = inputs.activeRows
     saved.values.withUnsafeBufferPointer { sp in
       let base = sp.baseAddress!
       let (r, z, n, hn, h) = (
@@ -34,18 +35,26 @@ extension GRURecurrence {
           dxw.withUnsafeMutableBufferPointer { dxp in
             dhwAll.withUnsafeMutableBufferPointer { dhwp in
               for t in stride(from: length - 1, through: 0, by: -1) {
-                let o = t * step
+                let (rows, o) = (active[t], t * step)
                 let dhw = dhwp.baseAddress! + t * batch * threeH
+                // Rows past their length: no gradient into their inputs or the hidden weights.
+                if rows < batch {
+                  (dhw + rows * threeH).update(repeating: 0, count: (batch - rows) * threeH)
+                  for b in rows..<batch { (dxp.baseAddress! + b * xStride + t * threeH).update(repeating: 0, count: threeH) }
+                }
                 dh.withUnsafeMutableBufferPointer { dhp in
-                  for b in 0..<batch {
+                  for b in 0..<rows {
                     ssm_accumulate(dhp.baseAddress! + b * hidden, gp.baseAddress! + (b * length + t) * hidden, hidden)
                   }
                   carry.withUnsafeMutableBufferPointer { cp in
+                    // A row that ends at this step starts the reverse sweep with nothing carried.
+                    if rows < batch { (cp.baseAddress! + rows * hidden).update(repeating: 0, count: (batch - rows) * hidden) }
+                    if rows == 0 { return }
                     ssm_gru_backward_step(
-                      dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, batch, hidden,
+                      dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, rows, hidden,
                       dxp.baseAddress! + t * threeH, xStride, dhw, cp.baseAddress!)
                     BLAS.gemm(
-                      transposeA: false, transposeB: false, m: batch, n: hidden, k: threeH, alpha: 1, a: dhw, lda: threeH,
+                      transposeA: false, transposeB: false, m: rows, n: hidden, k: threeH, alpha: 1, a: dhw, lda: threeH,
                       b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!, ldc: hidden)
                   }
                 }

@@ -23,10 +23,17 @@ public enum GRURecurrence {
     public var hiddenWeight: Tensor
     /// `b_hh`, `[3H]`, or `nil` (no hidden bias).
     public var hiddenBias: Tensor?
+    /// Each row's length when the rows are histories of different lengths sorted longest first
+    /// (PyTorch's packed sequence), or `nil` when every row runs all `L` steps. Step `t` then
+    /// computes only the rows longer than `t`; the outputs past a row's length are 0 and no
+    /// gradient flows through them, so every output within a row's length, and every gradient
+    /// when the output gradient past the lengths is 0, equals that of the full recurrence.
+    public var lengths: [Int]?
 
-    /// Checks `W_hh` and `b_hh` against the projections' `[B, L, 3H]`.
-    /// - Precondition: shapes as documented on each property; the message names both shapes.
-    public init(inputProjection: Tensor, hiddenWeight: Tensor, hiddenBias: Tensor? = nil) {
+    /// Checks `W_hh`, `b_hh` and the lengths against the projections' `[B, L, 3H]`.
+    /// - Precondition: shapes as documented on each property, lengths in `0...L` and
+    ///   non-increasing; the message names what is wrong.
+    public init(inputProjection: Tensor, hiddenWeight: Tensor, hiddenBias: Tensor? = nil, lengths: [Int]? = nil) {
       precondition(
         inputProjection.rank == 3 && inputProjection.shape[2] % 3 == 0,
         "GRURecurrence: input projections must be [B, L, 3H], got \(inputProjection.shape)")
@@ -39,7 +46,27 @@ public enum GRURecurrence {
           hiddenBias.shape == [threeH],
           "GRURecurrence: b_hh \(hiddenBias.shape) must be [3H] for projections \(inputProjection.shape)")
       }
+      if let lengths {
+        precondition(
+          lengths.count == inputProjection.shape[0] && lengths.allSatisfy({ (0...inputProjection.shape[1]).contains($0) })
+            && zip(lengths, lengths.dropFirst()).allSatisfy({ $0 >= $1 }),
+          "GRURecurrence: lengths \(lengths) must be one per row of \(inputProjection.shape), in 0...L and longest first")
+      }
       (self.inputProjection, self.hiddenWeight, self.hiddenBias) = (inputProjection, hiddenWeight, hiddenBias)
+      self.lengths = lengths
+    }
+
+    /// For each step `t`, how many rows (a prefix, the rows being longest first) it computes.
+    var activeRows: [Int] {
+      let (batch, length, _) = dimensions
+      guard let lengths else { return Array(repeating: batch, count: length) }
+      var active = [Int](repeating: 0, count: length)
+      var rows = batch
+      for t in 0..<length {
+        while rows > 0 && lengths[rows - 1] <= t { rows -= 1 }
+        active[t] = rows
+      }
+      return active
     }
 
     /// `(B, L, H)`.
@@ -69,7 +96,6 @@ public enum GRURecurrence {
   public static func forward(_ inputs: Inputs, saveForBackward: Bool) -> (output: Tensor, saved: Saved?) {
     let (batch, length, hidden) = inputs.dimensions
     let threeH = 3 * hidden
-    FLOPCounter.addExponentials(threeH * batch * length)  // two sigmoid gates and a tanh per unit and step
     let step = batch * hidden
     let bhh = inputs.hiddenBias ?? Tensor(zeros: [threeH])
     let gateRegion = saveForBackward ? length * step : step
@@ -79,6 +105,8 @@ public enum GRURecurrence {
     }
     var hw = [Float](repeating: 0, count: batch * threeH)
     let xStride = length * threeH
+    let active = inputs.activeRows
+    FLOPCounter.addExponentials(threeH * active.reduce(0, +))  // two sigmoid gates and a tanh per unit and step
     inputs.inputProjection.withUnsafeBufferPointer { xp in
       inputs.hiddenWeight.withUnsafeBufferPointer { wp in
         bhh.withUnsafeBufferPointer { bp in
@@ -89,16 +117,19 @@ public enum GRURecurrence {
                 base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
               )
               for t in 0..<length {
-                for b in 0..<batch { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
+                let (rows, o) = (active[t], t * step)
+                // Rows past their length output 0 (their gates are never read).
+                if rows < batch { (h + o + rows * hidden).update(repeating: 0, count: (batch - rows) * hidden) }
+                if rows == 0 { continue }
+                for b in 0..<rows { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
                 if t > 0 {
                   BLAS.gemm(
-                    transposeA: false, transposeB: true, m: batch, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
+                    transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
                     lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
                 }
-                let o = t * step
                 let g = saveForBackward ? o : 0
                 ssm_gru_forward_step(
-                  xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, batch, hidden,
+                  xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, rows, hidden,
                   r + g, z + g, n + g, hn + g, h + o)
               }
             }
