@@ -87,6 +87,11 @@ void ssm_softmax_cross_entropy_rows(const float *logits, const int32_t *targets,
                                     float scale, float *loss, float *grad) {
   table()->softmax_cross_entropy_rows(logits, targets, rows, n, scale, loss, grad);
 }
+
+void ssm_softmax_cross_entropy_block(const float *logits, const float *lse, const int32_t *targets, long rows,
+                                     long n, long first_class, float scale, float *grad) {
+  table()->softmax_cross_entropy_block(logits, lse, targets, rows, n, first_class, scale, grad);
+}
 void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float lr, float beta1,
                      float beta2, float eps, float weight_decay, int decoupled, float bias_correction1,
                      float bias_correction2) {

@@ -24,6 +24,8 @@ typedef struct {
   void (*softmax_backward_rows)(const float *, const float *, long, long, float *);
   void (*softmax_cross_entropy_rows)(const float *, const int32_t *, long, long, float, float *,
                                      float *);
+  void (*softmax_cross_entropy_block)(const float *, const float *, const int32_t *, long, long, long, float,
+                                      float *);
   void (*adam_update)(float *, const float *, float *, float *, long, float, float, float, float,
                       float, int, float, float);
   void (*scan_forward)(const ssm_scan_args *, long, long, float *, float *, float *);

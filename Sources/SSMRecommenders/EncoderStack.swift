@@ -43,17 +43,27 @@ struct EncoderStack<Layer: StackLayer> {
       + layers.enumerated().flatMap { prefixed("\(layerPrefix).\($0.offset)", $0.element.namedParameters()) }
   }
 
+  /// The last layer's output at each history's last position, `[B, D]`.
   func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    positionStates(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    let last = batch.lengths.map { $0 - 1 }
+    return run(batch, context: &context, lastLayerRows: { $0.gatherTimeSteps(last) })
   }
 
   /// The last layer's output at every position, `[B, L, D]`.
   func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    run(batch, context: &context, lastLayerRows: { $0 })
+  }
+
+  /// The stack, with the last layer's norm and feed-forward network (position-wise) applied to
+  /// `lastLayerRows` of its block's output only.
+  private func run(
+    _ batch: SequenceBatch, context: inout ForwardContext, lastLayerRows: (Variable) -> Variable
+  ) -> Variable {
     var h = embeddingNorm(dropout(items(batch.items), context: &context))
-    for layer in layers {
+    for (i, layer) in layers.enumerated() {
       let m = dropout(layer.block(h, lengths: batch.lengths, context: &context), context: &context)
-      h = layer.norm(layers.count == 1 ? m : m + h)
-      h = layer.feedForward(h, context: &context)
+      let sum = layers.count == 1 ? m : m + h
+      h = layer.feedForward(layer.norm(i == layers.count - 1 ? lastLayerRows(sum) : sum), context: &context)
     }
     return h
   }

@@ -80,9 +80,10 @@ public final class GRU4Rec: SequentialRecommender {
       + prefixed("dense", dense.namedParameters())
   }
 
-  /// The `dense` projection of the GRU state at each sequence's last real position, `[B, embeddingSize]`.
+  /// The `dense` projection of the GRU state at each sequence's last real position, `[B, embeddingSize]`
+  /// (`dense` is position-wise, so it runs on those B states only).
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    states(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    dense(hiddenStates(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 }))
   }
 
   /// Causal: a GRU reads its input in order.
@@ -94,7 +95,12 @@ public final class GRU4Rec: SequentialRecommender {
   }
 
   func states(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    dense(gru(dropout(items(batch.items), context: &context), lengths: batch.isPacked ? batch.lengths : nil))
+    dense(hiddenStates(batch, context: &context))
+  }
+
+  /// The last GRU layer's states, `[B, L, hiddenSize]`.
+  func hiddenStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    gru(dropout(items(batch.items), context: &context), lengths: batch.isPacked ? batch.lengths : nil)
   }
 
   /// Packed: up to `maximumLength` items of each history, and each GRU step runs only the

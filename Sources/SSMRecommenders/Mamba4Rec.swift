@@ -119,12 +119,16 @@ public final class Mamba4Rec: SequentialRecommender {
     guard batch.isPacked else { return stack.encode(batch, context: &context) }
     let (packedItems, sequenceIndex, lastTokens) = SSD4Rec.pack(batch)
     var h = stack.embeddingNorm(stack.dropout(items(packedItems), context: &context))
-    for layer in layers {
+    for (i, layer) in layers.enumerated() {
       let m = stack.dropout(layer.mamba(h, sequenceIndex: sequenceIndex), context: &context)
-      h = layer.norm(layers.count == 1 ? m : m + h)
-      h = layer.feedForward(h, context: &context)
+      var sum = layers.count == 1 ? m : m + h
+      if i == layers.count - 1 {
+        // The last norm and feed-forward network are position-wise: only the last tokens count.
+        sum = sum.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
+      }
+      h = layer.feedForward(layer.norm(sum), context: &context)
     }
-    return h.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
+    return h
   }
 
   /// Packed: up to `maximumLength` items of each history, laid end to end.

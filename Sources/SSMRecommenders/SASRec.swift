@@ -129,7 +129,8 @@ public final class SASRec: SequentialRecommender {
   /// The transformer's output at each sequence's last real position, `[B, D]`; traps if the batch is wider
   /// than `maximumLength`.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    states(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 })
+    let last = batch.lengths.map { $0 - 1 }
+    return states(batch, context: &context, lastLayerRows: { $0.gatherTimeSteps(last) })
   }
 
   /// Causal: the attention mask lets position `t` attend to positions `0…t` only.
@@ -137,10 +138,14 @@ public final class SASRec: SequentialRecommender {
 
   /// The last layer's output at every position, `[B, L, D]`.
   public func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable? {
-    states(batch, context: &context)
+    states(batch, context: &context, lastLayerRows: { $0 })
   }
 
-  func states(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+  /// The transformer, with the last layer's feed-forward network (position-wise) applied to
+  /// `lastLayerRows` of its attention output only.
+  func states(
+    _ batch: SequenceBatch, context: inout ForwardContext, lastLayerRows: (Variable) -> Variable
+  ) -> Variable {
     precondition(
       batch.width <= configuration.maximumLength,
       "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
@@ -149,7 +154,7 @@ public final class SASRec: SequentialRecommender {
     let mask = Self.attentionMask(batch)
     for i in 0..<configuration.layers {
       x = attention[i](x, mask: mask, context: &context)
-      x = feedForward[i](x, context: &context)
+      x = feedForward[i](i == configuration.layers - 1 ? lastLayerRows(x) : x, context: &context)
     }
     return x
   }

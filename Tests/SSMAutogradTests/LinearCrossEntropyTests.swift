@@ -39,14 +39,20 @@ final class LinearCrossEntropyTests: XCTestCase {
       var rng = SplitMix64(seed: 3)
       let targets = (0..<rows).map { _ in Int(rng.next() % UInt64(classes)) }
       let expected = reference(hidden: hidden, weight: weight, targets: targets)
+      // Whole rows, and blocks of classes too (the two-pass form large catalogues take).
       withEvery("rowsPerBlock", in: [1, 2, 4, nil as Int?]) { block in
-        let h = Variable(hidden, requiresGradient: true)
-        let w = Variable(weight, requiresGradient: true)
-        let loss = Variable.linearSoftmaxCrossEntropy(hidden: h, weight: w, targets: IndexTensor(targets), rowsPerBlock: block)
-        loss.backward(seed: Tensor(2))
-        assertClose([Double(loss.value.scalar)], [expected.loss], rtol: 1e-5, atol: 1e-6, "loss")
-        assertClose(h.gradient!, expected: expected.hidden.map { 2 * $0 }, shape: hidden.shape, rtol: 1e-4, atol: 1e-6, "∂hidden")
-        assertClose(w.gradient!, expected: expected.weight.map { 2 * $0 }, shape: weight.shape, rtol: 1e-4, atol: 1e-6, "∂weight")
+        withEvery("classesPerBlock", in: [nil, 1, 3, 1024] as [Int?]) { classBlock in
+          let h = Variable(hidden, requiresGradient: true)
+          let w = Variable(weight, requiresGradient: true)
+          let loss = Variable.linearSoftmaxCrossEntropy(
+            hidden: h, weight: w, targets: IndexTensor(targets), rowsPerBlock: block, classesPerBlock: classBlock)
+          loss.backward(seed: Tensor(2))
+          assertClose([Double(loss.value.scalar)], [expected.loss], rtol: 1e-5, atol: 1e-6, "loss")
+          assertClose(
+            h.gradient!, expected: expected.hidden.map { 2 * $0 }, shape: hidden.shape, rtol: 1e-4, atol: 1e-6, "∂hidden")
+          assertClose(
+            w.gradient!, expected: expected.weight.map { 2 * $0 }, shape: weight.shape, rtol: 1e-4, atol: 1e-6, "∂weight")
+        }
       }
     }
   }
@@ -69,9 +75,31 @@ final class LinearCrossEntropyTests: XCTestCase {
 
   func testGradientsMatchFiniteDifferences() {
     let targets = IndexTensor([3, 0, 6, 6])
-    GradientCheck.assertGradients([Tensor.random([4, 3], seed: 8), Tensor.random([7, 3], seed: 9)]) { v in
-      Variable.linearSoftmaxCrossEntropy(hidden: v[0], weight: v[1], targets: targets, rowsPerBlock: 3)
+    for classBlock in [nil, 2] as [Int?] {
+      GradientCheck.assertGradients([Tensor.random([4, 3], seed: 8), Tensor.random([7, 3], seed: 9)]) { v in
+        Variable.linearSoftmaxCrossEntropy(
+          hidden: v[0], weight: v[1], targets: targets, rowsPerBlock: 3, classesPerBlock: classBlock)
+      }
     }
+  }
+
+  /// A class block whose logits are all −∞ leaves the running logsumexp to the other blocks,
+  /// and a NaN logit makes the loss NaN: the two-pass form agrees with whole rows on both.
+  func testClassBlocksCarryInfinitiesAndNaNAsWholeRowsDo() {
+    // Every hidden row has a positive first entry, so −∞ weights give −∞ logits, never NaN.
+    let hidden = Tensor(rows: [[1, 0], [2, 1]])
+    let targets = IndexTensor([2, 3])
+    func losses(_ weight: Tensor) -> (whole: Float, blocked: Float) {
+      let whole = Variable.linearSoftmaxCrossEntropy(hidden: Variable(hidden), weight: Variable(weight), targets: targets)
+      let blocked = Variable.linearSoftmaxCrossEntropy(
+        hidden: Variable(hidden), weight: Variable(weight), targets: targets, classesPerBlock: 2)
+      return (whole.value.scalar, blocked.value.scalar)
+    }
+    let infinite = losses(Tensor(rows: [[-.infinity, 0], [-.infinity, 0], [2, 0], [1, 1]]))
+    XCTAssertTrue(infinite.whole.isFinite)
+    XCTAssertEqual(Double(infinite.blocked), Double(infinite.whole), accuracy: 1e-6)
+    let nan = losses(Tensor(rows: [[-1, 0], [.nan, 0], [2, 0], [1, 1]]))
+    XCTAssertTrue(nan.whole.isNaN && nan.blocked.isNaN, "a NaN logit: \(nan)")
   }
 
   func testWithoutATapeNothingIsKept() {

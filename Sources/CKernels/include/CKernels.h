@@ -92,6 +92,11 @@ void ssm_softmax_backward_rows(const float *y, const float *g, long rows, long n
 /// Per row: loss[r] = logsumexp(x_r) − x_r[target_r] and grad_r = scale·(softmax(x_r) − onehot).
 void ssm_softmax_cross_entropy_rows(const float *logits, const int32_t *targets, long rows, long n,
                                     float scale, float *loss, float *grad);
+/// Per row of a block of logits for the classes first_class..<first_class + n, given the row's
+/// logsumexp over every class: grad = scale·(softmax − onehot(target)) on the block (the
+/// second pass of a cross-entropy blocked over classes).
+void ssm_softmax_cross_entropy_block(const float *logits, const float *lse, const int32_t *targets, long rows,
+                                     long n, long first_class, float scale, float *grad);
 /// One Adam (decoupled = 0, L2 decay) or AdamW (decoupled = 1) step, PyTorch semantics.
 void ssm_adam_update(float *p, const float *g, float *m, float *v, long n, float lr, float beta1,
                      float beta2, float eps, float weight_decay, int decoupled, float bias_correction1,
