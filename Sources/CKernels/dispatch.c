@@ -160,6 +160,18 @@ unsigned long ssm_subnormals_off(void) {
 #endif
 }
 
+unsigned long ssm_fp_mode(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_ia32_stmxcsr();
+#elif defined(__aarch64__)
+  unsigned long mode;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(mode));
+  return mode;
+#else
+  return 0;
+#endif
+}
+
 void ssm_subnormals_restore(unsigned long saved) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_ldmxcsr((unsigned)saved);

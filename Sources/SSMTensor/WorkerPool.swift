@@ -63,6 +63,10 @@ final class WorkerPool: @unchecked Sendable {
   // they join through `gate` (acquire).
   private nonisolated(unsafe) var job: ((Int) -> Void)?
   private nonisolated(unsafe) var taskCount = 0
+  /// The region owner's floating-point mode, which helpers run the region in (a kernel that
+  /// flushes subnormals for speed flushes them on every thread of its region, so results never
+  /// depend on which thread ran a task).
+  private nonisolated(unsafe) var floatingPointMode: UInt = 0
 
   private init(helpers count: Int) {
     helpers = (0..<Swift.max(count, 0)).map { _ in Helper() }
@@ -119,7 +123,10 @@ final class WorkerPool: @unchecked Sendable {
       }
       seen = generation.load(ordering: .acquiring)
       if join() {
+        let ownMode = ssm_fp_mode()
+        if ownMode != floatingPointMode { ssm_subnormals_restore(floatingPointMode) }
         claimTasks()
+        if ownMode != floatingPointMode { ssm_subnormals_restore(ownMode) }
         gate.subtract(1, ordering: .releasing)
       }
     }
@@ -157,14 +164,21 @@ final class WorkerPool: @unchecked Sendable {
     guard tasks > 1, !helpers.isEmpty,
       busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
     else {
+      let mode = ssm_fp_mode()
       withoutActuallyEscaping(body) { escapable in
         nonisolated(unsafe) let run = escapable
-        DispatchQueue.concurrentPerform(iterations: tasks) { run($0) }
+        DispatchQueue.concurrentPerform(iterations: tasks) { task in
+          let ownMode = ssm_fp_mode()
+          if ownMode != mode { ssm_subnormals_restore(mode) }
+          run(task)
+          if ownMode != mode { ssm_subnormals_restore(ownMode) }
+        }
       }
       return
     }
     withoutActuallyEscaping(body) { escapable in
       job = escapable
+      floatingPointMode = ssm_fp_mode()
       taskCount = tasks
       nextTask.store(0, ordering: .relaxed)
       gate.store(0, ordering: .releasing)

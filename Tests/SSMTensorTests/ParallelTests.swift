@@ -72,4 +72,31 @@ final class ParallelTests: XCTestCase {
     }
     XCTAssertEqual(concurrentTotal.load(ordering: .relaxed), 8 * 50 * 1000)
   }
+
+  /// Inside `withSubnormalsFlushed` every task of a region, on whichever thread, flushes
+  /// subnormal results to zero; outside it none does, and the caller's mode comes back.
+  func testRegionsRunInTheCallersSubnormalMode() {
+    let factors: [Float] = [0.5]  // from memory, so the product is computed at run time
+    let caller = pthread_self()
+    let onHelpers = Atomic<Int>(0)
+    func flushedTasks(_ count: Int) -> Int {
+      let flushed = Atomic<Int>(0)
+      Parallel.forEachChunk(count: count, minimumPerWorker: 1, piecesPerWorker: 8) { range in
+        if pthread_equal(pthread_self(), caller) == 0 { onHelpers.add(1, ordering: .relaxed) }
+        for _ in range {
+          // Long enough that the helpers join the region before the caller has run every task.
+          var x = Float.leastNormalMagnitude
+          for _ in 0..<2_000 { x = x * factors[0] * 2 }
+          if x * factors[0] == 0 { flushed.add(1, ordering: .relaxed) }
+        }
+      }
+      return flushed.load(ordering: .relaxed)
+    }
+    for _ in 0..<50 {
+      XCTAssertEqual(withSubnormalsFlushed { flushedTasks(64) }, 64)
+      XCTAssertEqual(flushedTasks(64), 0)
+    }
+    XCTAssertGreaterThan(Float.leastNormalMagnitude * factors[0], 0, "the caller's mode was not restored")
+    if Parallel.workerCount > 1 { XCTAssertGreaterThan(onHelpers.load(ordering: .relaxed), 0, "no task ran on a helper") }
+  }
 }

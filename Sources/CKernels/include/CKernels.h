@@ -176,6 +176,9 @@ void ssm_cpu_relax(void);
 unsigned long ssm_subnormals_off(void);
 /// Restores the floating-point mode ssm_subnormals_off returned, on the same thread.
 void ssm_subnormals_restore(unsigned long saved);
+/// The calling thread's floating-point mode (MXCSR or FPCR), for ssm_subnormals_restore on
+/// another thread: how a worker pool runs a region in its caller's mode.
+unsigned long ssm_fp_mode(void);
 /// Returns freed heap memory to the system (glibc's malloc_trim); 1 if any was released.
 int ssm_release_free_memory(void);
 /// Tunes glibc malloc for large, repeatedly allocated tensors (no-op elsewhere); returns 1 if
