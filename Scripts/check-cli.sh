@@ -49,6 +49,16 @@ printf 'model: gru4rec\nepoch: 3\n' > "$work/misspelt.yaml"
 printf '{"model": "gru4rec", "epochs": "three"}' > "$work/mistyped.json"
 printf 'model: [gru4rec\n' > "$work/broken.yaml"
 printf 'model: gru4rec\n' > "$work/run.toml"
+# Model settings: any key of the model's configuration, from a file; the flags win over them.
+printf 'heads: 4\nhiddenDropout: 0.1\n' > "$work/sasrec.yaml"
+"$bin" train --model sasrec --data "$work/tiny.inter" --epochs 1 --batch-size 64 --hidden-size 16 --dropout 0.3 \
+  --model-settings "$work/sasrec.yaml" --output "$work/sasrec-settings" --plain > /dev/null
+python3 -c "import json, sys; c = json.load(open(sys.argv[1])); assert (c['heads'], c['hiddenDropout'], c['hiddenSize']) == (4, 0.3, 16), c" \
+  "$work/sasrec-settings/model-configuration.json"
+printf '{"headz": 4}' > "$work/misspelt-settings.json"
+printf '{"heads": "four"}' > "$work/mistyped-settings.json"
+printf '{"itemCount": 3}' > "$work/other-items-settings.json"
+printf '{"heads": 4' > "$work/broken-settings.json"
 
 # Curves and test metrics of two runs as SVG (well-formed XML, one polyline per run and panel).
 "$bin" plot "$work/run" "$work/run200" --names "mamba4rec,sasrec L200" --output "$work/runs.svg"
@@ -221,6 +231,12 @@ usage "configuration with a misspelt setting" "$bin" train --config "$work/missp
 usage "configuration with a mistyped setting" "$bin" train --config "$work/mistyped.json" --data "$work/tiny.inter"
 usage "configuration that is not YAML" "$bin" train --config "$work/broken.yaml" --data "$work/tiny.inter"
 usage "configuration of another format" "$bin" train --config "$work/run.toml"
+usage "model settings that are not JSON" "$bin" train --model sasrec --data "$work/tiny.inter" --model-settings "$work/broken-settings.json"
+usage "model settings of another format" "$bin" train --model sasrec --data "$work/tiny.inter" --model-settings "$work/run.toml"
+usage "missing model settings file" "$bin" train --model sasrec --data "$work/tiny.inter" --model-settings "$work/none.json"
+runtime "model settings with a misspelt key" "$bin" train --model sasrec --data "$work/tiny.inter" --model-settings "$work/misspelt-settings.json"
+runtime "model settings with a mistyped value" "$bin" train --model sasrec --data "$work/tiny.inter" --model-settings "$work/mistyped-settings.json"
+runtime "model settings for another catalogue" "$bin" train --model sasrec --data "$work/tiny.inter" --model-settings "$work/other-items-settings.json"
 usage "missing configuration file" "$bin" train --config "$work/none.yaml"
 usage "training without a model" "$bin" train --data "$work/tiny.inter"
 usage "unknown loss" "$bin" train --model gru4rec --data "$work/tiny.inter" --loss hinge

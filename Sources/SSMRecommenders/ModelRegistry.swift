@@ -18,10 +18,57 @@ public struct ModelOverrides: Sendable, Equatable {
   /// The run's maximum history length, for models whose configuration depends on it (SASRec's
   /// position table, SIGMA's flip prefix).
   public var maximumLength: Int?
+  /// A JSON object of the model's configuration keys (any of them: SASRec's `heads`, SIGMA's
+  /// `flipPrefix`, …), set over the official configuration before ``hiddenSize``, ``layers``
+  /// and ``dropout`` are applied, so those win. A run's `model-configuration.json` is such an
+  /// object; an `itemCount` in it must match the catalogue.
+  public var settings: Data?
 
   /// Overrides of the given settings; `nil` keeps the model's official value.
-  public init(hiddenSize: Int? = nil, layers: Int? = nil, dropout: Float? = nil, maximumLength: Int? = nil) {
+  public init(
+    hiddenSize: Int? = nil, layers: Int? = nil, dropout: Float? = nil, maximumLength: Int? = nil, settings: Data? = nil
+  ) {
     (self.hiddenSize, self.layers, self.dropout, self.maximumLength) = (hiddenSize, layers, dropout, maximumLength)
+    self.settings = settings
+  }
+
+  /// `configure`'s configuration with ``settings`` set over it and the other overrides over
+  /// those: the official configuration, then the settings, then what `configure` changes for
+  /// the flags.
+  /// - Throws: `ConfigurationError.invalid` for settings that are not a JSON object, name a key
+  ///   the configuration does not have, give a value of the wrong type or another `itemCount`.
+  func configuration<C: Codable>(itemCount: Int, _ configure: (Int, ModelOverrides) throws -> C) throws -> C {
+    guard let settings else { return try configure(itemCount, self) }
+    func object(_ c: C) throws -> [String: Any] {
+      try JSONSerialization.jsonObject(with: try JSONEncoder().encode(c)) as? [String: Any] ?? [:]
+    }
+    let official = try object(try configure(itemCount, ModelOverrides(maximumLength: maximumLength)))
+    var flagsOnly = self
+    flagsOnly.settings = nil
+    let flagged = try object(try configure(itemCount, flagsOnly))
+    guard let given = try? JSONSerialization.jsonObject(with: settings) as? [String: Any] else {
+      throw ConfigurationError.invalid("the model settings are not a JSON object")
+    }
+    var merged = official
+    for (key, value) in given.sorted(by: { $0.key < $1.key }) {
+      guard official[key] != nil else {
+        throw ConfigurationError.invalid(
+          "the model has no setting \"\(key)\" (its settings: \(official.keys.sorted().joined(separator: ", ")))")
+      }
+      if key == "itemCount", (value as? NSNumber)?.intValue != itemCount {
+        throw ConfigurationError.invalid("the model settings give itemCount \(value), the data has \(itemCount) item ids")
+      }
+      merged[key] = value
+    }
+    for (key, value) in flagged where !((official[key] as? NSObject)?.isEqual(value) ?? false) { merged[key] = value }
+    do {
+      return try JSONDecoder().decode(C.self, from: try JSONSerialization.data(withJSONObject: merged))
+    } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
+      throw ConfigurationError.invalid(
+        "model setting \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\": \(context.debugDescription)")
+    } catch {
+      throw ConfigurationError.invalid("the model settings do not make a configuration: \(error)")
+    }
   }
 }
 
@@ -57,7 +104,9 @@ public struct ModelDescriptor: Sendable {
     self.summary = summary
     configurationType = String(describing: Model.Configuration.self)
     self.defaultTraining = defaultTraining
-    makeFresh = { itemCount, overrides, seed in try build(try configure(itemCount, overrides), seed) }
+    makeFresh = { itemCount, overrides, seed in
+      try build(try overrides.configuration(itemCount: itemCount, configure), seed)
+    }
     makeFromCheckpoint = { contents in
       let configuration = try contents.configuration(for: Model.self)
       try Model.checkConfiguration(configuration, storedShapes: contents.storedShapes)

@@ -28,9 +28,11 @@ struct RunConfiguration: Codable, Equatable {
   var negatives: Int?
   var proposal: String?
   var padded: Bool?
+  var modelSettings: String?
 
   enum CodingKeys: String, CodingKey, CaseIterable {
     case model, data, epochs, seed, layers, dropout, output, objective, loss, negatives, proposal, padded
+    case modelSettings = "model-settings"
     case userInterval = "user-interval"
     case itemInterval = "item-interval"
     case batchSize = "batch-size"
@@ -112,7 +114,30 @@ struct RunConfiguration: Codable, Equatable {
     result.negatives = other.negatives ?? negatives
     result.proposal = other.proposal ?? proposal
     result.padded = other.padded ?? padded
+    result.modelSettings = other.modelSettings ?? modelSettings
     return result
+  }
+
+  /// The file named by `model-settings`, a JSON object or YAML mapping of model configuration
+  /// keys, as JSON for ``ModelOverrides/settings``.
+  func modelSettingsJSON() throws -> Data? {
+    guard let path = modelSettings else { return nil }
+    let text: String
+    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+      throw ValidationError("cannot read the model settings \(path): \(error.localizedDescription)")
+    }
+    let object: Any?
+    if path.lowercased().hasSuffix(".json") {
+      object = try? JSONSerialization.jsonObject(with: Data(text.utf8))
+    } else if path.lowercased().hasSuffix(".yaml") || path.lowercased().hasSuffix(".yml") {
+      object = try? Yams.load(yaml: text)
+    } else {
+      throw ValidationError("the model settings \(path) must be a .json, .yaml or .yml file")
+    }
+    guard let mapping = object as? [String: Any], JSONSerialization.isValidJSONObject(mapping) else {
+      throw ValidationError("the model settings \(path) are not a JSON object or YAML mapping of settings")
+    }
+    return try JSONSerialization.data(withJSONObject: mapping, options: [.sortedKeys])
   }
 
   /// Throws `ValidationError` naming the first setting out of range (a run needs a model and data).
@@ -149,5 +174,6 @@ struct RunConfiguration: Codable, Equatable {
     }
     if let stoppingStep, stoppingStep < 0 { throw ValidationError("--stopping-step must be non-negative") }
     if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
+    _ = try modelSettingsJSON()
   }
 }

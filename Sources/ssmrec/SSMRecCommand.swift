@@ -220,6 +220,12 @@ struct Train: ParsableCommand {
   var loss: String?
   @Option(name: .long, help: "Negatives per batch for a sampled loss, shared by its rows (default 100).") var negatives: Int?
   @Option(name: .long, help: "Where negatives are drawn from: uniform (default) or popularity.") var proposal: String?
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "A .json or .yaml file of model configuration keys (e.g. {\"heads\": 8}), set before --hidden-size, --layers and --dropout.",
+      discussion: "A run's model-configuration.json holds every key of its model; any subset of them may be given."))
+  var modelSettings: String?
   @Flag(name: .long, help: "Continue from OUTPUT/last.safetensors.") var resume = false
   @Flag(name: .long, help: "Print plain progress lines even on a terminal.") var plain = false
   @Flag(name: .long, help: "Compute batches padded even for a model that packs them (the same results, to measure packing).")
@@ -233,7 +239,7 @@ struct Train: ParsableCommand {
       epochs, batchSize, maxLength, seed, learningRate, stoppingStep
     )
     (c.hiddenSize, c.layers, c.dropout, c.output, c.objective) = (hiddenSize, layers, dropout, output, objective)
-    (c.loss, c.negatives, c.proposal) = (loss, negatives, proposal)
+    (c.loss, c.negatives, c.proposal, c.modelSettings) = (loss, negatives, proposal, modelSettings)
     c.padded = padded ? true : nil
     return c
   }
@@ -274,11 +280,13 @@ struct Train: ParsableCommand {
     (run.loss, run.negatives, run.proposal) = (settings.loss.rawValue, settings.negatives, settings.proposal.rawValue)
     run.output = run.output ?? "ssmrec-run"
     run.data = URL(fileURLWithPath: run.data!).standardizedFileURL.path
+    run.modelSettings = run.modelSettings.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
     let split = SequentialSplit(dataset, maximumLength: settings.maximumLength)
     let recommender = try descriptor.makeModel(
       itemCount: dataset.itemCount,
       overrides: .init(
-        hiddenSize: run.hiddenSize, layers: run.layers, dropout: run.dropout, maximumLength: settings.maximumLength),
+        hiddenSize: run.hiddenSize, layers: run.layers, dropout: run.dropout, maximumLength: settings.maximumLength,
+        settings: try run.modelSettingsJSON()),
       seed: settings.seed)
     let folder = URL(fileURLWithPath: run.output!)
     print(
