@@ -30,11 +30,12 @@ for c in $cases; do
     mamba4rec | sigma) peer_model="$model-seq" ;;  # the peer's faster (sequential-loop) scan
     gru4rec) extra=(--hidden-size 64) ;;           # the peer's GRU4Rec is 64 wide
   esac
-  peer=$(cd "$peers" && "$python" peers/step_bench.py --single "$peer_model" "$length" "$items" --batch "$batch" 2>/dev/null | sed -n 's/^RESULT //p')
+  # A peer that fails (torch.compile cannot compile every model at every size) is reported as "—".
+  peer=$(cd "$peers" && "$python" peers/step_bench.py --single "$peer_model" "$length" "$items" --batch "$batch" 2>/dev/null | sed -n 's/^RESULT //p' || true)
   compiled=""
   if [ "${COMPILED:-1}" = 1 ]; then
     compiled=$(cd "$peers" && PEERS_COMPILE=1 "$python" peers/step_bench.py --single "$peer_model" "$length" "$items" --batch "$batch" --warmup 3 \
-      2>/dev/null | sed -n 's/^RESULT //p')
+      2>/dev/null | sed -n 's/^RESULT //p' || true)
   fi
   ours=$("$bin" bench --model "$model" --length "$length" --items "$items" --batch "$batch" --repeats 10 --json "${extra[@]}")
   printf '{"case": "%s", "peer": %s, "compiled": %s, "ssmrec": %s}\n' "$c" "${peer:-null}" "${compiled:-null}" "$ours" >> "$out"
