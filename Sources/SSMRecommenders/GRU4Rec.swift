@@ -104,7 +104,7 @@ public final class GRU4Rec: SequentialRecommender {
   }
 
   /// Packed: up to `maximumLength` items of each history, and each GRU step runs only the
-  /// histories that reach it (``GRU/callAsFunction(_:lengths:)``), so padding costs no
+  /// histories that reach it (the `GRU` layer's `lengths`), so padding costs no
   /// recurrence work; the result is the padded one.
   public func batching(maximumLength: Int?) -> BatchingPolicy { .packed(upTo: maximumLength) }
 }

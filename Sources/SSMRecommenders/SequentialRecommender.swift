@@ -325,7 +325,7 @@ extension SequentialRecommender {
   }
 
   /// The training objective: mean softmax cross-entropy of `encode · Eᵀ` against the targets,
-  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)`, or the
+  /// through `Variable.linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:classesPerBlock:)`, or the
   /// sampled loss of the batch's ``SequenceBatch/negatives``
   /// (`Variable.sampledCatalogueLoss(hidden:weight:targets:negatives:)`); for a batch with
   /// ``SequenceBatch/positionTargets``, the same over every position that has one, from

@@ -16,7 +16,7 @@ import SSMTensor
 // of forming the logits twice.
 
 extension Variable {
-  /// The rows of `[rows, V]` logits that one block of ``linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:)``
+  /// The rows of `[rows, V]` logits that one block of ``linearSoftmaxCrossEntropy(hidden:weight:targets:rowsPerBlock:classesPerBlock:)``
   /// forms by default: as many as keep a block near 2M floats (8 MB), at least one.
   public static func defaultCrossEntropyBlockRows(classes: Int) -> Int { Swift.max(1, (1 << 21) / Swift.max(classes, 1)) }
 
