@@ -70,12 +70,6 @@ package enum FLOPCounter {
     exps.wrappingAdd(count, ordering: .relaxed)
   }
 
-  /// Runs `body` and returns its result with the operations counted meanwhile.
-  package static func measure<R>(_ body: () throws -> R) rethrows -> (result: R, operations: Int) {
-    let (result, counts) = try measureCounts(body)
-    return (result, counts.operations)
-  }
-
   /// Runs `body` and returns its result with everything counted meanwhile, by kind.
   package static func measureCounts<R>(_ body: () throws -> R) rethrows -> (result: R, counts: Counts) {
     let before = counts

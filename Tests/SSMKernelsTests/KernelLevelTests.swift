@@ -526,6 +526,39 @@ final class KernelLevelTests: XCTestCase {
     }
   }
 
+  /// The second pass of the cross-entropy blocked over classes: given each row's logsumexp over
+  /// all classes, grad = scale·(softmax − onehot) on a block of classes starting at `first`,
+  /// with the target inside the block, at its edges and outside it.
+  func testSoftmaxCrossEntropyBlockAtEveryLevel() {
+    let scale: Float = 0.37
+    atEveryLevel {
+      withEvery("rows", in: rowCounts) { rows in
+        withEvery("n", in: sizes) { n in
+          let first = 3
+          let x = uniform(rows * n, -8...8, seed: seed(rows, n) + 11)
+          let xd = x.map(Double.init)
+          // The logsumexp of each row over a catalogue that also holds classes outside the block.
+          // (Rounded to Float as the kernel receives it.)
+          let lse = (0..<rows).map { r in
+            Double(Float(Reference.logSumExp(ArraySlice(Array(xd[(r * n)..<((r + 1) * n)]) + [Double(r % 3), -1]))))
+          }
+          let targets = (0..<rows).map { r in Int32([first, first + n - 1, first + n / 2, 0, first + n][r % 5]) }
+          var expected = [Double]()
+          for r in 0..<rows {
+            for i in 0..<n {
+              let p = Foundation.exp(xd[r * n + i] - lse[r])
+              expected.append(Double(scale) * (p - (first + i == Int(targets[r]) ? 1 : 0)))
+            }
+          }
+          var grad = output(rows * n)
+          ssm_softmax_cross_entropy_block(input(x), lse.map(Float.init), targets, rows, n, first, scale, &grad)
+          assertMatches(grad, expected, rtol: 1e-6, atol: 1e-7, "grad")
+          assertPaddingIntact(grad, after: rows * n, "grad")
+        }
+      }
+    }
+  }
+
   /// Six steps of Adam (L2 decay) and AdamW (decoupled decay) against PyTorch's rule in Double,
   /// with the hyperparameters the kernel receives (Float) and the bias corrections 1 − βᵗ.
   func testAdamUpdateAtEveryLevel() {

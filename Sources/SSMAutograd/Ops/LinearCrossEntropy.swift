@@ -95,13 +95,9 @@ extension Variable {
                           p.0 + o * classes, p.1 + o, r.count, classes, scale, p.2 + o, p.3 + o * classes)
                       }
                       if recording {
-                        // ∂hidden_block = G·W, ∂W += Gᵀ·hidden_block.
-                        BLAS.gemm(
-                          transposeA: false, transposeB: false, m: count, n: width, k: classes, alpha: 1, a: gp.baseAddress!,
-                          lda: classes, b: wp.baseAddress!, ldb: width, beta: 0, c: dhp.baseAddress! + start * width, ldc: width)
-                        BLAS.gemm(
-                          transposeA: true, transposeB: false, m: classes, n: width, k: count, alpha: 1, a: gp.baseAddress!,
-                          lda: classes, b: h, ldb: width, beta: 1, c: dwp.baseAddress!, ldc: width)
+                        addBlockGradients(
+                          gp.baseAddress!, rows: count, classes: classes, width: width, hidden: h, weight: wp.baseAddress!,
+                          dHidden: dhp.baseAddress! + start * width, dWeight: dwp.baseAddress!)
                       }
                       start += count
                     }
@@ -113,9 +109,31 @@ extension Variable {
         }
       }
     }
-    let loss = Tensor(Float(rowLoss.reduce(0.0) { $0 + Double($1) } / Double(Swift.max(rows, 1))))
-    return record(value: loss, inputs: [hidden, weight]) {
-      { [dHidden, dWeight] g in
+    return recordLoss(
+      rowLoss.reduce(0.0) { $0 + Double($1) } / Double(Swift.max(rows, 1)), hidden: hidden, weight: weight,
+      dHidden: dHidden, dWeight: dWeight)
+  }
+
+  /// `∂hidden_rows += G·W_block` and `∂W_block += Gᵀ·hidden_rows` for a block of `rows × classes`
+  /// gradients of the logits `G` (row stride `classes`).
+  private static func addBlockGradients(
+    _ g: UnsafePointer<Float>, rows: Int, classes: Int, width: Int, hidden: UnsafePointer<Float>,
+    weight: UnsafePointer<Float>, dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>
+  ) {
+    BLAS.gemm(
+      transposeA: false, transposeB: false, m: rows, n: width, k: classes, alpha: 1, a: g, lda: classes, b: weight,
+      ldb: width, beta: 1, c: dHidden, ldc: width)
+    BLAS.gemm(
+      transposeA: true, transposeB: false, m: classes, n: width, k: rows, alpha: 1, a: g, lda: classes, b: hidden,
+      ldb: width, beta: 1, c: dWeight, ldc: width)
+  }
+
+  /// The mean loss as one tape node whose pullback scales the gradients accumulated forward.
+  private static func recordLoss(
+    _ mean: Double, hidden: Variable, weight: Variable, dHidden: Tensor, dWeight: Tensor
+  ) -> Variable {
+    record(value: Tensor(Float(mean)), inputs: [hidden, weight]) {
+      { g in
         let s = g.scalar
         return [s == 1 ? dHidden : dHidden * s, s == 1 ? dWeight : dWeight * s]
       }
@@ -202,14 +220,9 @@ extension Variable {
                             g + r.lowerBound * n)
                         }
                       }
-                      // ∂hidden_rows += G·W_block, ∂W_block += Gᵀ·hidden_rows.
-                      BLAS.gemm(
-                        transposeA: false, transposeB: false, m: count, n: width, k: n, alpha: 1, a: g, lda: n,
-                        b: wp.baseAddress! + first * width, ldb: width, beta: 1, c: dhp.baseAddress! + start * width,
-                        ldc: width)
-                      BLAS.gemm(
-                        transposeA: true, transposeB: false, m: n, n: width, k: count, alpha: 1, a: g, lda: n, b: h,
-                        ldb: width, beta: 1, c: dwp.baseAddress! + first * width, ldc: width)
+                      addBlockGradients(
+                        g, rows: count, classes: n, width: width, hidden: h, weight: wp.baseAddress! + first * width,
+                        dHidden: dhp.baseAddress! + start * width, dWeight: dwp.baseAddress! + first * width)
                     }
                   }
                 }
@@ -219,12 +232,8 @@ extension Variable {
         }
       }
     }
-    let loss = Tensor(Float(rowLoss.reduce(0.0, +) / Double(Swift.max(rows, 1))))
-    return record(value: loss, inputs: [hidden, weight]) {
-      { [dHidden, dWeight] g in
-        let s = g.scalar
-        return [s == 1 ? dHidden : dHidden * s, s == 1 ? dWeight : dWeight * s]
-      }
-    }
+    return recordLoss(
+      rowLoss.reduce(0.0, +) / Double(Swift.max(rows, 1)), hidden: hidden, weight: weight, dHidden: dHidden,
+      dWeight: dWeight)
   }
 }
