@@ -200,10 +200,12 @@ int ssm_release_free_memory(void) {
 
 int ssm_configure_allocator(void) {
 #if defined(__GLIBC__)
-  // Tensors up to 32 MB (glibc's largest allowed threshold) come from the heap instead of fresh
-  // mmaps, and freed heap memory is kept for reuse instead of trimmed: a training step allocates
-  // the same buffer sizes every time, and re-faulting their pages cost more than the math.
+  // Every tensor comes from the heap instead of a fresh mmap (a threshold alone stops at glibc's
+  // 32 MB cap, and a step's logits or padded projections are larger), and freed heap memory is
+  // kept for reuse instead of trimmed: a training step allocates the same buffer sizes every
+  // time, and re-faulting and zeroing their pages cost more than the math.
   int ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  ok &= mallopt(M_MMAP_MAX, 0);
   ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
   return ok;
 #else

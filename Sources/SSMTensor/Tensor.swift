@@ -9,8 +9,8 @@ import CKernels
 /// Process-wide memory settings for training; nothing in SSMRec applies them on its own, since
 /// an application linking SSMRec owns its allocator.
 public enum AllocatorTuning {
-  /// Tunes glibc's malloc for a training process: buffers up to 32 MB come from the heap instead
-  /// of fresh `mmap`s and freed heap memory is kept for reuse, because a training step allocates
+  /// Tunes glibc's malloc for a training process: every buffer comes from the heap instead of
+  /// a fresh `mmap` and freed heap memory is kept for reuse, because a training step allocates
   /// the same sizes every time and faulting their pages in again cost more than the math. Call it
   /// once, early (the `ssmrec` command does). Returns whether it was applied: `false` off glibc
   /// or when `SSMREC_DEFAULT_MALLOC=1` is in the environment.
