@@ -52,13 +52,110 @@ public final class MultiHeadAttention: Layer {
   /// Self-attention over `x` `[B, L, D]` with an additive `mask` that broadcasts to
   /// `[B, heads, L, L]` (0 where query `i` may attend to key `j`, a large negative value where not).
   public func callAsFunction(_ x: Variable, mask: Tensor, context: inout ForwardContext) -> Variable {
-    let (b, l, d) = (x.shape[0], x.shape[1], x.shape[2])
+    norm(hiddenDropout(dense(attend(query(x), key(x), value(x), mask: mask, context: &context)), context: &context) + x)
+  }
+
+  /// Causal self-attention within each history of a packed batch: `x` is `[T, D]`, the tokens of
+  /// the histories of `layout` end to end, and a token attends to the earlier tokens of its own
+  /// history only (a block-diagonal causal mask). The projections, the output and the norm run on
+  /// the T tokens; the attention itself runs per bucket of histories of similar length
+  /// (``PackedAttentionLayout``), so it costs at most 4× the Σ ℓ² of the histories instead of
+  /// B·L². Each history's outputs are those of the padded batch.
+  public func callAsFunction(_ x: Variable, layout: PackedAttentionLayout, context: inout ForwardContext) -> Variable {
+    precondition(
+      x.shape.rank == 2 && x.shape[0] == layout.tokenCount,
+      "MultiHeadAttention: packed input \(x.shape) must be [\(layout.tokenCount), D]")
+    let d = x.shape[1]
+    let (q, k, v) = (query(x), key(x), value(x))
+    var outputs = [Variable]()
+    for bucket in layout.buckets {
+      func padded(_ t: Variable) -> Variable { t.gatherRows(bucket.slots).reshaped(to: [bucket.count, bucket.width, d]) }
+      let joined = attend(padded(q), padded(k), padded(v), mask: bucket.mask, context: &context)
+      outputs.append(joined.reshaped(to: [bucket.count * bucket.width, d]))
+    }
+    let joined = (outputs.count == 1 ? outputs[0] : Variable.concatenate(outputs, alongAxis: 0)).gatherRows(layout.tokenSlots)
+    return norm(hiddenDropout(dense(joined), context: &context) + x)
+  }
+
+  /// The heads' attention of `q` over `k` and `v`, `[B, L, D]` each, joined back to `[B, L, D]`.
+  private func attend(_ q: Variable, _ k: Variable, _ v: Variable, mask: Tensor, context: inout ForwardContext) -> Variable {
+    let (b, l, d) = (q.shape[0], q.shape[1], q.shape[2])
     let size = d / heads
     func split(_ v: Variable) -> Variable { v.reshaped(to: [b, l, heads, size]).permuted([0, 2, 1, 3]) }
-    let scores = Variable.matmul(split(query(x)), split(key(x)), transposeB: true) * (1 / Float(size).squareRoot()) + mask
+    let scores = Variable.matmul(split(q), split(k), transposeB: true) * (1 / Float(size).squareRoot()) + mask
     let probabilities = attentionDropout(scores.softmax(), context: &context)
-    let joined = Variable.matmul(probabilities, split(value(x))).permuted([0, 2, 1, 3]).reshaped(to: [b, l, d])
-    return norm(hiddenDropout(dense(joined), context: &context) + x)
+    return Variable.matmul(probabilities, split(v)).permuted([0, 2, 1, 3]).reshaped(to: [b, l, d])
+  }
+}
+
+/// Where the tokens of a packed batch of histories go for ``MultiHeadAttention``'s packed call:
+/// the histories, longest first, are grouped into buckets whose lengths are within a factor of
+/// two of the bucket's longest, and each bucket is attended as a padded batch of that width with
+/// a causal, key-padding mask. A history is attended only to itself, so the buckets change the
+/// cost and nothing else.
+public struct PackedAttentionLayout: Sendable {
+  /// Histories attended as one padded batch.
+  public struct Bucket: Sendable {
+    /// The number of histories in the bucket.
+    public let count: Int
+    /// The length of its longest history, to which the others are padded.
+    public let width: Int
+    /// For each of the `count × width` padded slots, the token it holds; a padding slot holds
+    /// the bucket's first token, whose value the mask hides (its attention weight is exactly 0,
+    /// so it receives no gradient either).
+    public let slots: IndexTensor
+    /// 0 where slot `i` may attend to slot `j` (`j ≤ i`, `j` inside the history), −10000
+    /// elsewhere, as the padded model's mask; `[count, 1, width, width]`.
+    public let mask: Tensor
+  }
+
+  /// The buckets, longest histories first.
+  public let buckets: [Bucket]
+  /// Each token's slot among the buckets' slots laid end to end.
+  public let tokenSlots: IndexTensor
+  /// T, the number of tokens.
+  public let tokenCount: Int
+
+  /// The layout of histories of `lengths` (each ≥ 1) whose tokens lie end to end in this order.
+  /// A bucket holds at most `slotsPerBucket` padded slots (or one history, if that is longer).
+  public init(lengths: [Int], slotsPerBucket: Int = 16_384) {
+    precondition(lengths.allSatisfy { $0 >= 1 }, "PackedAttentionLayout: every history needs a token, got \(lengths)")
+    var starts = [Int]()
+    var total = 0
+    for length in lengths {
+      starts.append(total)
+      total += length
+    }
+    let order = lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+    var tokenSlots = [Int32](repeating: 0, count: total)
+    var buckets = [Bucket]()
+    var next = 0
+    var slotBase = 0
+    while next < order.count {
+      let width = lengths[order[next]]
+      var end = next + 1
+      while end < order.count && 2 * lengths[order[end]] > width && (end - next + 1) * width <= slotsPerBucket { end += 1 }
+      let members = order[next..<end]
+      var slots = [Int32](repeating: Int32(starts[members.first!]), count: members.count * width)
+      var mask = [Float](repeating: -10000, count: members.count * width * width)
+      for (i, history) in members.enumerated() {
+        let length = lengths[history]
+        for t in 0..<length {
+          slots[i * width + t] = Int32(starts[history] + t)
+          tokenSlots[starts[history] + t] = Int32(slotBase + i * width + t)
+          for j in 0...t { mask[(i * width + t) * width + j] = 0 }
+        }
+      }
+      buckets.append(
+        Bucket(
+          count: members.count, width: width, slots: IndexTensor(shape: [slots.count], values: slots),
+          mask: Tensor(shape: [members.count, 1, width, width], scalars: mask)))
+      slotBase += slots.count
+      next = end
+    }
+    self.buckets = buckets
+    self.tokenSlots = IndexTensor(shape: [total], values: tokenSlots)
+    tokenCount = total
   }
 }
 

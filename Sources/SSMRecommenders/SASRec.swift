@@ -127,10 +127,33 @@ public final class SASRec: SequentialRecommender {
   }
 
   /// The transformer's output at each sequence's last real position, `[B, D]`; traps if the batch is wider
-  /// than `maximumLength`.
+  /// than `maximumLength`. A packed batch (``SequenceBatch/isPacked``) is computed on its
+  /// histories' tokens end to end, positions restarting at every history and attention within
+  /// each history only (the `MultiHeadAttention` layer's packed call), so padding
+  /// costs nothing; the result is the padded one.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    if batch.isPacked { return packedLastStates(batch, context: &context) }
     let last = batch.lengths.map { $0 - 1 }
     return states(batch, context: &context, lastLayerRows: { $0.gatherTimeSteps(last) })
+  }
+
+  /// The packed form of ``encode(_:context:)``: every position-wise operation on the T tokens,
+  /// the last layer's feed-forward network on the B last tokens.
+  func packedLastStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    precondition(
+      batch.width <= configuration.maximumLength,
+      "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
+    let (packedItems, _, lastTokens) = SSD4Rec.pack(batch)
+    let positionIds = IndexTensor(shape: packedItems.shape, values: batch.lengths.flatMap { 0..<$0 })
+    let tokens = packedItems.elementCount
+    let layout = PackedAttentionLayout(lengths: batch.lengths)
+    var x = dropout(embeddingNorm(items(packedItems) + positions(positionIds)), context: &context)
+      .reshaped(to: [tokens, configuration.hiddenSize])
+    for i in 0..<configuration.layers {
+      x = attention[i](x, layout: layout, context: &context)
+      x = feedForward[i](i == configuration.layers - 1 ? x.gatherRows(IndexTensor(lastTokens)) : x, context: &context)
+    }
+    return x
   }
 
   /// Causal: the attention mask lets position `t` attend to positions `0…t` only.
@@ -161,9 +184,9 @@ public final class SASRec: SequentialRecommender {
 }
 
 extension SASRec {
-  /// Never more positions than the position table holds.
+  /// Packed, and never more positions than the position table holds.
   public func batching(maximumLength: Int?) -> BatchingPolicy {
-    .upTo(Swift.min(maximumLength ?? configuration.maximumLength, configuration.maximumLength))
+    .packed(upTo: Swift.min(maximumLength ?? configuration.maximumLength, configuration.maximumLength))
   }
 }
 

@@ -63,6 +63,37 @@ final class PackingTests: XCTestCase {
     }
   }
 
+  func testSASRecPackedEqualsPadded() throws {
+    for (layers, heads) in [(1, 1), (2, 2)] {
+      var c = SASRec.Configuration(itemCount: 30)
+      // Dropout off: packed and padded batches draw their masks in different shapes.
+      (c.hiddenSize, c.innerSize, c.layers, c.heads, c.maximumLength) = (8, 12, layers, heads, 16)
+      (c.hiddenDropout, c.attentionDropout) = (0, 0)
+      let model = try SASRec(configuration: c, seed: UInt64(layers))
+      XCTAssertEqual(model.batching(maximumLength: 50), .packed(upTo: 16))
+      try assertPackedEqualsPadded(model)
+    }
+  }
+
+  /// Every token has one slot, in a bucket of histories within a factor of two of its widest,
+  /// and a slot holds the token placed there.
+  func testPackedAttentionLayoutCoversEveryTokenOnce() {
+    let lengths = [12, 1, 5, 12, 2, 7, 6, 1, 3]
+    for budget in [1, 16, 16_384] {
+      let layout = PackedAttentionLayout(lengths: lengths, slotsPerBucket: budget)
+      XCTAssertEqual(layout.tokenCount, lengths.reduce(0, +))
+      var slots = [Int32]()
+      for bucket in layout.buckets {
+        XCTAssertTrue(bucket.count == 1 || bucket.count * bucket.width <= budget, "budget \(budget)")
+        slots += bucket.slots.values
+      }
+      XCTAssertEqual(layout.buckets.map(\.count).reduce(0, +), lengths.count)
+      XCTAssertEqual(Set(layout.tokenSlots.values).count, layout.tokenCount, "budget \(budget)")
+      for (token, slot) in layout.tokenSlots.values.enumerated() { XCTAssertEqual(Int(slots[Int(slot)]), token) }
+    }
+    XCTAssertEqual(PackedAttentionLayout(lengths: lengths).buckets.map(\.width), [12, 6, 3, 1])
+  }
+
   /// The policy declares packing and its batches carry it; checkpoints keep the policy.
   func testMamba4RecDeclaresPackedBatches() throws {
     let model = try Mamba4Rec(configuration: .init(itemCount: 10))

@@ -107,7 +107,7 @@ final class TrainerTests: XCTestCase {
     XCTAssertEqual(try SIGMA(configuration: sigma).batching(maximumLength: 30), .fixedWindow(30))
     var sasrec = SASRec.Configuration(itemCount: 20)
     (sasrec.hiddenSize, sasrec.innerSize, sasrec.maximumLength) = (8, 16, 10)
-    XCTAssertEqual(try SASRec(configuration: sasrec).batching(maximumLength: 200), .upTo(10))
+    XCTAssertEqual(try SASRec(configuration: sasrec).batching(maximumLength: 200), .packed(upTo: 10))
     XCTAssertEqual(try tinyModel(split).batching(maximumLength: nil), .packed(upTo: nil))
   }
 }
