@@ -91,16 +91,77 @@ public final class GRU: Layer {
     return rows(layers(rows(x, order), lengths: order.map { lengths[$0] }), inverse)
   }
 
-  private func layers(_ x: Variable, lengths: [Int]?) -> Variable {
+  /// All hidden states of the last layer for packed time-major input: `x` is `[T, input]`, the
+  /// rows of `packing`'s step 0, then of step 1, and so on (``TimeMajorPacking``); returns
+  /// `[T, hidden]` in the same order. Nothing is computed or stored for padding, and the
+  /// states are those of the padded GRU with the histories' lengths.
+  public func callAsFunction(_ x: Variable, packing: TimeMajorPacking) -> Variable {
+    precondition(
+      x.shape.rank == 2 && x.shape[0] == packing.tokenCount,
+      "GRU: packed input \(x.shape) must be [\(packing.tokenCount), input]")
+    return layers(x, lengths: nil, stepSizes: packing.stepSizes)
+  }
+
+  private func layers(_ x: Variable, lengths: [Int]?, stepSizes: [Int]? = nil) -> Variable {
     var h = x
     for k in 0..<layerCount {
       var projected = Variable.matmul(h, inputWeights[k].variable, transposeB: true)
       if let inputBiases { projected = projected + inputBiases[k].variable }
       h = Variable.gruRecurrence(
         inputProjection: projected, hiddenWeight: hiddenWeights[k].variable, hiddenBias: hiddenBiases?[k].variable,
-        lengths: lengths)
+        lengths: lengths, stepSizes: stepSizes)
     }
     return h
+  }
+}
+
+/// PyTorch's packed-sequence layout of a batch of histories: sorted longest first, step `t`
+/// holds the `stepSizes[t]` histories longer than `t`, and the tokens lie step after step (all
+/// first items, then all second items, …), so a recurrence reads each step's rows contiguously
+/// and no padding is stored.
+public struct TimeMajorPacking: Sendable, Equatable {
+  /// The number of histories at each step, non-increasing.
+  public let stepSizes: [Int]
+  /// The index of each step's first token.
+  public let stepStarts: [Int]
+  /// The histories' lengths, in the batch's order.
+  public let lengths: [Int]
+  /// Each history's place in the longest-first order (ties keep the batch's order).
+  public let ranks: [Int]
+  /// T, the number of tokens.
+  public var tokenCount: Int { lengths.reduce(0, +) }
+
+  /// The packing of histories of `lengths` (each at least 1).
+  public init(lengths: [Int]) {
+    precondition(!lengths.isEmpty && lengths.allSatisfy { $0 >= 1 }, "TimeMajorPacking: lengths \(lengths) must be ≥ 1")
+    let order = lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+    var ranks = [Int](repeating: 0, count: lengths.count)
+    for (rank, row) in order.enumerated() { ranks[row] = rank }
+    var sizes = [Int]()
+    var starts = [Int]()
+    var total = 0
+    for t in 0..<lengths[order[0]] {
+      var size = sizes.last ?? lengths.count
+      while size > 0 && lengths[order[size - 1]] <= t { size -= 1 }
+      starts.append(total)
+      sizes.append(size)
+      total += size
+    }
+    (stepSizes, stepStarts, self.lengths, self.ranks) = (sizes, starts, lengths, ranks)
+  }
+
+  /// The token of history `row`'s item at `step` (`step < lengths[row]`).
+  public func token(row: Int, step: Int) -> Int { stepStarts[step] + ranks[row] }
+
+  /// The packed values of a row-major `[B, width]` array of per-position values (an item batch).
+  public func packed<Element>(_ values: [Element], width: Int) -> [Element] {
+    var result = [Element]()
+    result.reserveCapacity(tokenCount)
+    let order = ranks.indices.sorted { ranks[$0] < ranks[$1] }
+    for (t, size) in stepSizes.enumerated() {
+      for rank in 0..<size { result.append(values[order[rank] * width + t]) }
+    }
+    return result
   }
 }
 
@@ -110,13 +171,23 @@ extension Variable {
   ///
   /// One tape node over ``GRURecurrence`` (SSMKernels): when recording it keeps r, z, n,
   /// `W_hn·h + b_hn` and h for every step (5·B·L·H floats); without a tape only h. `lengths`,
-  /// longest first, limits each row to its history (``GRURecurrence/Inputs/lengths``).
+  /// longest first, limits each row to its history (``GRURecurrence/Inputs/lengths``);
+  /// `stepSizes` takes packed time-major projections `[T, 3H]` instead and returns `[T, H]`
+  /// (``GRURecurrence/Inputs/stepSizes``).
   public static func gruRecurrence(
-    inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?, lengths: [Int]? = nil
+    inputProjection: Variable, hiddenWeight: Variable, hiddenBias: Variable?, lengths: [Int]? = nil,
+    stepSizes: [Int]? = nil
   ) -> Variable {
-    let inputs = GRURecurrence.Inputs(
-      inputProjection: inputProjection.value, hiddenWeight: hiddenWeight.value, hiddenBias: hiddenBias?.value,
-      lengths: lengths)
+    let inputs =
+      if let stepSizes {
+        GRURecurrence.Inputs(
+          packedInputProjection: inputProjection.value, stepSizes: stepSizes, hiddenWeight: hiddenWeight.value,
+          hiddenBias: hiddenBias?.value)
+      } else {
+        GRURecurrence.Inputs(
+          inputProjection: inputProjection.value, hiddenWeight: hiddenWeight.value, hiddenBias: hiddenBias?.value,
+          lengths: lengths)
+      }
     let recording =
       GradientMode.isEnabled
       && (inputProjection.requiresGradient || hiddenWeight.requiresGradient || (hiddenBias?.requiresGradient ?? false))

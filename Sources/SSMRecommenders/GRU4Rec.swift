@@ -81,9 +81,19 @@ public final class GRU4Rec: SequentialRecommender {
   }
 
   /// The `dense` projection of the GRU state at each sequence's last real position, `[B, embeddingSize]`
-  /// (`dense` is position-wise, so it runs on those B states only).
+  /// (`dense` is position-wise, so it runs on those B states only). A packed batch
+  /// (``SequenceBatch/isPacked``) is computed in PyTorch's packed-sequence layout
+  /// (`TimeMajorPacking`): the embedding, the dropout, every input projection and every step of
+  /// the recurrence run on the batch's items only; the result is the padded one.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    dense(hiddenStates(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 }))
+    guard batch.isPacked else {
+      return dense(hiddenStates(batch, context: &context).gatherTimeSteps(batch.lengths.map { $0 - 1 }))
+    }
+    let packing = TimeMajorPacking(lengths: batch.lengths)
+    let tokens = IndexTensor(shape: [packing.tokenCount], values: packing.packed(batch.items.values, width: batch.width))
+    let states = gru(dropout(items(tokens), context: &context), packing: packing)
+    let last = batch.lengths.indices.map { packing.token(row: $0, step: batch.lengths[$0] - 1) }
+    return dense(states.gatherRows(IndexTensor(last)))
   }
 
   /// Causal: a GRU reads its input in order.
@@ -103,9 +113,8 @@ public final class GRU4Rec: SequentialRecommender {
     gru(dropout(items(batch.items), context: &context), lengths: batch.isPacked ? batch.lengths : nil)
   }
 
-  /// Packed: up to `maximumLength` items of each history, and each GRU step runs only the
-  /// histories that reach it (the `GRU` layer's `lengths`), so padding costs no
-  /// recurrence work; the result is the padded one.
+  /// Packed: up to `maximumLength` items of each history, in PyTorch's packed-sequence layout,
+  /// so padding costs no work; the result is the padded one.
   public func batching(maximumLength: Int?) -> BatchingPolicy { .packed(upTo: maximumLength) }
 }
 

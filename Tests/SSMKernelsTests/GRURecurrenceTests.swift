@@ -94,6 +94,50 @@ final class GRURecurrenceTests: XCTestCase {
     }
   }
 
+  /// Packed time-major projections give the padded recurrence's states and gradients (with the
+  /// histories' lengths), token for token, at every instruction-set level.
+  func testPackedTimeMajorEqualsPaddedWithLengths() {
+    defer { _ = ssm_isa_force(-1) }
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      withEvery("lengths", in: [[7, 7, 4, 1, 1], [3, 2, 2, 1], [6], [1], [17, 16, 1]]) { lengths in
+        withEvery("bias", in: [false, true]) { bias in
+          let (batch, length, hidden) = (lengths.count, lengths[0], 9)
+          var padded = Self.inputs(batch: batch, length: length, hidden: hidden, bias: bias, seed: UInt64(batch * 7 + length))
+          padded.lengths = lengths
+          let sizes = (0..<length).map { t in lengths.filter { $0 > t }.count }
+          // Token (t, b) of the packed layout is row b's step t of the padded one.
+          let order = sizes.enumerated().flatMap { t, size in (0..<size).map { b in b * length + t } }
+          func pack(_ x: Tensor, width: Int) -> Tensor {
+            let rows = x.reshaped(to: [batch * length, width])
+            return Tensor(
+              shape: [order.count, width], scalars: order.flatMap { rows.scalars[($0 * width)..<(($0 + 1) * width)] })
+          }
+          let packed = GRURecurrence.Inputs(
+            packedInputProjection: pack(padded.inputProjection, width: 3 * hidden), stepSizes: sizes,
+            hiddenWeight: padded.hiddenWeight, hiddenBias: padded.hiddenBias)
+          let (expected, paddedSaved) = GRURecurrence.forward(padded, saveForBackward: true)
+          let (output, saved) = GRURecurrence.forward(packed, saveForBackward: true)
+          assertNormalizedError(output, pack(expected, width: hidden), below: 1e-6, "h")
+          assertNormalizedError(
+            GRURecurrence.forward(packed, saveForBackward: false).output, output, below: 1e-7, "h unsaved")
+          var mask = [Float](repeating: 0, count: batch * length * hidden)
+          for b in 0..<batch { for i in 0..<(lengths[b] * hidden) { mask[(b * length) * hidden + i] = 1 } }
+          var rng = SplitMix64(seed: 5)
+          let dy =
+            Tensor.randomNormal([batch, length, hidden], using: &rng) * Tensor(shape: [batch, length, hidden], scalars: mask)
+          let (fast, reference) = (
+            GRURecurrence.backward(outputGradient: pack(dy, width: hidden), packed, saved: saved!),
+            GRURecurrence.backward(outputGradient: dy, padded, saved: paddedSaved!)
+          )
+          assertNormalizedError(fast.inputProjection, pack(reference.inputProjection, width: 3 * hidden), below: 1e-6, "∂xw")
+          assertNormalizedError(fast.hiddenWeight, reference.hiddenWeight, below: 1e-6, "∂W_hh")
+          if bias { assertNormalizedError(fast.hiddenBias!, reference.hiddenBias!, below: 1e-6, "∂b_hh") }
+        }
+      }
+    }
+  }
+
   /// The Double reference's backward against central differences of the reference's forward,
   /// for every input (1e-5: central differences at h = 1e-6 resolve ~1e-10 absolute, which is
   /// 1e-6 relative on the smallest entries).

@@ -55,8 +55,8 @@ final class PackingTests: XCTestCase {
   func testGRU4RecPackedEqualsPadded() throws {
     for layers in [1, 2] {
       var c = GRU4Rec.Configuration(itemCount: 30)
-      // Dropout on: the packed GRU keeps the padded shapes, so both draw the same masks.
-      (c.embeddingSize, c.hiddenSize, c.layers) = (8, 12, layers)
+      // Dropout off: packed and padded batches draw their masks in different shapes.
+      (c.embeddingSize, c.hiddenSize, c.layers, c.dropout) = (8, 12, layers, 0)
       let model = try GRU4Rec(configuration: c, seed: UInt64(layers))
       XCTAssertEqual(model.batching(maximumLength: 50), .packed(upTo: 50))
       try assertPackedEqualsPadded(model)
@@ -92,6 +92,19 @@ final class PackingTests: XCTestCase {
       for (token, slot) in layout.tokenSlots.values.enumerated() { XCTAssertEqual(Int(slots[Int(slot)]), token) }
     }
     XCTAssertEqual(PackedAttentionLayout(lengths: lengths).buckets.map(\.width), [12, 6, 3, 1])
+  }
+
+  /// PyTorch's packed-sequence order: all first items longest history first, then all second
+  /// items, …
+  func testTimeMajorPackingOrder() {
+    let packing = TimeMajorPacking(lengths: [2, 3, 1])
+    XCTAssertEqual(packing.stepSizes, [3, 2, 1])
+    XCTAssertEqual(packing.stepStarts, [0, 3, 5])
+    XCTAssertEqual(packing.tokenCount, 6)
+    XCTAssertEqual(
+      packing.packed(["a0", "a1", "-", "b0", "b1", "b2", "c0", "-", "-"], width: 3), ["b0", "a0", "c0", "b1", "a1", "b2"])
+    XCTAssertEqual(packing.token(row: 0, step: 1), 4)
+    XCTAssertEqual(packing.token(row: 2, step: 0), 2)
   }
 
   /// The policy declares packing and its batches carry it; checkpoints keep the policy.

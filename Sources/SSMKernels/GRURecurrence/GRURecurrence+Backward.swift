@@ -2,7 +2,7 @@ import CKernels
 import SSMTensor
 
 extension GRURecurrence {
-  /// The gradients of the recurrence's inputs given `∂L/∂h`, `[B, L, H]`, and what
+  /// The gradients of the recurrence's inputs given `∂L/∂h` (in the outputs' layout), and what
   /// ``forward(_:saveForBackward:)`` saved.
   ///
   /// Backpropagation through time: per step, one SIMD pass over the gates and one product
@@ -19,49 +19,48 @@ extension GRURecurrence {
 
   private static func backwardThroughTime(outputGradient g: Tensor, _ inputs: Inputs, saved: Saved) -> Gradients {
     let (batch, length, hidden) = inputs.dimensions
+    let layout = inputs.layout
     precondition(
-      g.shape == [batch, length, hidden], "GRURecurrence.backward: gradient \(g.shape) must be [\(batch), \(length), \(hidden)]")
-    precondition(saved.values.count == 5 * length * batch * hidden, "GRURecurrence.backward: saved state of another recurrence")
+      g.shape == (layout.isPadded ? [batch, length, hidden] : [layout.stateRows, hidden]),
+      "GRURecurrence.backward: gradient \(g.shape) must have the outputs' shape")
+    precondition(saved.values.count == 5 * layout.stateRows * hidden, "GRURecurrence.backward: saved state of another recurrence")
     let threeH = 3 * hidden
-    let step = batch * hidden
-    let xStride = length * threeH
+    let region = layout.stateRows * hidden
+    let (ioStride, gStride) = (layout.ioStride * threeH, layout.ioStride * hidden)
     // The backward step writes every entry of both.
-    var dxw = Tensor(uninitializedShape: [batch, length, threeH])
+    var dxw = Tensor(uninitializedShape: inputs.inputProjection.shape)
     var dW = Tensor(zeros: [threeH, hidden])
-    var dh = [Float](repeating: 0, count: step)
-    var carry = [Float](repeating: 0, count: step)
-    // ∂c for every step, [L, B, 3H]: the weight and bias gradients are then one long product and
-    // one column sum after the loop instead of a small product per step.
-    var dhwAll = Tensor(uninitializedShape: [length * batch, threeH])
-    let active = inputs.activeRows
+    var dh = [Float](repeating: 0, count: batch * hidden)
+    var carry = [Float](repeating: 0, count: batch * hidden)
+    // ∂c for every step, laid out as the saved states: the weight and bias gradients are then one
+    // long product and one column sum after the loop instead of a small product per step.
+    var dhwAll = Tensor(uninitializedShape: [layout.stateRows, threeH])
     saved.values.withUnsafeBufferPointer { sp in
       let base = sp.baseAddress!
-      let (r, z, n, hn, h) = (
-        base, base + length * step, base + 2 * length * step, base + 3 * length * step, base + 4 * length * step
-      )
+      let (r, z, n, hn, h) = (base, base + region, base + 2 * region, base + 3 * region, base + 4 * region)
       g.withUnsafeBufferPointer { gp in
         inputs.hiddenWeight.withUnsafeBufferPointer { wp in
           dxw.withUnsafeMutableBufferPointer { dxp in
             dhwAll.withUnsafeMutableBufferPointer { dhwp in
               for t in stride(from: length - 1, through: 0, by: -1) {
-                let (rows, o) = (active[t], t * step)
-                let dhw = dhwp.baseAddress! + t * batch * threeH
+                let (rows, o) = (layout.rows[t], layout.stateStart[t] * hidden)
+                let dhw = dhwp.baseAddress! + layout.stateStart[t] * threeH
+                let dx = dxp.baseAddress! + layout.ioStart[t] * threeH
                 // Rows past their length: no gradient into their inputs or the hidden weights.
-                if rows < batch {
-                  (dhw + rows * threeH).update(repeating: 0, count: (batch - rows) * threeH)
-                  for b in rows..<batch { (dxp.baseAddress! + b * xStride + t * threeH).update(repeating: 0, count: threeH) }
+                if layout.idleRows(t) > 0 {
+                  (dhw + rows * threeH).update(repeating: 0, count: layout.idleRows(t) * threeH)
+                  for b in rows..<batch { (dx + b * ioStride).update(repeating: 0, count: threeH) }
                 }
                 dh.withUnsafeMutableBufferPointer { dhp in
-                  for b in 0..<rows {
-                    ssm_accumulate(dhp.baseAddress! + b * hidden, gp.baseAddress! + (b * length + t) * hidden, hidden)
-                  }
+                  let gt = gp.baseAddress! + layout.ioStart[t] * hidden
+                  for b in 0..<rows { ssm_accumulate(dhp.baseAddress! + b * hidden, gt + b * gStride, hidden) }
                   carry.withUnsafeMutableBufferPointer { cp in
                     // A row that ends at this step starts the reverse sweep with nothing carried.
                     if rows < batch { (cp.baseAddress! + rows * hidden).update(repeating: 0, count: (batch - rows) * hidden) }
                     if rows == 0 { return }
                     ssm_gru_backward_step(
-                      dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + o - step : nil, rows, hidden,
-                      dxp.baseAddress! + t * threeH, xStride, dhw, cp.baseAddress!)
+                      dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + layout.stateStart[t - 1] * hidden : nil,
+                      rows, hidden, dx, ioStride, dhw, cp.baseAddress!)
                     BLAS.gemm(
                       transposeA: false, transposeB: false, m: rows, n: hidden, k: threeH, alpha: 1, a: dhw, lda: threeH,
                       b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!, ldc: hidden)
@@ -69,13 +68,27 @@ extension GRURecurrence {
                 }
                 swap(&dh, &carry)
               }
-              // Rows t ≥ 1 of ∂c against rows t ≤ L−2 of h.
+              // ∂W_hh = Σ_{t≥1} ∂c[t]ᵀ·h[t−1]: rows of ∂c from step 1 on against the states they
+              // followed. Padded, those are one block (rows of idle steps hold 0); packed, step
+              // t's rows are a prefix of step t−1's, so the states are first gathered in order.
               if length > 1 {
-                dW.withUnsafeMutableBufferPointer { dwp in
-                  BLAS.gemm(
-                    transposeA: true, transposeB: false, m: threeH, n: hidden, k: (length - 1) * batch, alpha: 1,
-                    a: dhwp.baseAddress! + batch * threeH, lda: threeH, b: h, ldb: hidden, beta: 0, c: dwp.baseAddress!,
-                    ldc: hidden)
+                let first = layout.stateStart[1]
+                let pairs = layout.stateRows - first
+                var previous = [Float]()
+                if !layout.isPadded {
+                  previous.reserveCapacity(pairs * hidden)
+                  for t in 1..<length {
+                    let start = h + layout.stateStart[t - 1] * hidden
+                    previous.append(contentsOf: UnsafeBufferPointer(start: start, count: layout.rows[t] * hidden))
+                  }
+                }
+                previous.withUnsafeBufferPointer { pp in
+                  dW.withUnsafeMutableBufferPointer { dwp in
+                    BLAS.gemm(
+                      transposeA: true, transposeB: false, m: threeH, n: hidden, k: pairs, alpha: 1,
+                      a: dhwp.baseAddress! + first * threeH, lda: threeH, b: layout.isPadded ? h : pp.baseAddress!,
+                      ldb: hidden, beta: 0, c: dwp.baseAddress!, ldc: hidden)
+                  }
                 }
               }
             }

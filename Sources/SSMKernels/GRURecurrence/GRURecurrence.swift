@@ -16,8 +16,15 @@ import SSMTensor
 /// backs the tests.
 public enum GRURecurrence {
   /// The inputs of one recurrence, shapes checked at construction.
+  ///
+  /// The projections come in one of two layouts: padded, `[B, L, 3H]` (optionally with each
+  /// row's `lengths`), or packed time-major, `[T, 3H]` with ``stepSizes`` (PyTorch's
+  /// `PackedSequence`): the rows of step 0, then those of step 1, and so on, each step's rows
+  /// being the histories longer than it, longest first. The outputs and gradients follow the
+  /// inputs' layout.
   public struct Inputs {
-    /// The input projections `[B, L, 3H]`, gate order r, z, n, input biases included.
+    /// The input projections `[B, L, 3H]`, or `[T, 3H]` packed, gate order r, z, n, input biases
+    /// included.
     public var inputProjection: Tensor
     /// `W_hh`, `[3H, H]`, rows in gate order r, z, n.
     public var hiddenWeight: Tensor
@@ -29,6 +36,11 @@ public enum GRURecurrence {
     /// gradient flows through them, so every output within a row's length, and every gradient
     /// when the output gradient past the lengths is 0, equals that of the full recurrence.
     public var lengths: [Int]?
+    /// For packed time-major projections `[T, 3H]`, the number of rows at each step
+    /// (non-increasing, summing to T); `nil` for the padded layout. Step `t`'s rows are the first
+    /// `stepSizes[t]` histories, which the padded layout with those histories' lengths computes
+    /// the same way, so both give the same states and gradients; no padding is stored.
+    public var stepSizes: [Int]?
 
     /// Checks `W_hh`, `b_hh` and the lengths against the projections' `[B, L, 3H]`.
     /// - Precondition: shapes as documented on each property, lengths in `0...L` and
@@ -37,7 +49,34 @@ public enum GRURecurrence {
       precondition(
         inputProjection.rank == 3 && inputProjection.shape[2] % 3 == 0,
         "GRURecurrence: input projections must be [B, L, 3H], got \(inputProjection.shape)")
-      let threeH = inputProjection.shape[2]
+      if let lengths {
+        precondition(
+          lengths.count == inputProjection.shape[0] && lengths.allSatisfy({ (0...inputProjection.shape[1]).contains($0) })
+            && zip(lengths, lengths.dropFirst()).allSatisfy({ $0 >= $1 }),
+          "GRURecurrence: lengths \(lengths) must be one per row of \(inputProjection.shape), in 0...L and longest first")
+      }
+      self.init(checking: inputProjection, hiddenWeight, hiddenBias)
+      self.lengths = lengths
+    }
+
+    /// Packed time-major projections `[T, 3H]` whose step `t` has `stepSizes[t]` rows.
+    /// - Precondition: `stepSizes` positive, non-increasing and summing to T; `W_hh` and `b_hh`
+    ///   as documented on each property.
+    public init(packedInputProjection: Tensor, stepSizes: [Int], hiddenWeight: Tensor, hiddenBias: Tensor? = nil) {
+      precondition(
+        packedInputProjection.rank == 2 && packedInputProjection.shape[1] % 3 == 0,
+        "GRURecurrence: packed input projections must be [T, 3H], got \(packedInputProjection.shape)")
+      precondition(
+        !stepSizes.isEmpty && stepSizes.allSatisfy({ $0 > 0 }) && zip(stepSizes, stepSizes.dropFirst()).allSatisfy({ $0 >= $1 })
+          && stepSizes.reduce(0, +) == packedInputProjection.shape[0],
+        "GRURecurrence: step sizes \(stepSizes) must be positive, non-increasing and sum to T = \(packedInputProjection.shape[0])"
+      )
+      self.init(checking: packedInputProjection, hiddenWeight, hiddenBias)
+      self.stepSizes = stepSizes
+    }
+
+    private init(checking inputProjection: Tensor, _ hiddenWeight: Tensor, _ hiddenBias: Tensor?) {
+      let threeH = inputProjection.shape[inputProjection.rank - 1]
       precondition(
         hiddenWeight.shape == [threeH, threeH / 3],
         "GRURecurrence: W_hh \(hiddenWeight.shape) must be [3H, H] for projections \(inputProjection.shape)")
@@ -46,44 +85,74 @@ public enum GRURecurrence {
           hiddenBias.shape == [threeH],
           "GRURecurrence: b_hh \(hiddenBias.shape) must be [3H] for projections \(inputProjection.shape)")
       }
-      if let lengths {
-        precondition(
-          lengths.count == inputProjection.shape[0] && lengths.allSatisfy({ (0...inputProjection.shape[1]).contains($0) })
-            && zip(lengths, lengths.dropFirst()).allSatisfy({ $0 >= $1 }),
-          "GRURecurrence: lengths \(lengths) must be one per row of \(inputProjection.shape), in 0...L and longest first")
-      }
       (self.inputProjection, self.hiddenWeight, self.hiddenBias) = (inputProjection, hiddenWeight, hiddenBias)
-      self.lengths = lengths
     }
 
-    /// For each step `t`, how many rows (a prefix, the rows being longest first) it computes.
-    var activeRows: [Int] {
-      let (batch, length, _) = dimensions
-      guard let lengths else { return Array(repeating: batch, count: length) }
-      var active = [Int](repeating: 0, count: length)
-      var rows = batch
-      for t in 0..<length {
-        while rows > 0 && lengths[rows - 1] <= t { rows -= 1 }
-        active[t] = rows
-      }
-      return active
-    }
-
-    /// `(B, L, H)`.
+    /// `(B, L, H)`; packed, B is the rows of step 0 and L the number of steps.
     public var dimensions: (batch: Int, length: Int, hidden: Int) {
-      (inputProjection.shape[0], inputProjection.shape[1], inputProjection.shape[2] / 3)
+      let hidden = inputProjection.shape[inputProjection.rank - 1] / 3
+      if let stepSizes { return (stepSizes[0], stepSizes.count, hidden) }
+      return (inputProjection.shape[0], inputProjection.shape[1], hidden)
     }
+
+    /// Where each step's rows are, in either layout.
+    var layout: StepLayout { StepLayout(self) }
+  }
+
+  /// Where step `t`'s rows live. Rows of the inputs, the outputs and their gradients (widths 3H
+  /// or H) are at `row(t, b) = ioStart[t] + b · ioStride`; rows of the saved gates and states at
+  /// `stateStart[t] + b`.
+  struct StepLayout {
+    /// Rows computed at each step (a prefix of the rows, longest first).
+    let rows: [Int]
+    let ioStart: [Int]
+    let ioStride: Int
+    let stateStart: [Int]
+    /// Rows of a saved region: L·B padded, T packed.
+    let stateRows: Int
+    /// Whether rows past their length are stored (and written as 0): the padded layout.
+    let isPadded: Bool
+    /// B, the rows of step 0 (the padded layout's batch).
+    let batch: Int
+
+    init(_ inputs: Inputs) {
+      let (batch, length, _) = inputs.dimensions
+      self.batch = batch
+      if let sizes = inputs.stepSizes {
+        var starts = [Int]()
+        var total = 0
+        for size in sizes {
+          starts.append(total)
+          total += size
+        }
+        (rows, ioStart, ioStride, stateStart, stateRows, isPadded) = (sizes, starts, 1, starts, total, false)
+        return
+      }
+      var active = [Int](repeating: batch, count: length)
+      if let lengths = inputs.lengths {
+        var rows = batch
+        for t in 0..<length {
+          while rows > 0 && lengths[rows - 1] <= t { rows -= 1 }
+          active[t] = rows
+        }
+      }
+      (rows, ioStart, ioStride) = (active, Array(0..<length), length)
+      (stateStart, stateRows, isPadded) = ((0..<length).map { $0 * batch }, length * batch, true)
+    }
+
+    /// Rows that step `t` stores but does not compute (padded layout only).
+    func idleRows(_ t: Int) -> Int { isPadded ? batch - rows[t] : 0 }
   }
 
   /// What the forward pass keeps for the backward pass: r, z, n, `W_hn·h + b_hn` and h of every
-  /// step, `[L, B, H]` each (5·B·L·H floats).
+  /// step, `[L, B, H]` each (5·B·L·H floats), or `[T, H]` each packed.
   public struct Saved: Sendable {
     let values: [Float]
   }
 
   /// The gradients of a recurrence's inputs.
   public struct Gradients {
-    /// `∂/∂xw`, `[B, L, 3H]`.
+    /// `∂/∂xw`, in the projections' layout (`[B, L, 3H]` or `[T, 3H]`).
     public var inputProjection: Tensor
     /// `∂/∂W_hh`, `[3H, H]`.
     public var hiddenWeight: Tensor
@@ -91,22 +160,22 @@ public enum GRURecurrence {
     public var hiddenBias: Tensor?
   }
 
-  /// The hidden states `h`, `[B, L, H]`, and, when `saveForBackward`, what ``backward(outputGradient:_:saved:)``
-  /// needs; without it only one step's gates are scratch (5× less memory).
+  /// The hidden states `h`, `[B, L, H]` (`[T, H]` packed), and, when `saveForBackward`, what
+  /// ``backward(outputGradient:_:saved:)`` needs; without it only one step's gates are scratch
+  /// (5× less memory).
   public static func forward(_ inputs: Inputs, saveForBackward: Bool) -> (output: Tensor, saved: Saved?) {
     let (batch, length, hidden) = inputs.dimensions
+    let layout = inputs.layout
     let threeH = 3 * hidden
-    let step = batch * hidden
     let bhh = inputs.hiddenBias ?? Tensor(zeros: [threeH])
-    let gateRegion = saveForBackward ? length * step : step
+    let gateRegion = saveForBackward ? layout.stateRows * hidden : batch * hidden
+    let stateRegion = layout.stateRows * hidden
     // Every entry is written by the step kernel before it is read, so nothing is zero-filled.
-    var saved = [Float](unsafeUninitializedCapacity: 4 * gateRegion + length * step) { _, count in
-      count = 4 * gateRegion + length * step
+    var saved = [Float](unsafeUninitializedCapacity: 4 * gateRegion + stateRegion) { _, count in
+      count = 4 * gateRegion + stateRegion
     }
     var hw = [Float](repeating: 0, count: batch * threeH)
-    let xStride = length * threeH
-    let active = inputs.activeRows
-    FLOPCounter.addExponentials(threeH * active.reduce(0, +))  // two sigmoid gates and a tanh per unit and step
+    FLOPCounter.addExponentials(threeH * layout.rows.reduce(0, +))  // two sigmoid gates and a tanh per unit and step
     inputs.inputProjection.withUnsafeBufferPointer { xp in
       inputs.hiddenWeight.withUnsafeBufferPointer { wp in
         bhh.withUnsafeBufferPointer { bp in
@@ -117,27 +186,32 @@ public enum GRURecurrence {
                 base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
               )
               for t in 0..<length {
-                let (rows, o) = (active[t], t * step)
+                let (rows, o) = (layout.rows[t], layout.stateStart[t] * hidden)
                 // Rows past their length output 0 (their gates are never read).
-                if rows < batch { (h + o + rows * hidden).update(repeating: 0, count: (batch - rows) * hidden) }
+                (h + o + rows * hidden).update(repeating: 0, count: layout.idleRows(t) * hidden)
                 if rows == 0 { continue }
+                let previous = t > 0 ? h + layout.stateStart[t - 1] * hidden : nil
                 for b in 0..<rows { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
-                if t > 0 {
+                if let previous {
                   BLAS.gemm(
-                    transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: h + (t - 1) * step,
+                    transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
                     lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
                 }
                 let g = saveForBackward ? o : 0
                 ssm_gru_forward_step(
-                  xp.baseAddress! + t * threeH, xStride, hwp.baseAddress!, t > 0 ? h + o - step : nil, rows, hidden,
-                  r + g, z + g, n + g, hn + g, h + o)
+                  xp.baseAddress! + layout.ioStart[t] * threeH, layout.ioStride * threeH, hwp.baseAddress!, previous, rows,
+                  hidden, r + g, z + g, n + g, hn + g, h + o)
               }
             }
           }
         }
       }
     }
-    let output = Tensor(shape: [length, batch, hidden], scalars: Array(saved[(4 * gateRegion)...])).permuted([1, 0, 2])
+    let states = Array(saved[(4 * gateRegion)...])
+    let output =
+      layout.isPadded
+      ? Tensor(shape: [length, batch, hidden], scalars: states).permuted([1, 0, 2])
+      : Tensor(shape: [layout.stateRows, hidden], scalars: states)
     return (output, saveForBackward ? Saved(values: saved) : nil)
   }
 }
