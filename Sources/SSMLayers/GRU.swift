@@ -153,6 +153,19 @@ public struct TimeMajorPacking: Sendable, Equatable {
   /// The token of history `row`'s item at `step` (`step < lengths[row]`).
   public func token(row: Int, step: Int) -> Int { stepStarts[step] + ranks[row] }
 
+  /// For each token in this packing's order, its index when the histories lie end to end in
+  /// the batch's order (each history's items oldest first).
+  public func timeMajorOrder() -> [Int] {
+    var starts = [Int]()
+    var total = 0
+    for length in lengths {
+      starts.append(total)
+      total += length
+    }
+    let order = ranks.indices.sorted { ranks[$0] < ranks[$1] }
+    return stepSizes.enumerated().flatMap { t, size in (0..<size).map { starts[order[$0]] + t } }
+  }
+
   /// The packed values of a row-major `[B, width]` array of per-position values (an item batch).
   public func packed<Element>(_ values: [Element], width: Int) -> [Element] {
     var result = [Element]()
@@ -231,6 +244,32 @@ public final class Conv1d: Layer {
   /// `weight` `[C_out, C_in, K]` and, unless built with `bias: false`, `bias`, as in PyTorch's `nn.Conv1d`.
   public func namedParameters() -> [(path: String, parameter: Parameter)] {
     [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+  }
+
+  /// The convolution of packed histories: `x` is `[T, C_in]`, histories of `segmentLengths`
+  /// end to end, and each is zero-padded at its own ends, as in a batch of its own. Returns
+  /// `[T, C_out]`.
+  public func callAsFunction(_ x: Variable, segmentLengths: [Int]) -> Variable {
+    let (tokens, inChannels) = (x.shape[0], x.shape[1])
+    precondition(x.shape.rank == 2 && segmentLengths.reduce(0, +) == tokens, "Conv1d: \(segmentLengths) for packed \(x.shape)")
+    let pad = kernelSize / 2
+    // Row `tokens` is zero: the taps that fall outside their history read it.
+    let source = Variable.concatenate([x, Variable(Tensor(zeros: [1, inChannels]))], alongAxis: 0)
+    var taps = [[Int]](repeating: [], count: kernelSize)
+    var start = 0
+    for length in segmentLengths {
+      for t in 0..<length {
+        for k in 0..<kernelSize {
+          let s = t + k - pad
+          taps[k].append(s >= 0 && s < length ? start + s : tokens)
+        }
+      }
+      start += length
+    }
+    let columns = Variable.concatenate(taps.map { source.gatherRows(IndexTensor($0)) }, alongAxis: 1)
+    let w = weight.variable.permuted([0, 2, 1]).reshaped(to: [weight.shape[0], kernelSize * inChannels])
+    let y = Variable.matmul(columns, w, transposeB: true)
+    return bias.map { y + $0.variable } ?? y
   }
 
   /// - Parameter x: `[B, L, C_in]`. - Returns: `[B, L, C_out]`.

@@ -77,6 +77,20 @@ public final class FeatureExtractionGRU: Layer {
 
   /// All hidden states of the GRU over the convolved input `x` `[B, L, D]`: shape `[B, L, D]`.
   public func callAsFunction(_ x: Variable) -> Variable { gru(convolution(x)) }
+
+  /// The branch on a packed row `[1, T, D]` of histories of `lengths` end to end: the
+  /// convolution sees zeros past each history's ends and the GRU restarts at each history, as
+  /// for each history in a batch of its own.
+  public func callAsFunction(packed x: Variable, lengths: [Int]) -> Variable {
+    let (tokens, d) = (x.shape[1], x.shape[2])
+    let packing = TimeMajorPacking(lengths: lengths)
+    let order = packing.timeMajorOrder()
+    var inverse = [Int](repeating: 0, count: order.count)
+    for (position, token) in order.enumerated() { inverse[token] = position }
+    let convolved = convolution(x.reshaped(to: [tokens, d]), segmentLengths: lengths)
+    return gru(convolved.gatherRows(IndexTensor(order)), packing: packing).gatherRows(IndexTensor(inverse))
+      .reshaped(to: [1, tokens, d])
+  }
 }
 
 /// SIGMA's mixing layer (official form, Docs/Models.md §4.2): three raw, trainable weights combine the
@@ -192,5 +206,37 @@ public final class PartiallyFlippedMambaBlock: Layer {
     let g1 = gate(h1, sigmoidInput: h1, context: &context)
     let g2 = gate(h2, sigmoidInput: g1, context: &context)
     return mixing(forward: forward * (g1 + 1), flipped: backward * (g2 + 1), features: featureExtractor(x))
+  }
+
+  /// The block on a packed row `[1, T, D]`: the histories of `lengths` end to end,
+  /// `sequenceIndex` `[1, T]` naming each token's history. Each history is flipped within
+  /// itself, the Mamba block's convolution and scan restart at each history (both directions
+  /// in one row of 2T tokens), and the FE-GRU sees each history alone, so every history's
+  /// output is what a batch of its own gives.
+  /// - Precondition: the paper's `.keepingLast` flip (the official prefix flip reads the padded
+  ///   window and has no packed form).
+  public func callAsFunction(
+    packed x: Variable, lengths: [Int], sequenceIndex: IndexTensor, context: inout ForwardContext
+  ) -> Variable {
+    guard case .keepingLast(let keep) = flip else {
+      preconditionFailure("PartiallyFlippedMambaBlock: the official prefix flip reads the padded window; pad its batches")
+    }
+    let tokens = x.shape[1]
+    let segments = lengths.flatMap { l in
+      let n = Swift.max(l - keep, 0)
+      return (n > 0 ? [n] : []) + Array(repeating: 1, count: l - n)
+    }
+    let flipped = x.flippingSegments([segments])
+    let h1 = dense1(x) + x
+    let h2 = dense2(flipped) + flipped
+    let ids = sequenceIndex.values
+    let bothIndex = IndexTensor(shape: [1, 2 * tokens], values: ids + ids.map { $0 + Int32(lengths.count) })
+    let directions = mamba(Variable.concatenate([x, flipped], alongAxis: 1), sequenceIndex: bothIndex)
+      .split(alongAxis: 1, sizes: [tokens, tokens])
+    let (forward, backward) = (directions[0], directions[1])
+    let g1 = gate(h1, sigmoidInput: h1, context: &context)
+    let g2 = gate(h2, sigmoidInput: g1, context: &context)
+    return mixing(
+      forward: forward * (g1 + 1), flipped: backward * (g2 + 1), features: featureExtractor(packed: x, lengths: lengths))
   }
 }

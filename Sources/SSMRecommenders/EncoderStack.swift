@@ -11,6 +11,9 @@ protocol StackLayer: Layer {
   var feedForward: FeedForward { get }
   /// The layer's sequence block (Mamba, or SIGMA's G-Mamba) applied to `[B, L, D]`.
   func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable
+  /// The sequence block on a packed row `[1, T, D]`: the histories of `lengths` end to end,
+  /// `sequenceIndex` `[1, T]` giving each token's history.
+  func packedBlock(_ h: Variable, lengths: [Int], sequenceIndex: IndexTensor, context: inout ForwardContext) -> Variable
 }
 
 /// The encoder of Mamba4Rec and SIGMA (Docs/Models.md §4.3, §5.2):
@@ -56,6 +59,24 @@ struct EncoderStack<Layer: StackLayer> {
 
   /// The stack, with the last layer's norm and feed-forward network (position-wise) applied to
   /// `lastLayerRows` of its block's output only.
+  /// ``encode(_:context:)`` of a packed batch: the histories end to end in one row, every
+  /// position-wise operation on its T tokens, and the last layer's norm and feed-forward network
+  /// on the B last tokens only.
+  func encodePacked(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
+    let (packedItems, sequenceIndex, lastTokens) = SSD4Rec.pack(batch)
+    var h = embeddingNorm(dropout(items(packedItems), context: &context))
+    for (i, layer) in layers.enumerated() {
+      let block = layer.packedBlock(h, lengths: batch.lengths, sequenceIndex: sequenceIndex, context: &context)
+      let m = dropout(block, context: &context)
+      var sum = layers.count == 1 ? m : m + h
+      if i == layers.count - 1 {
+        sum = sum.reshaped(to: [sequenceIndex.elementCount, sum.shape[2]]).gatherRows(IndexTensor(lastTokens))
+      }
+      h = layer.feedForward(layer.norm(sum), context: &context)
+    }
+    return h
+  }
+
   private func run(
     _ batch: SequenceBatch, context: inout ForwardContext, lastLayerRows: (Variable) -> Variable
   ) -> Variable {

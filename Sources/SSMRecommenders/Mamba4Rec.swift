@@ -77,6 +77,9 @@ public final class Mamba4Rec: SequentialRecommender {
     }
 
     func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable { mamba(h) }
+    func packedBlock(_ h: Variable, lengths: [Int], sequenceIndex: IndexTensor, context: inout ForwardContext) -> Variable {
+      mamba(h, sequenceIndex: sequenceIndex)
+    }
   }
 
   /// `"mamba4rec"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
@@ -116,19 +119,7 @@ public final class Mamba4Rec: SequentialRecommender {
   /// end to end, the convolution and the scan restarting at every boundary and every other
   /// operation position-wise, so padding costs nothing; the result is the same.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    guard batch.isPacked else { return stack.encode(batch, context: &context) }
-    let (packedItems, sequenceIndex, lastTokens) = SSD4Rec.pack(batch)
-    var h = stack.embeddingNorm(stack.dropout(items(packedItems), context: &context))
-    for (i, layer) in layers.enumerated() {
-      let m = stack.dropout(layer.mamba(h, sequenceIndex: sequenceIndex), context: &context)
-      var sum = layers.count == 1 ? m : m + h
-      if i == layers.count - 1 {
-        // The last norm and feed-forward network are position-wise: only the last tokens count.
-        sum = sum.reshaped(to: [sequenceIndex.elementCount, configuration.hiddenSize]).gatherRows(IndexTensor(lastTokens))
-      }
-      h = layer.feedForward(layer.norm(sum), context: &context)
-    }
-    return h
+    batch.isPacked ? stack.encodePacked(batch, context: &context) : stack.encode(batch, context: &context)
   }
 
   /// Packed: up to `maximumLength` items of each history, laid end to end.

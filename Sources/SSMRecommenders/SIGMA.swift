@@ -97,6 +97,9 @@ public final class SIGMA: SequentialRecommender {
     func block(_ h: Variable, lengths: [Int], context: inout ForwardContext) -> Variable {
       gMamba(h, lengths: lengths, context: &context)
     }
+    func packedBlock(_ h: Variable, lengths: [Int], sequenceIndex: IndexTensor, context: inout ForwardContext) -> Variable {
+      gMamba(packed: h, lengths: lengths, sequenceIndex: sequenceIndex, context: &context)
+    }
   }
 
   /// `"sigma"`: the `model` tag of its checkpoints, its name in ``ModelRegistry``.
@@ -131,20 +134,23 @@ public final class SIGMA: SequentialRecommender {
   public func namedParameters() -> [(path: String, parameter: Parameter)] { stack.namedParameters() }
 
   /// The last layer's output (after its feed-forward network) at each sequence's last real position,
-  /// `[B, D]`; `batch.lengths` also drives the paper's `.keepingLast` flip.
+  /// `[B, D]`; `batch.lengths` also drives the paper's `.keepingLast` flip. A packed batch
+  /// (``SequenceBatch/isPacked``, the paper's flip only) is computed on its histories end to
+  /// end, every operation that reads neighbouring positions restarting at each history, so a
+  /// history's result is what it gets in a batch of its own.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
-    stack.encode(batch, context: &context)
+    batch.isPacked ? stack.encodePacked(batch, context: &context) : stack.encode(batch, context: &context)
   }
 }
 
 extension SIGMA {
   /// The official prefix flip reads the padded window, so its batches are padded to it: the
   /// requested length, or the window the flip was built for (its prefix and the 5 slots it keeps).
-  /// The paper's per-history flip needs no padding.
+  /// The paper's per-history flip needs no padding, and its batches are computed packed.
   public func batching(maximumLength: Int?) -> BatchingPolicy {
     switch configuration.flip {
     case .prefix(let count): return .fixedWindow(maximumLength ?? count + 5)
-    case .keepingLast: return maximumLength.map(BatchingPolicy.upTo) ?? .wholeHistories
+    case .keepingLast: return .packed(upTo: maximumLength)
     }
   }
 }

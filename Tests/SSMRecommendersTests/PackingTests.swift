@@ -94,6 +94,50 @@ final class PackingTests: XCTestCase {
     XCTAssertEqual(PackedAttentionLayout(lengths: lengths).buckets.map(\.width), [12, 6, 3, 1])
   }
 
+  /// SIGMA with the paper's flip: a packed batch gives each history what a batch of its own
+  /// gives (its FE-GRU convolution reads zeros past the history's end, where a padded batch's
+  /// shorter rows read the padding's normalised embedding), outputs, the mean loss and every
+  /// gradient.
+  func testSIGMAPaperFlipPackedEqualsEachHistoryAlone() throws {
+    for layers in [1, 2] {
+      var c = SIGMA.Configuration(itemCount: 30)
+      (c.hiddenSize, c.innerSize, c.stateSize, c.layers, c.flip) = (8, 16, 4, layers, .keepingLast(keep: 2))
+      (c.dropout, c.gateDropout) = (0, 0)
+      let model = try SIGMA(configuration: c, seed: UInt64(layers))
+      XCTAssertEqual(model.batching(maximumLength: 50), .packed(upTo: 50))
+      func run(_ batch: SequenceBatch) -> (encoded: [Float], loss: Float, gradients: [String: Tensor]) {
+        model.zeroGradients()
+        var context = ForwardContext.training(seed: 1)
+        let encoded = model.encode(batch, context: &context).value.scalars
+        let loss = model.loss(batch, context: &context)
+        loss.backward()
+        var gradients: [String: Tensor] = [:]
+        for (path, p) in model.namedParameters() { gradients[path] = p.gradient ?? Tensor(zeros: p.shape) }
+        return (encoded, loss.value.scalars[0], gradients)
+      }
+      for var batch in try batches(itemCount: model.itemCount) {
+        batch.isPacked = true
+        let packed = run(batch)
+        var (encoded, loss, gradients) = ([Float](), Float(0), [String: Tensor]())
+        for b in 0..<batch.count {
+          let history = (0..<batch.lengths[b]).map { Int(batch.items.values[b * batch.width + $0]) }
+          let alone = run(try SequenceBatch(histories: [history], targets: [Int(batch.targets!.values[b])]))
+          encoded += alone.encoded
+          loss += alone.loss / Float(batch.count)
+          for (path, g) in alone.gradients {
+            gradients[path] = (gradients[path] ?? Tensor(zeros: g.shape)) + g / Float(batch.count)
+          }
+        }
+        let lengths = "layers \(layers), lengths \(batch.lengths)"
+        assertClose(
+          Tensor(shape: [encoded.count], scalars: packed.encoded), Tensor(shape: [encoded.count], scalars: encoded),
+          rtol: 1e-5, atol: 1e-6, "encode, \(lengths)")
+        assertClose(Tensor(packed.loss), Tensor(loss), rtol: 1e-5, atol: 1e-6, "loss, \(lengths)")
+        for (path, g) in gradients { assertClose(packed.gradients[path]!, g, rtol: 1e-5, atol: 1e-6, "∂\(path), \(lengths)") }
+      }
+    }
+  }
+
   /// PyTorch's packed-sequence order: all first items longest history first, then all second
   /// items, …
   func testTimeMajorPackingOrder() {
