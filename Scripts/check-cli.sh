@@ -26,9 +26,9 @@ grep -q "batching packed up to 50" "$work/eval.err"
 # The checkpoint records the batching of its training run: evaluate uses it without a flag.
 "$bin" train --model sasrec --data "$work/tiny.inter" --epochs 1 --batch-size 64 --hidden-size 16 --max-length 200 --output "$work/run200" --plain > /dev/null
 "$bin" evaluate --checkpoint "$work/run200/best.safetensors" --data "$work/tiny.inter" 2> "$work/eval200.err"
-grep -q "batching up to 200" "$work/eval200.err"
+grep -q "batching packed up to 200" "$work/eval200.err"
 "$bin" evaluate --checkpoint "$work/run200/best.safetensors" --data "$work/tiny.inter" --max-length 7 2> "$work/eval7.err"
-grep -q "batching up to 7 instead of the checkpoint's up to 200" "$work/eval7.err"
+grep -q "batching packed up to 7 instead of the checkpoint's packed up to 200" "$work/eval7.err"
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --history i1,i2,i3 -k 5
 "$bin" recommend --checkpoint "$work/run/best.safetensors" --data "$work/tiny.inter" --users u1,u2
 # A run from a YAML configuration with a flag overriding it, repeated from the resolved
