@@ -203,10 +203,12 @@ int ssm_configure_allocator(void) {
   // Every tensor comes from the heap instead of a fresh mmap (a threshold alone stops at glibc's
   // 32 MB cap, and a step's logits or padded projections are larger), and freed heap memory is
   // kept for reuse instead of trimmed: a training step allocates the same buffer sizes every
-  // time, and re-faulting and zeroing their pages cost more than the math.
+  // time, and re-faulting and zeroing their pages cost more than the math. Trimming is off (-1)
+  // rather than at a threshold: a step of several GB frees more than any threshold at the top of
+  // the heap, and the next step faults it all in again; ssm_release_free_memory trims on request.
   int ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
   ok &= mallopt(M_MMAP_MAX, 0);
-  ok &= mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+  ok &= mallopt(M_TRIM_THRESHOLD, -1);
   return ok;
 #else
   return 0;
