@@ -120,13 +120,9 @@ public struct PackedAttentionLayout: Sendable {
   /// A bucket holds at most `slotsPerBucket` padded slots (or one history, if that is longer).
   public init(lengths: [Int], slotsPerBucket: Int = 16_384) {
     precondition(lengths.allSatisfy { $0 >= 1 }, "PackedAttentionLayout: every history needs a token, got \(lengths)")
-    var starts = [Int]()
-    var total = 0
-    for length in lengths {
-      starts.append(total)
-      total += length
-    }
-    let order = lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+    let starts = startOffsets(lengths)
+    let total = lengths.reduce(0, +)
+    let order = longestFirst(lengths)
     var tokenSlots = [Int32](repeating: 0, count: total)
     var buckets = [Bucket]()
     var next = 0

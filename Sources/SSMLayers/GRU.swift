@@ -80,7 +80,7 @@ public final class GRU: Layer {
   public func callAsFunction(_ x: Variable, lengths: [Int]? = nil) -> Variable {
     guard let lengths else { return layers(x, lengths: nil) }
     precondition(x.shape.rank == 3 && lengths.count == x.shape[0], "GRU: \(lengths.count) lengths for input \(x.shape)")
-    let order = lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+    let order = longestFirst(lengths)
     if order == Array(lengths.indices) { return layers(x, lengths: lengths) }
     func rows(_ v: Variable, _ indices: [Int]) -> Variable {
       let (b, l, width) = (v.shape[0], v.shape[1], v.shape[2])
@@ -131,23 +131,22 @@ public struct TimeMajorPacking: Sendable, Equatable {
   /// T, the number of tokens.
   public var tokenCount: Int { lengths.reduce(0, +) }
 
+  /// The histories in the longest-first order: `order[rank]` is the batch row of rank `rank`.
+  let order: [Int]
+
   /// The packing of histories of `lengths` (each at least 1).
   public init(lengths: [Int]) {
     precondition(!lengths.isEmpty && lengths.allSatisfy { $0 >= 1 }, "TimeMajorPacking: lengths \(lengths) must be ≥ 1")
-    let order = lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+    let order = longestFirst(lengths)
     var ranks = [Int](repeating: 0, count: lengths.count)
     for (rank, row) in order.enumerated() { ranks[row] = rank }
     var sizes = [Int]()
-    var starts = [Int]()
-    var total = 0
     for t in 0..<lengths[order[0]] {
       var size = sizes.last ?? lengths.count
       while size > 0 && lengths[order[size - 1]] <= t { size -= 1 }
-      starts.append(total)
       sizes.append(size)
-      total += size
     }
-    (stepSizes, stepStarts, self.lengths, self.ranks) = (sizes, starts, lengths, ranks)
+    (stepSizes, stepStarts, self.lengths, self.ranks, self.order) = (sizes, startOffsets(sizes), lengths, ranks, order)
   }
 
   /// The token of history `row`'s item at `step` (`step < lengths[row]`).
@@ -155,27 +154,34 @@ public struct TimeMajorPacking: Sendable, Equatable {
 
   /// For each token in this packing's order, its index when the histories lie end to end in
   /// the batch's order (each history's items oldest first).
-  public func timeMajorOrder() -> [Int] {
-    var starts = [Int]()
-    var total = 0
-    for length in lengths {
-      starts.append(total)
-      total += length
-    }
-    let order = ranks.indices.sorted { ranks[$0] < ranks[$1] }
-    return stepSizes.enumerated().flatMap { t, size in (0..<size).map { starts[order[$0]] + t } }
-  }
+  public func timeMajorOrder() -> [Int] { sources(rowStarts: startOffsets(lengths)) }
 
   /// The packed values of a row-major `[B, width]` array of per-position values (an item batch).
   public func packed<Element>(_ values: [Element], width: Int) -> [Element] {
-    var result = [Element]()
-    result.reserveCapacity(tokenCount)
-    let order = ranks.indices.sorted { ranks[$0] < ranks[$1] }
-    for (t, size) in stepSizes.enumerated() {
-      for rank in 0..<size { result.append(values[order[rank] * width + t]) }
-    }
-    return result
+    sources(rowStarts: lengths.indices.map { $0 * width }).map { values[$0] }
   }
+
+  /// For each token, `rowStarts[row] + step` of the history item it holds.
+  private func sources(rowStarts: [Int]) -> [Int] {
+    stepSizes.enumerated().flatMap { t, size in (0..<size).map { rowStarts[order[$0]] + t } }
+  }
+}
+
+/// Batch rows sorted longest first, ties in batch order (PyTorch's packed-sequence order).
+func longestFirst(_ lengths: [Int]) -> [Int] {
+  lengths.indices.sorted { lengths[$0] > lengths[$1] || (lengths[$0] == lengths[$1] && $0 < $1) }
+}
+
+/// Where each of consecutive runs of these lengths starts.
+func startOffsets(_ lengths: [Int]) -> [Int] {
+  var starts = [Int]()
+  starts.reserveCapacity(lengths.count)
+  var total = 0
+  for length in lengths {
+    starts.append(total)
+    total += length
+  }
+  return starts
 }
 
 extension Variable {
