@@ -26,7 +26,8 @@ final class GRURecurrenceTests: XCTestCase {
     withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
       _ = ssm_isa_force(level)
       withEvery("length", in: [1, 2, 7, 40]) { length in
-        withEvery("batch", in: [1, 3]) { batch in
+        // 19 rows: two bands of rows between the workers.
+        withEvery("batch", in: length == 40 ? [1, 3] : [1, 3, 19]) { batch in
           withEvery("hidden", in: [1, 3, 8, 9, 16, 17, 33]) { hidden in
             withEvery("bias", in: [false, true]) { bias in
               let x = Self.inputs(
@@ -62,6 +63,35 @@ final class GRURecurrenceTests: XCTestCase {
     }
   }
 
+  /// Enough rows, longest first, for the recurrence to split them into bands between workers,
+  /// the bands ending at awkward places (many length-1 rows, one long row).
+  static let manyLengths = [23, 9, 9, 8, 8, 7, 6, 5, 5, 4, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1]
+
+  /// The bands of rows the workers run: contiguous, covering every row, none under the
+  /// minimum, and each within one row's steps of an equal share of the work.
+  func testRowBandsShareTheWork() {
+    withEvery("lengths", in: [Self.manyLengths, Array(repeating: 5, count: 40), [50] + Array(repeating: 1, count: 60), [3, 2]]) {
+      lengths in
+      withEvery("workers", in: [1, 2, 3, 8]) { workers in
+        var inputs = Self.inputs(batch: lengths.count, length: lengths[0], hidden: 2, bias: false, seed: 1)
+        inputs.lengths = lengths
+        let bands = inputs.layout.rowBands(workers: workers, minimumRows: 4)
+        XCTAssertEqual(bands.first?.lowerBound, 0)
+        XCTAssertEqual(bands.last?.upperBound, lengths.count)
+        XCTAssertTrue(zip(bands, bands.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "\(bands)")
+        XCTAssertLessThanOrEqual(bands.count, workers)
+        XCTAssertEqual(bands.count, min(workers, max(1, lengths.count / 4)), "\(bands)")
+        XCTAssertTrue(bands.count == 1 || bands.allSatisfy { $0.count >= 4 }, "\(bands)")
+        let work = bands.map { lengths[$0].reduce(0, +) }
+        let share = Double(lengths.reduce(0, +)) / Double(bands.count)
+        // A band exceeds an equal share by at most its last row, unless the minimum forced its rows.
+        XCTAssertTrue(
+          zip(bands, work).allSatisfy { band, w in band.count == 4 || Double(w) <= share + Double(lengths.max()!) },
+          "\(bands) \(work)")
+      }
+    }
+  }
+
   /// Rows of different lengths, longest first (a packed batch): within each length the states
   /// and, for an output gradient that is 0 past the lengths, every gradient equal the full
   /// recurrence's; past its length a row outputs 0 and its inputs get no gradient.
@@ -69,7 +99,7 @@ final class GRURecurrenceTests: XCTestCase {
     defer { _ = ssm_isa_force(-1) }
     withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
       _ = ssm_isa_force(level)
-      withEvery("lengths", in: [[7, 7, 4, 1, 0], [3, 2, 2, 1], [6], [0, 0]]) { lengths in
+      withEvery("lengths", in: [[7, 7, 4, 1, 0], [3, 2, 2, 1], [6], [0, 0], Self.manyLengths + [0, 0, 0]]) { lengths in
         let (batch, length, hidden) = (lengths.count, lengths.max()! + 1, 9)
         var full = Self.inputs(batch: batch, length: length, hidden: hidden, bias: true, seed: UInt64(batch * 13 + length))
         var rows = full
@@ -100,7 +130,7 @@ final class GRURecurrenceTests: XCTestCase {
     defer { _ = ssm_isa_force(-1) }
     withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
       _ = ssm_isa_force(level)
-      withEvery("lengths", in: [[7, 7, 4, 1, 1], [3, 2, 2, 1], [6], [1], [17, 16, 1]]) { lengths in
+      withEvery("lengths", in: [[7, 7, 4, 1, 1], [3, 2, 2, 1], [6], [1], [17, 16, 1], Self.manyLengths]) { lengths in
         withEvery("bias", in: [false, true]) { bias in
           let (batch, length, hidden) = (lengths.count, lengths[0], 9)
           var padded = Self.inputs(batch: batch, length: length, hidden: hidden, bias: bias, seed: UInt64(batch * 7 + length))

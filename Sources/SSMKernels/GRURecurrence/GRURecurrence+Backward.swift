@@ -35,38 +35,57 @@ extension GRURecurrence {
     // ∂c for every step, laid out as the saved states: the weight and bias gradients are then one
     // long product and one column sum after the loop instead of a small product per step.
     var dhwAll = Tensor(uninitializedShape: [layout.stateRows, threeH])
+    let bands = layout.rowBands(workers: Parallel.workerCount)
     saved.values.withUnsafeBufferPointer { sp in
       let base = sp.baseAddress!
-      let (r, z, n, hn, h) = (base, base + region, base + 2 * region, base + 3 * region, base + 4 * region)
+      nonisolated(unsafe) let (r, z, n, hn, h) = (base, base + region, base + 2 * region, base + 3 * region, base + 4 * region)
       g.withUnsafeBufferPointer { gp in
         inputs.hiddenWeight.withUnsafeBufferPointer { wp in
           dxw.withUnsafeMutableBufferPointer { dxp in
             dhwAll.withUnsafeMutableBufferPointer { dhwp in
-              for t in stride(from: length - 1, through: 0, by: -1) {
-                let (rows, o) = (layout.rows[t], layout.stateStart[t] * hidden)
-                let dhw = dhwp.baseAddress! + layout.stateStart[t] * threeH
-                let dx = dxp.baseAddress! + layout.ioStart[t] * threeH
-                // Rows past their length: no gradient into their inputs or the hidden weights.
-                if layout.idleRows(t) > 0 {
-                  (dhw + rows * threeH).update(repeating: 0, count: layout.idleRows(t) * threeH)
-                  for b in rows..<batch { (dx + b * ioStride).update(repeating: 0, count: threeH) }
-                }
-                dh.withUnsafeMutableBufferPointer { dhp in
-                  let gt = gp.baseAddress! + layout.ioStart[t] * hidden
-                  for b in 0..<rows { ssm_accumulate(dhp.baseAddress! + b * hidden, gt + b * gStride, hidden) }
-                  carry.withUnsafeMutableBufferPointer { cp in
-                    // A row that ends at this step starts the reverse sweep with nothing carried.
-                    if rows < batch { (cp.baseAddress! + rows * hidden).update(repeating: 0, count: (batch - rows) * hidden) }
-                    if rows == 0 { return }
-                    ssm_gru_backward_step(
-                      dhp.baseAddress!, r + o, z + o, n + o, hn + o, t > 0 ? h + layout.stateStart[t - 1] * hidden : nil,
-                      rows, hidden, dx, ioStride, dhw, cp.baseAddress!)
-                    BLAS.gemm(
-                      transposeA: false, transposeB: false, m: rows, n: hidden, k: threeH, alpha: 1, a: dhw, lda: threeH,
-                      b: wp.baseAddress!, ldb: hidden, beta: 1, c: cp.baseAddress!, ldc: hidden)
+              // Each worker carries the gradient back through every step for its own band of
+              // rows, as the forward pass does.
+              nonisolated(unsafe) let (gBase, w, dxBase, dhwBase) = (
+                gp.baseAddress!, wp.baseAddress!, dxp.baseAddress!, dhwp.baseAddress!
+              )
+              dh.withUnsafeMutableBufferPointer { dhp in
+                carry.withUnsafeMutableBufferPointer { cp in
+                  nonisolated(unsafe) let buffers = (dhp.baseAddress!, cp.baseAddress!)
+                  Parallel.forEachWorker(count: bands.count, workers: bands.count) { band, _ in
+                    let (b0, b1) = (bands[band].lowerBound, bands[band].upperBound)
+                    var (current, next) = buffers
+                    for t in stride(from: length - 1, through: 0, by: -1) {
+                      let (rowsT, o) = (layout.rows[t], layout.stateStart[t] * hidden)
+                      let dhw = dhwBase + layout.stateStart[t] * threeH
+                      let dx = dxBase + layout.ioStart[t] * threeH
+                      let idle = Swift.max(b0, rowsT)
+                      if idle < b1 {
+                        // Rows past their length: no gradient into their inputs or the hidden
+                        // weights, and a row that ends at this step starts the reverse sweep with
+                        // nothing carried.
+                        if layout.isPadded {
+                          (dhw + idle * threeH).update(repeating: 0, count: (b1 - idle) * threeH)
+                          for b in idle..<b1 { (dx + b * ioStride).update(repeating: 0, count: threeH) }
+                        }
+                        (next + idle * hidden).update(repeating: 0, count: (b1 - idle) * hidden)
+                      }
+                      let rows = Swift.min(b1, rowsT) - b0
+                      if rows > 0 {
+                        let gt = gBase + layout.ioStart[t] * hidden
+                        for b in b0..<(b0 + rows) { ssm_accumulate(current + b * hidden, gt + b * gStride, hidden) }
+                        let rowState = o + b0 * hidden
+                        ssm_gru_backward_step(
+                          current + b0 * hidden, r + rowState, z + rowState, n + rowState, hn + rowState,
+                          t > 0 ? h + layout.stateStart[t - 1] * hidden + b0 * hidden : nil, rows, hidden, dx + b0 * ioStride,
+                          ioStride, dhw + b0 * threeH, next + b0 * hidden)
+                        BLAS.gemmOnCurrentThread(
+                          transposeA: false, transposeB: false, m: rows, n: hidden, k: threeH, alpha: 1, a: dhw + b0 * threeH,
+                          lda: threeH, b: w, ldb: hidden, beta: 1, c: next + b0 * hidden, ldc: hidden)
+                      }
+                      swap(&current, &next)
+                    }
                   }
                 }
-                swap(&dh, &carry)
               }
               // ∂W_hh = Σ_{t≥1} ∂c[t]ᵀ·h[t−1]: rows of ∂c from step 1 on against the states they
               // followed. Padded, those are one block (rows of idle steps hold 0); packed, step

@@ -11,7 +11,8 @@ import SSMTensor
 ///     h[t] = (1 − z[t]) ∘ n[t] + z[t] ∘ h[t−1],    h[−1] = 0
 ///
 /// Each step is one `sgemm` for `h[t−1]·W_hhᵀ` and one SIMD pass over the gates (a C kernel with
-/// AVX2/AVX-512 variants chosen at run time); the backward pass runs the steps in reverse and
+/// AVX2/AVX-512 variants chosen at run time), each worker running all steps of its own band of
+/// rows; the backward pass runs the steps in reverse and
 /// forms `∂W_hh` as one product over all steps. A plain Double reference (`package` access)
 /// backs the tests.
 public enum GRURecurrence {
@@ -96,15 +97,15 @@ public enum GRURecurrence {
     }
 
     /// Where each step's rows are, in either layout.
-    var layout: StepLayout { StepLayout(self) }
+    package var layout: StepLayout { StepLayout(self) }
   }
 
   /// Where step `t`'s rows live. Rows of the inputs, the outputs and their gradients (widths 3H
   /// or H) are at `row(t, b) = ioStart[t] + b · ioStride`; rows of the saved gates and states at
   /// `stateStart[t] + b`.
-  struct StepLayout {
+  package struct StepLayout {
     /// Rows computed at each step (a prefix of the rows, longest first).
-    let rows: [Int]
+    package let rows: [Int]
     let ioStart: [Int]
     let ioStride: Int
     let stateStart: [Int]
@@ -142,6 +143,36 @@ public enum GRURecurrence {
 
     /// Rows that step `t` stores but does not compute (padded layout only).
     func idleRows(_ t: Int) -> Int { isPadded ? batch - rows[t] : 0 }
+
+    /// Contiguous bands of rows, at most `workers` and none under `minimumRows` rows, each
+    /// with about the same number of row-steps to compute (rows are longest first, so the
+    /// first bands are the narrower).
+    package func rowBands(workers: Int, minimumRows: Int = 8) -> [Range<Int>] {
+      let count = Swift.min(workers, batch / minimumRows)
+      if count <= 1 { return [0..<batch] }
+      // Steps of row b: how many steps compute more than b rows.
+      var steps = [Int](repeating: 0, count: batch + 1)
+      for r in rows {
+        steps[0] += 1
+        steps[r] -= 1
+      }
+      for b in 1...batch { steps[b] += steps[b - 1] }
+      var remaining = rows.reduce(0, +)
+      var bands = [Range<Int>]()
+      var (start, work) = (0, 0)
+      for b in 0..<batch {
+        work += steps[b]
+        // Cut when this band holds its share of what is left, leaving each later band its minimum.
+        let left = count - bands.count
+        let end = b + 1
+        if left > 1 && end - start >= minimumRows && batch - end >= minimumRows * (left - 1) && work * left >= remaining {
+          bands.append(start..<end)
+          (start, remaining, work) = (end, remaining - work, 0)
+        }
+      }
+      bands.append(start..<batch)
+      return bands
+    }
   }
 
   /// What the forward pass keeps for the backward pass: r, z, n, `W_hn·h + b_hn` and h of every
@@ -176,31 +207,47 @@ public enum GRURecurrence {
     }
     var hw = [Float](repeating: 0, count: batch * threeH)
     FLOPCounter.addExponentials(threeH * layout.rows.reduce(0, +))  // two sigmoid gates and a tanh per unit and step
+    let bands = layout.rowBands(workers: Parallel.workerCount)
     inputs.inputProjection.withUnsafeBufferPointer { xp in
       inputs.hiddenWeight.withUnsafeBufferPointer { wp in
         bhh.withUnsafeBufferPointer { bp in
           saved.withUnsafeMutableBufferPointer { sp in
             hw.withUnsafeMutableBufferPointer { hwp in
-              let base = sp.baseAddress!
-              let (r, z, n, hn, h) = (
-                base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
+              // Rows are independent through time, so each worker runs every step of its own
+              // band of rows: one parallel region per recurrence instead of one per step.
+              nonisolated(unsafe) let (x, w, bias, base, hwBase) = (
+                xp.baseAddress!, wp.baseAddress!, bp.baseAddress!, sp.baseAddress!, hwp.baseAddress!
               )
-              for t in 0..<length {
-                let (rows, o) = (layout.rows[t], layout.stateStart[t] * hidden)
-                // Rows past their length output 0 (their gates are never read).
-                (h + o + rows * hidden).update(repeating: 0, count: layout.idleRows(t) * hidden)
-                if rows == 0 { continue }
-                let previous = t > 0 ? h + layout.stateStart[t - 1] * hidden : nil
-                for b in 0..<rows { (hwp.baseAddress! + b * threeH).update(from: bp.baseAddress!, count: threeH) }
-                if let previous {
-                  BLAS.gemm(
-                    transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
-                    lda: hidden, b: wp.baseAddress!, ldb: hidden, beta: 1, c: hwp.baseAddress!, ldc: threeH)
+              Parallel.forEachWorker(count: bands.count, workers: bands.count) { band, _ in
+                let (b0, b1) = (bands[band].lowerBound, bands[band].upperBound)
+                let (r, z, n, hn, h) = (
+                  base, base + gateRegion, base + 2 * gateRegion, base + 3 * gateRegion, base + 4 * gateRegion
+                )
+                for t in 0..<length {
+                  let o = layout.stateStart[t] * hidden
+                  // Rows past their length output 0 (their gates are never read).
+                  let idle = Swift.max(b0, layout.rows[t])
+                  if layout.isPadded && idle < b1 { (h + o + idle * hidden).update(repeating: 0, count: (b1 - idle) * hidden) }
+                  let rows = Swift.min(b1, layout.rows[t]) - b0
+                  if rows <= 0 { continue }
+                  let previous = t > 0 ? h + layout.stateStart[t - 1] * hidden + b0 * hidden : nil
+                  let hwBand = hwBase + b0 * threeH
+                  for b in 0..<rows { (hwBand + b * threeH).update(from: bias, count: threeH) }
+                  if let previous {
+                    if rows == 1 {
+                      // One row: a product with one row would have OpenBLAS pack all of W_hh.
+                      BLAS.gemv(rows: threeH, columns: hidden, a: w, lda: hidden, x: previous, beta: 1, y: hwBand)
+                    } else {
+                      BLAS.gemmOnCurrentThread(
+                        transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
+                        lda: hidden, b: w, ldb: hidden, beta: 1, c: hwBand, ldc: threeH)
+                    }
+                  }
+                  let g = (saveForBackward ? o : 0) + b0 * hidden
+                  ssm_gru_forward_step(
+                    x + (layout.ioStart[t] + b0 * layout.ioStride) * threeH, layout.ioStride * threeH, hwBand, previous,
+                    rows, hidden, r + g, z + g, n + g, hn + g, h + o + b0 * hidden)
                 }
-                let g = saveForBackward ? o : 0
-                ssm_gru_forward_step(
-                  xp.baseAddress! + layout.ioStart[t] * threeH, layout.ioStride * threeH, hwp.baseAddress!, previous, rows,
-                  hidden, r + g, z + g, n + g, hn + g, h + o)
               }
             }
           }
