@@ -77,14 +77,58 @@ public final class MultiHeadAttention: Layer {
     return norm(hiddenDropout(dense(joined), context: &context) + x)
   }
 
-  /// The heads' attention of `q` over `k` and `v`, `[B, L, D]` each, joined back to `[B, L, D]`.
+  /// The layer's output at one position of each row only, `[B, D]`: row `b`'s output at
+  /// `positions[b]` of ``callAsFunction(_:mask:context:)`` on `x` `[B, L, D]` with `mask`
+  /// `[B, 1, L, L]`. Keys and values are projected at every position, the query, the output
+  /// projection and the norm at the B positions asked for, so a last layer whose output is read
+  /// at one position costs a third of the projections and 1/L of the attention.
+  public func callAsFunction(_ x: Variable, mask: Tensor, at positions: [Int], context: inout ForwardContext) -> Variable {
+    let (b, l, d) = (x.shape[0], x.shape[1], x.shape[2])
+    precondition(
+      positions.count == b && positions.allSatisfy({ (0..<l).contains($0) }) && mask.shape == [b, 1, l, l],
+      "MultiHeadAttention: positions \(positions) and mask \(mask.shape) must fit the input \(x.shape)")
+    let rows = x.gatherTimeSteps(positions)
+    var maskRows = [Float](repeating: 0, count: b * l)
+    mask.withUnsafeBufferPointer { m in
+      for (row, position) in positions.enumerated() {
+        for j in 0..<l { maskRows[row * l + j] = m[(row * l + position) * l + j] }
+      }
+    }
+    let q = query(rows).reshaped(to: [b, 1, d])
+    let joined = attend(q, key(x), value(x), mask: Tensor(shape: [b, 1, 1, l], scalars: maskRows), context: &context)
+    return norm(hiddenDropout(dense(joined.reshaped(to: [b, d])), context: &context) + rows)
+  }
+
+  /// The packed call's output at each history's last token only, `[B, D]`, histories in the
+  /// layout's order: as ``callAsFunction(_:mask:at:context:)`` for a padded batch.
+  public func lastTokenOutputs(_ x: Variable, layout: PackedAttentionLayout, context: inout ForwardContext) -> Variable {
+    precondition(
+      x.shape.rank == 2 && x.shape[0] == layout.tokenCount,
+      "MultiHeadAttention: packed input \(x.shape) must be [\(layout.tokenCount), D]")
+    let d = x.shape[1]
+    let rows = x.gatherRows(layout.lastTokens)
+    let (q, k, v) = (query(rows), key(x), value(x))
+    var outputs = [Variable]()
+    for bucket in layout.buckets {
+      func padded(_ t: Variable) -> Variable { t.gatherRows(bucket.slots).reshaped(to: [bucket.count, bucket.width, d]) }
+      let queries = q.gatherRows(IndexTensor(shape: [bucket.count], values: bucket.histories.map(Int32.init)))
+      let joined = attend(
+        queries.reshaped(to: [bucket.count, 1, d]), padded(k), padded(v), mask: bucket.lastQueryMask, context: &context)
+      outputs.append(joined.reshaped(to: [bucket.count, d]))
+    }
+    let joined = (outputs.count == 1 ? outputs[0] : Variable.concatenate(outputs, alongAxis: 0)).gatherRows(layout.historyRows)
+    return norm(hiddenDropout(dense(joined), context: &context) + rows)
+  }
+
+  /// The heads' attention of `q` `[B, Lq, D]` over `k` and `v` `[B, L, D]`, joined back to
+  /// `[B, Lq, D]`; `mask` broadcasts to `[B, heads, Lq, L]`.
   private func attend(_ q: Variable, _ k: Variable, _ v: Variable, mask: Tensor, context: inout ForwardContext) -> Variable {
-    let (b, l, d) = (q.shape[0], q.shape[1], q.shape[2])
+    let (b, lq, d) = (q.shape[0], q.shape[1], q.shape[2])
     let size = d / heads
-    func split(_ v: Variable) -> Variable { v.reshaped(to: [b, l, heads, size]).permuted([0, 2, 1, 3]) }
+    func split(_ v: Variable) -> Variable { v.reshaped(to: [b, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
     let scores = Variable.matmul(split(q), split(k), transposeB: true) * (1 / Float(size).squareRoot()) + mask
     let probabilities = attentionDropout(scores.softmax(), context: &context)
-    return Variable.matmul(probabilities, split(v)).permuted([0, 2, 1, 3]).reshaped(to: [b, l, d])
+    return Variable.matmul(probabilities, split(v)).permuted([0, 2, 1, 3]).reshaped(to: [b, lq, d])
   }
 }
 
@@ -107,6 +151,11 @@ public struct PackedAttentionLayout: Sendable {
     /// 0 where slot `i` may attend to slot `j` (`j ≤ i`, `j` inside the history), −10000
     /// elsewhere, as the padded model's mask; `[count, 1, width, width]`.
     public let mask: Tensor
+    /// The histories it holds, by their index in the batch, longest first.
+    public let histories: [Int]
+    /// Each history's row of ``mask`` at its last token, `[count, 1, 1, width]`: 0 on the
+    /// history's slots, −10000 on its padding.
+    public let lastQueryMask: Tensor
   }
 
   /// The buckets, longest histories first.
@@ -115,6 +164,10 @@ public struct PackedAttentionLayout: Sendable {
   public let tokenSlots: IndexTensor
   /// T, the number of tokens.
   public let tokenCount: Int
+  /// Each history's last token, in the batch's order of histories.
+  public let lastTokens: IndexTensor
+  /// Each history's row among the buckets' histories laid end to end.
+  public let historyRows: IndexTensor
 
   /// The layout of histories of `lengths` (each ≥ 1) whose tokens lie end to end in this order.
   /// A bucket holds at most `slotsPerBucket` padded slots (or one history, if that is longer).
@@ -124,6 +177,7 @@ public struct PackedAttentionLayout: Sendable {
     let total = lengths.reduce(0, +)
     let order = longestFirst(lengths)
     var tokenSlots = [Int32](repeating: 0, count: total)
+    var historyRows = [Int32](repeating: 0, count: lengths.count)
     var buckets = [Bucket]()
     var next = 0
     var slotBase = 0
@@ -142,16 +196,25 @@ public struct PackedAttentionLayout: Sendable {
           for j in 0...t { mask[(i * width + t) * width + j] = 0 }
         }
       }
+      var lastQueryMask = [Float](repeating: -10000, count: members.count * width)
+      for (i, history) in members.enumerated() {
+        lastQueryMask.replaceSubrange(
+          (i * width)..<(i * width + lengths[history]), with: repeatElement(0, count: lengths[history]))
+        historyRows[history] = Int32(next + i)
+      }
       buckets.append(
         Bucket(
           count: members.count, width: width, slots: IndexTensor(shape: [slots.count], values: slots),
-          mask: Tensor(shape: [members.count, 1, width, width], scalars: mask)))
+          mask: Tensor(shape: [members.count, 1, width, width], scalars: mask), histories: Array(members),
+          lastQueryMask: Tensor(shape: [members.count, 1, 1, width], scalars: lastQueryMask)))
       slotBase += slots.count
       next = end
     }
     self.buckets = buckets
     self.tokenSlots = IndexTensor(shape: [total], values: tokenSlots)
     tokenCount = total
+    lastTokens = IndexTensor(shape: [lengths.count], values: zip(starts, lengths).map { Int32($0 + $1 - 1) })
+    self.historyRows = IndexTensor(shape: [lengths.count], values: historyRows)
   }
 }
 

@@ -133,25 +133,28 @@ public final class SASRec: SequentialRecommender {
   /// costs nothing; the result is the padded one.
   public func encode(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     if batch.isPacked { return packedLastStates(batch, context: &context) }
-    let last = batch.lengths.map { $0 - 1 }
-    return states(batch, context: &context, lastLayerRows: { $0.gatherTimeSteps(last) })
+    return states(batch, lastOnly: true, context: &context)
   }
 
   /// The packed form of ``encode(_:context:)``: every position-wise operation on the T tokens,
-  /// the last layer's feed-forward network on the B last tokens.
+  /// the last layer (its queries, output projection and feed-forward network) on the B last
+  /// tokens.
   func packedLastStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable {
     precondition(
       batch.width <= configuration.maximumLength,
       "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
-    let (packedItems, _, lastTokens) = SSD4Rec.pack(batch)
+    let (packedItems, _, _) = SSD4Rec.pack(batch)
     let positionIds = IndexTensor(shape: packedItems.shape, values: batch.lengths.flatMap { 0..<$0 })
     let tokens = packedItems.elementCount
     let layout = PackedAttentionLayout(lengths: batch.lengths)
     var x = dropout(embeddingNorm(items(packedItems) + positions(positionIds)), context: &context)
       .reshaped(to: [tokens, configuration.hiddenSize])
     for i in 0..<configuration.layers {
-      x = attention[i](x, layout: layout, context: &context)
-      x = feedForward[i](i == configuration.layers - 1 ? x.gatherRows(IndexTensor(lastTokens)) : x, context: &context)
+      let isLast = i == configuration.layers - 1
+      x =
+        isLast
+        ? attention[i].lastTokenOutputs(x, layout: layout, context: &context) : attention[i](x, layout: layout, context: &context)
+      x = feedForward[i](x, context: &context)
     }
     return x
   }
@@ -161,23 +164,23 @@ public final class SASRec: SequentialRecommender {
 
   /// The last layer's output at every position, `[B, L, D]`.
   public func positionStates(_ batch: SequenceBatch, context: inout ForwardContext) -> Variable? {
-    states(batch, context: &context, lastLayerRows: { $0 })
+    states(batch, lastOnly: false, context: &context)
   }
 
-  /// The transformer, with the last layer's feed-forward network (position-wise) applied to
-  /// `lastLayerRows` of its attention output only.
-  func states(
-    _ batch: SequenceBatch, context: inout ForwardContext, lastLayerRows: (Variable) -> Variable
-  ) -> Variable {
+  /// The transformer at every position (`[B, L, D]`), or with its last layer (position-wise
+  /// everywhere but in its keys and values) at each history's last position only (`[B, D]`).
+  func states(_ batch: SequenceBatch, lastOnly: Bool, context: inout ForwardContext) -> Variable {
     precondition(
       batch.width <= configuration.maximumLength,
       "SASRec: batch width \(batch.width) exceeds maximumLength \(configuration.maximumLength)")
     let positionIds = IndexTensor(shape: [batch.width], values: Array(0..<batch.width))
     var x = dropout(embeddingNorm(items(batch.items) + positions(positionIds)), context: &context)
     let mask = Self.attentionMask(batch)
+    let last = batch.lengths.map { $0 - 1 }
     for i in 0..<configuration.layers {
-      x = attention[i](x, mask: mask, context: &context)
-      x = feedForward[i](i == configuration.layers - 1 ? lastLayerRows(x) : x, context: &context)
+      let isLast = lastOnly && i == configuration.layers - 1
+      x = isLast ? attention[i](x, mask: mask, at: last, context: &context) : attention[i](x, mask: mask, context: &context)
+      x = feedForward[i](x, context: &context)
     }
     return x
   }

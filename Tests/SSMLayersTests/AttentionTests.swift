@@ -113,6 +113,53 @@ final class AttentionTests: XCTestCase {
     }
   }
 
+  /// The output at one position per row (padded, and at each history's last token packed) is
+  /// the full layer's output there, and the gradients of a loss on those positions are the same.
+  func testOutputsAtOnePositionPerRowAreTheFullLayers() {
+    var rng = SplitMix64(seed: 12)
+    let attention = perturbed(MultiHeadAttention(dimension: 6, heads: 3, using: &rng), seed: 5)
+    let (batch, length) = (3, 5)
+    let m = mask(batch: batch, length: length)
+    let x = Tensor.random([batch, length, 6], seed: 8)
+    let readOut = Tensor.random([batch, 6], seed: 9)
+    let packedReadOut = Tensor.random([4, 6], seed: 11)
+    func gradients(_ body: (Variable) -> Variable) -> (Tensor, [Tensor], Tensor) {
+      for (_, p) in attention.namedParameters() { p.gradient = nil }
+      let input = Variable(x, requiresGradient: true)
+      let y = body(input)
+      (y * Variable(readOut)).sum().backward()
+      return (y.value, attention.namedParameters().map { $0.parameter.gradient! }, input.gradient!)
+    }
+    for positions in [[4, 3, 0], [0, 2, 4], [1, 1, 1]] {
+      var context = ForwardContext.evaluation
+      let full = gradients { attention($0, mask: m, context: &context).gatherTimeSteps(positions) }
+      let rows = gradients { attention($0, mask: m, at: positions, context: &context) }
+      assertClose(rows.0, full.0, rtol: 1e-6, atol: 1e-6, "output at \(positions)")
+      for (a, b) in zip(rows.1, full.1) { assertClose(a, b, rtol: 1e-5, atol: 1e-6, "∂parameters at \(positions)") }
+      assertClose(rows.2, full.2, rtol: 1e-5, atol: 1e-6, "∂x at \(positions)")
+    }
+    // Packed: histories of lengths 3, 2, 5 and 4 end to end, in two buckets (5 and 4, 3 and 2)
+    // that each pad a history; each one's last token.
+    let lengths = [3, 2, 5, 4]
+    let layout = PackedAttentionLayout(lengths: lengths, slotsPerBucket: 10)
+    let tokens = Tensor.random([lengths.reduce(0, +), 6], seed: 10)
+    func packedGradients(_ body: (Variable) -> Variable) -> (Tensor, [Tensor], Tensor) {
+      for (_, p) in attention.namedParameters() { p.gradient = nil }
+      let input = Variable(tokens, requiresGradient: true)
+      let y = body(input)
+      (y * Variable(packedReadOut)).sum().backward()
+      return (y.value, attention.namedParameters().map { $0.parameter.gradient! }, input.gradient!)
+    }
+    var context = ForwardContext.evaluation
+    let full = packedGradients { attention($0, layout: layout, context: &context).gatherRows(layout.lastTokens) }
+    let last = packedGradients { attention.lastTokenOutputs($0, layout: layout, context: &context) }
+    XCTAssertEqual(layout.buckets.map(\.histories), [[2, 3], [0, 1]])
+    XCTAssertEqual(layout.lastTokens.values, [2, 4, 9, 13])
+    assertClose(last.0, full.0, rtol: 1e-6, atol: 1e-6, "packed output")
+    for (a, b) in zip(last.1, full.1) { assertClose(a, b, rtol: 1e-5, atol: 1e-6, "packed ∂parameters") }
+    assertClose(last.2, full.2, rtol: 1e-5, atol: 1e-6, "packed ∂x")
+  }
+
   func testParameterNamesAreRecBoles() {
     var rng = SplitMix64(seed: 1)
     let attention = MultiHeadAttention(dimension: 8, heads: 2, using: &rng)
