@@ -165,13 +165,29 @@ public enum BLAS {
       CblasRowMajor, CblasNoTrans, Int32(rows), Int32(columns), alpha, a, Int32(Swift.max(lda, 1)), x, 1, beta, y, 1)
   }
 
-  /// One `cblas_sgemm` call on the calling thread.
+  /// One `cblas_sgemm` call on the calling thread, or `cblas_sgemv` when C has one row: for one
+  /// row, `sgemm` packs all of op(B) first (a one-history forward pass spent most of its
+  /// projections and its scoring over the catalogue doing that).
   @inline(__always)
   static func rawGemm(
     _ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
     _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
     _ c: UnsafeMutablePointer<Float>, _ ldc: Int
   ) {
+    if m == 1 {
+      // sgemv scales y by beta, which keeps a NaN already in C; sgemm with beta 0 overwrites it.
+      if beta == 0 { c.update(repeating: 0, count: n) }
+      // op(A)'s one row: A's first row, or its first column read with stride lda.
+      let incX = Int32(transposeA ? Swift.max(lda, 1) : 1)
+      if transposeB {  // C = a·Bᵀ with B [n, k]: y = B·x.
+        cblas_sgemv(
+          CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), alpha, b, Int32(Swift.max(ldb, 1)), a, incX, beta, c, 1)
+      } else {  // C = a·B with B [k, n]: y = Bᵀ·x.
+        cblas_sgemv(
+          CblasRowMajor, CblasTrans, Int32(k), Int32(n), alpha, b, Int32(Swift.max(ldb, 1)), a, incX, beta, c, 1)
+      }
+      return
+    }
     cblas_sgemm(
       CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
       Int32(m), Int32(n), Int32(k), alpha, a, Int32(Swift.max(lda, 1)), b, Int32(Swift.max(ldb, 1)),

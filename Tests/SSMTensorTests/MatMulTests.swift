@@ -107,6 +107,44 @@ final class MatMulTests: XCTestCase {
     }
   }
 
+  /// A product with one row (a single history's projections and scores) goes through sgemv:
+  /// every transposition, strided operands, beta 0 overwriting a NaN already in C, and beta 1
+  /// accumulating.
+  func testOneRowProductsAgreeWithTheReference() {
+    withEvery("kn", in: [(1, 1), (7, 17), (64, 3417), (33, 1)]) { (k, n) in
+      withEvery("transposeA", in: [false, true]) { ta in
+        withEvery("transposeB", in: [false, true]) { tb in
+          withEvery("beta", in: [Float(0), 1]) { beta in
+            // Operands with padded rows: lda and ldb exceed their widths.
+            let (lda, ldb) = (ta ? 3 : k + 2, (tb ? k : n) + 5)
+            let a = Tensor.random(ta ? [k, lda] : [1, lda], seed: UInt64(k + n))
+            let b = Tensor.random([tb ? n : k, ldb], seed: UInt64(3 * k + n))
+            let dense = (
+              Tensor(shape: ta ? [k, 1] : [1, k], scalars: ta ? (0..<k).map { a.scalars[$0 * lda] } : Array(a.scalars[0..<k])),
+              Tensor(
+                shape: tb ? [n, k] : [k, n],
+                scalars: (0..<(tb ? n : k)).flatMap { r in b.scalars[(r * ldb)..<(r * ldb + (tb ? k : n))] })
+            )
+            let initial = Tensor.random([1, n], seed: 9)
+            let product = Self.reference(dense.0, dense.1, transposeA: ta, transposeB: tb, batch: 1)
+            var c = beta == 0 ? Tensor(shape: [1, n], scalars: Array(repeating: .nan, count: n)) : initial
+            a.withUnsafeBufferPointer { ap in
+              b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                  BLAS.gemm(
+                    transposeA: ta, transposeB: tb, m: 1, n: n, k: k, alpha: 2, a: ap.baseAddress!, lda: lda,
+                    b: bp.baseAddress!, ldb: ldb, beta: beta, c: cp.baseAddress!, ldc: n)
+                }
+              }
+            }
+            let expected = (0..<n).map { 2 * product[$0] + (beta == 0 ? 0 : Double(initial.scalars[$0])) }
+            assertClose(c, expected: expected, shape: [1, n], rtol: 1e-5, atol: 1e-5)
+          }
+        }
+      }
+    }
+  }
+
   func testFourDimensionalBatch() {
     let a = Tensor.random([2, 3, 4, 5], seed: 1)
     let b = Tensor.random([2, 3, 5, 6], seed: 2)
