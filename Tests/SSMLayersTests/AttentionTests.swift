@@ -123,17 +123,20 @@ final class AttentionTests: XCTestCase {
     let x = Tensor.random([batch, length, 6], seed: 8)
     let readOut = Tensor.random([batch, 6], seed: 9)
     let packedReadOut = Tensor.random([4, 6], seed: 11)
-    func gradients(_ body: (Variable) -> Variable) -> (Tensor, [Tensor], Tensor) {
+    // The output, every parameter's gradient and the input's for a loss Σ y ∘ readOut.
+    func gradients(
+      of input: Tensor, readOut: Tensor, _ body: (Variable) -> Variable
+    ) -> (Tensor, [Tensor], Tensor) {
       for (_, p) in attention.namedParameters() { p.gradient = nil }
-      let input = Variable(x, requiresGradient: true)
+      let input = Variable(input, requiresGradient: true)
       let y = body(input)
       (y * Variable(readOut)).sum().backward()
       return (y.value, attention.namedParameters().map { $0.parameter.gradient! }, input.gradient!)
     }
     for positions in [[4, 3, 0], [0, 2, 4], [1, 1, 1]] {
       var context = ForwardContext.evaluation
-      let full = gradients { attention($0, mask: m, context: &context).gatherTimeSteps(positions) }
-      let rows = gradients { attention($0, mask: m, at: positions, context: &context) }
+      let full = gradients(of: x, readOut: readOut) { attention($0, mask: m, context: &context).gatherTimeSteps(positions) }
+      let rows = gradients(of: x, readOut: readOut) { attention($0, mask: m, at: positions, context: &context) }
       assertClose(rows.0, full.0, rtol: 1e-6, atol: 1e-6, "output at \(positions)")
       for (a, b) in zip(rows.1, full.1) { assertClose(a, b, rtol: 1e-5, atol: 1e-6, "∂parameters at \(positions)") }
       assertClose(rows.2, full.2, rtol: 1e-5, atol: 1e-6, "∂x at \(positions)")
@@ -143,16 +146,13 @@ final class AttentionTests: XCTestCase {
     let lengths = [3, 2, 5, 4]
     let layout = PackedAttentionLayout(lengths: lengths, slotsPerBucket: 10)
     let tokens = Tensor.random([lengths.reduce(0, +), 6], seed: 10)
-    func packedGradients(_ body: (Variable) -> Variable) -> (Tensor, [Tensor], Tensor) {
-      for (_, p) in attention.namedParameters() { p.gradient = nil }
-      let input = Variable(tokens, requiresGradient: true)
-      let y = body(input)
-      (y * Variable(packedReadOut)).sum().backward()
-      return (y.value, attention.namedParameters().map { $0.parameter.gradient! }, input.gradient!)
-    }
     var context = ForwardContext.evaluation
-    let full = packedGradients { attention($0, layout: layout, context: &context).gatherRows(layout.lastTokens) }
-    let last = packedGradients { attention.lastTokenOutputs($0, layout: layout, context: &context) }
+    let full = gradients(of: tokens, readOut: packedReadOut) {
+      attention($0, layout: layout, context: &context).gatherRows(layout.lastTokens)
+    }
+    let last = gradients(of: tokens, readOut: packedReadOut) {
+      attention.lastTokenOutputs($0, layout: layout, context: &context)
+    }
     XCTAssertEqual(layout.buckets.map(\.histories), [[2, 3], [0, 1]])
     XCTAssertEqual(layout.lastTokens.values, [2, 4, 9, 13])
     assertClose(last.0, full.0, rtol: 1e-6, atol: 1e-6, "packed output")

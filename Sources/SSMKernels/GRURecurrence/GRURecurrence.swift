@@ -12,9 +12,8 @@ import SSMTensor
 ///
 /// Each step is one `sgemm` for `h[t−1]·W_hhᵀ` and one SIMD pass over the gates (a C kernel with
 /// AVX2/AVX-512 variants chosen at run time), each worker running all steps of its own band of
-/// rows; the backward pass runs the steps in reverse and
-/// forms `∂W_hh` as one product over all steps. A plain Double reference (`package` access)
-/// backs the tests.
+/// rows; the backward pass runs the steps in reverse and forms `∂W_hh` as one product over all
+/// steps. A plain Double reference (`package` access) backs the tests.
 public enum GRURecurrence {
   /// The inputs of one recurrence, shapes checked at construction.
   ///
@@ -234,14 +233,9 @@ public enum GRURecurrence {
                   let hwBand = hwBase + b0 * threeH
                   for b in 0..<rows { (hwBand + b * threeH).update(from: bias, count: threeH) }
                   if let previous {
-                    if rows == 1 {
-                      // One row: a product with one row would have OpenBLAS pack all of W_hh.
-                      BLAS.gemv(rows: threeH, columns: hidden, a: w, lda: hidden, x: previous, beta: 1, y: hwBand)
-                    } else {
-                      BLAS.gemmOnCurrentThread(
-                        transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
-                        lda: hidden, b: w, ldb: hidden, beta: 1, c: hwBand, ldc: threeH)
-                    }
+                    BLAS.gemmOnCurrentThread(
+                      transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
+                      lda: hidden, b: w, ldb: hidden, beta: 1, c: hwBand, ldc: threeH)
                   }
                   let g = (saveForBackward ? o : 0) + b0 * hidden
                   ssm_gru_forward_step(
