@@ -28,7 +28,9 @@ final class SelectiveScanTests: XCTestCase {
       deltaSoftplus: softplus)
   }
 
-  /// Fast Float32 kernel against the Double reference, forward and every gradient.
+  /// Fast Float32 kernel against the Double reference, forward and every gradient. The state
+  /// sizes cover the backward kernel's chunks of 8 states: less than one, exactly one, and one or
+  /// two full chunks followed by the 4-, 2- and 1-state remainders.
   ///
   /// Tolerance 1e-4 of the largest magnitude: Float32 rounding (6e-8 per operation) accumulates
   /// over at most L = 200 decaying recurrence steps and N-term sums, and the polynomial exp adds
@@ -44,7 +46,7 @@ final class SelectiveScanTests: XCTestCase {
           withEvery("variant", in: 0..<4) { variant in
             let channels = [5, 19, 16, 16][variant]
             let x = Self.inputs(
-              batch: batch, length: length, channels: channels, state: [3, 8, 4, 4][variant], gated: variant != 1,
+              batch: batch, length: length, channels: channels, state: [3, 8, 13, 21][variant], gated: variant != 1,
               skip: variant != 2, bias: variant == 0, softplus: variant != 2, growingModes: variant == 3,
               seed: UInt64(length * 10 + batch + variant * 1000))
             let fast = SelectiveScan.forward(x, returnLastState: true)
@@ -178,7 +180,7 @@ final class PackedScanTests: XCTestCase {
     withEvery("isa", in: levels) { level in
       _ = ssm_isa_force(level)
       withEvery("channels", in: [5, 16, 19]) { channels in
-        let x = Self.packed(Self.rows, channels: channels, state: 4, seed: UInt64(channels))
+        let x = Self.packed(Self.rows, channels: channels, state: 11, seed: UInt64(channels))
         let fast = SelectiveScan.forward(x, returnLastState: true)
         let ref = SelectiveScan.reference(x, returnLastState: true)
         assertNormalizedError(fast.output, ref.output, below: 1e-4, "y")
