@@ -252,14 +252,13 @@ extension Tensor {
   package static func matmulShapeError(
     _ lhs: Shape, _ rhs: Shape, transposeA: Bool, transposeB: Bool
   ) -> String? {
-    let written = "\(lhs)\(transposeA ? "ᵀ" : "") × \(rhs)\(transposeB ? "ᵀ" : "")"
+    // Built only for a message: every product passes through here.
+    var written: String { "\(lhs)\(transposeA ? "ᵀ" : "") × \(rhs)\(transposeB ? "ᵀ" : "")" }
     guard lhs.rank >= 2 && rhs.rank >= 2 else { return "matmul needs operands of rank ≥ 2: \(written)" }
     let k = transposeA ? lhs[lhs.rank - 2] : lhs[lhs.rank - 1]
     let k2 = transposeB ? rhs[rhs.rank - 1] : rhs[rhs.rank - 2]
     guard k == k2 else { return "matmul inner dimensions differ: \(written)" }
-    let aBatch = Array(lhs.dimensions.dropLast(2))
-    let bBatch = Array(rhs.dimensions.dropLast(2))
-    guard aBatch.isEmpty || bBatch.isEmpty || aBatch == bBatch else {
+    guard lhs.rank == 2 || rhs.rank == 2 || lhs.dimensions.dropLast(2) == rhs.dimensions.dropLast(2) else {
       return "matmul batch axes differ: \(written)"
     }
     return nil

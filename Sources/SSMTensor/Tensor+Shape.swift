@@ -5,7 +5,7 @@ extension Tensor {
   /// - Precondition: `permutation` is a permutation of `0..<rank`.
   public func permuted(_ permutation: [Int]) -> Tensor {
     precondition(
-      permutation.count == rank && Set(permutation) == Set(0..<rank),
+      permutation.count == rank && permutation.sorted() == Array(0..<rank),
       "\(permutation) is not a permutation of the axes of \(shape)")
     if permutation == Array(0..<rank) { return self }
     let sourceStrides = shape.strides

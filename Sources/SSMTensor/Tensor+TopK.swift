@@ -67,6 +67,13 @@ struct TopKHeap {
     return v1 < v2 || (v1 == v2 && i1 > i2)
   }
 
+  /// When the heap is full and its worst value is a number, the value a pair offered with a
+  /// larger index than any in the heap must exceed to enter; otherwise `nil`.
+  @inline(__always)
+  var entryBar: Float? {
+    values.count == capacity && capacity > 0 && !values[0].isNaN ? values[0] : nil
+  }
+
   @inline(__always)
   mutating func offer(_ value: Float, _ index: Int32) {
     if values.count < capacity {
@@ -165,10 +172,16 @@ public struct TopKAccumulator: Sendable {
               // A walk along the sorted exclusions, instead of a hash lookup per column.
               let skip = skipped[r]
               var next = cursors[r]
+              // Once the heap is full and its worst value is a number, a column can only enter
+              // with a larger value (its index is larger than every index in the heap, so a tie
+              // ranks below; a NaN ranks below every number): one comparison rejects the rest.
+              var bar = heaps[r].entryBar
               for j in 0..<n {
+                if let bar, !(row[j] > bar) { continue }
                 while next < skip.count && skip[next] < start + j { next += 1 }
                 if next < skip.count && skip[next] == start + j { continue }
                 heaps[r].offer(row[j], Int32(start + j))
+                bar = heaps[r].entryBar
               }
               cursors[r] = next
             }

@@ -116,6 +116,43 @@ final class ShapeTests: XCTestCase {
   }
 }
 
+extension ShapeTests {
+  /// Blocks of columns offered one after another rank as ``Tensor/topK(_:)`` over the whole row,
+  /// with NaN, infinities and ties among the values (NaN below every number, ties to the lower
+  /// index), whatever the block length, exclusions skipped.
+  func testAccumulatedTopKOverBlocksMatchesTheWholeRow() {
+    var rng = SplitMix64(seed: 8)
+    let specials: [Float] = [.nan, .infinity, -.infinity, 0, 1, -1]
+    let (rows, n) = (4, 61)
+    let x = Tensor(
+      shape: [rows, n],
+      scalars: (0..<(rows * n)).map { i in
+        // Row 3 is all NaN; the others mix the special values with a coarse grid.
+        i / n == 3 ? .nan : rng.next() % 4 == 0 ? specials[Int(rng.next() % 6)] : Float(rng.next() % 5)
+      })
+    let excluded = (0..<rows).map { r in Set((0..<n).filter { ($0 * 7 + r) % 5 == 0 }) }
+    withEvery("k", in: [1, 3, 10, n]) { k in
+      withEvery("block", in: [1, 4, 13, n]) { block in
+        var top = TopKAccumulator(rows: rows, k: k, excluding: excluded)
+        for start in stride(from: 0, to: n, by: block) {
+          let width = Swift.min(block, n - start)
+          top.offer(x.slice(alongAxis: 1, start..<(start + width)), startingAt: start)
+        }
+        let results = top.results()
+        for r in 0..<rows {
+          let allowed = (0..<n).filter { !excluded[r].contains($0) }
+          let row = Tensor(shape: [1, allowed.count], scalars: allowed.map { x[r, $0] })
+          let expected = row.topK(Swift.min(k, allowed.count))
+          XCTAssertEqual(results[r].map(\.index), (0..<expected.indices.shape[1]).map { allowed[expected.indices[0, $0]] })
+          let got = results[r].map(\.value), want = (0..<expected.values.shape[1]).map { expected.values[0, $0] }
+          XCTAssertEqual(got.count, want.count)
+          for (a, b) in zip(got, want) { XCTAssertTrue(a == b || (a.isNaN && b.isNaN), "\(a) vs \(b)") }
+        }
+      }
+    }
+  }
+}
+
 final class CreationTests: XCTestCase {
   func testConstructors() {
     XCTAssertEqual(Tensor(zeros: [2, 3]).scalars, [Float](repeating: 0, count: 6))
