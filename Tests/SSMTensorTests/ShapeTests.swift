@@ -144,7 +144,8 @@ extension ShapeTests {
           let row = Tensor(shape: [1, allowed.count], scalars: allowed.map { x[r, $0] })
           let expected = row.topK(Swift.min(k, allowed.count))
           XCTAssertEqual(results[r].map(\.index), (0..<expected.indices.shape[1]).map { allowed[expected.indices[0, $0]] })
-          let got = results[r].map(\.value), want = (0..<expected.values.shape[1]).map { expected.values[0, $0] }
+          let got = results[r].map(\.value)
+          let want = (0..<expected.values.shape[1]).map { expected.values[0, $0] }
           XCTAssertEqual(got.count, want.count)
           for (a, b) in zip(got, want) { XCTAssertTrue(a == b || (a.isNaN && b.isNaN), "\(a) vs \(b)") }
         }
