@@ -174,10 +174,15 @@ public struct TopKAccumulator: Sendable {
               var next = cursors[r]
               // Once the heap is full and its worst value is a number, a column can only enter
               // with a larger value (its index is larger than every index in the heap, so a tie
-              // ranks below; a NaN ranks below every number): one comparison rejects the rest.
+              // ranks below; a NaN ranks below every number), so the rest are skipped by comparison alone.
               var bar = heaps[r].entryBar
-              for j in 0..<n {
-                if let bar, !(row[j] > bar) { continue }
+              var j = 0
+              while j < n {
+                if let bar {
+                  j = Self.firstIndex(in: row, from: j, count: n, above: bar)
+                  if j == n { break }
+                }
+                defer { j += 1 }
                 while next < skip.count && skip[next] < start + j { next += 1 }
                 if next < skip.count && skip[next] == start + j { continue }
                 heaps[r].offer(row[j], Int32(start + j))
@@ -189,6 +194,22 @@ public struct TopKAccumulator: Sendable {
         }
       }
     }
+  }
+
+  /// The first `j` in `from..<count` with `row[j] > bar`, or `count`: sixteen columns per
+  /// comparison, since almost every column of a long row falls below a full heap's bar.
+  @inline(__always)
+  private static func firstIndex(in row: UnsafePointer<Float>, from start: Int, count: Int, above bar: Float) -> Int {
+    var j = start
+    let raw = UnsafeRawPointer(row)
+    let bars = SIMD16<Float>(repeating: bar)
+    while j + 16 <= count {
+      let chunk = raw.loadUnaligned(fromByteOffset: j * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+      if any(chunk .> bars) { break }
+      j += 16
+    }
+    while j < count && !(row[j] > bar) { j += 1 }
+    return j
   }
 
   /// Per row, up to `k` (column, value) pairs, best first.
