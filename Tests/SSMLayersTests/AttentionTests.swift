@@ -46,40 +46,98 @@ final class AttentionTests: XCTestCase {
     return Tensor(shape: [batch, 1, length, length], scalars: values)
   }
 
+  /// Recorded for a backward pass (the separate operations) and not (the fused
+  /// ``Tensor/attention(queries:keys:values:heads:mask:scale:)``), both against the equations.
   func testMultiHeadAttentionMatchesItsEquations() {
     withEvery("heads", in: [1, 2, 4]) { heads in
-      let (batch, length, d) = (2, 5, 8)
-      var rng = SplitMix64(seed: UInt64(heads))
-      let layer = perturbed(MultiHeadAttention(dimension: d, heads: heads, using: &rng), seed: 3)
-      let x = Tensor.random([batch, length, d], seed: 11)
-      let m = mask(batch: batch, length: length)
-      var context = ForwardContext.evaluation
-      let y = layer(Variable(x), mask: m, context: &context).value
-      var expected: [Double] = []
+      withEvery("recorded", in: [true, false]) { recorded in
+        multiHeadAttentionMatchesItsEquations(heads: heads, recorded: recorded)
+      }
+    }
+  }
+
+  func multiHeadAttentionMatchesItsEquations(heads: Int, recorded: Bool) {
+    let (batch, length, d) = (2, 5, 8)
+    var rng = SplitMix64(seed: UInt64(heads))
+    let layer = perturbed(MultiHeadAttention(dimension: d, heads: heads, using: &rng), seed: 3)
+    let x = Tensor.random([batch, length, d], seed: 11)
+    let m = mask(batch: batch, length: length)
+    var context = ForwardContext.evaluation
+    let y =
+      recorded
+      ? layer(Variable(x), mask: m, context: &context).value
+      : withoutGradients {
+        layer(Variable(x), mask: m, context: &context).value
+      }
+    var expected: [Double] = []
+    let size = d / heads
+    for b in 0..<batch {
+      let rows = (0..<length).map { t in Array(x.doubles[((b * length + t) * d)..<((b * length + t + 1) * d)]) }
+      let (q, k, v) = (
+        rows.map { linear(layer.query, $0) }, rows.map { linear(layer.key, $0) }, rows.map { linear(layer.value, $0) }
+      )
+      for i in 0..<length {
+        var joined = [Double](repeating: 0, count: d)
+        for h in 0..<heads {
+          let span = (h * size)..<((h + 1) * size)
+          let logits = (0..<length).map { j in
+            zip(q[i][span], k[j][span]).reduce(0) { $0 + $1.0 * $1.1 } / Double(size).squareRoot()
+              + Double(m.scalars[(b * length + i) * length + j])
+          }
+          let top = logits.max()!
+          let weights = logits.map { Foundation.exp($0 - top) }
+          let total = weights.reduce(0, +)
+          for j in 0..<length { for c in span { joined[c] += weights[j] / total * v[j][c] } }
+        }
+        let projected = linear(layer.dense, joined)
+        expected += layerNorm(layer.norm, zip(projected, rows[i]).map { $0 + $1 })
+      }
+    }
+    assertClose(y, expected: expected, shape: [batch, length, d], rtol: 1e-5, atol: 1e-5)
+  }
+
+  /// The fused attention against a Double statement of its definition: one query or several,
+  /// one key or many, heads of width 1 and 5, a mask per row or one for all rows, masked keys
+  /// among visible ones.
+  func testFusedAttentionMatchesItsDefinition() {
+    for (batch, lq, l, d, heads, sharedMask) in [
+      (1, 1, 1, 3, 3, false), (3, 1, 50, 10, 2, false), (2, 7, 7, 12, 3, true), (4, 5, 19, 5, 1, false),
+    ] {
+      var rng = SplitMix64(seed: UInt64(batch * 100 + l))
+      let (q, k, v) = (
+        Tensor.randomNormal([batch, lq, d], using: &rng), Tensor.randomNormal([batch, l, d], using: &rng),
+        Tensor.randomNormal([batch, l, d], using: &rng)
+      )
+      let maskRows = sharedMask ? 1 : batch
+      // About a third of the keys masked, never all of a query's.
+      let mask = Tensor(
+        shape: [maskRows, 1, lq, l],
+        scalars: (0..<(maskRows * lq * l)).map { i in i % l != 0 && rng.next() % 3 == 0 ? -10000 : Float(rng.next() % 3) * 0.5 })
+      let scale: Float = 0.7
+      let y = Tensor.attention(queries: q, keys: k, values: v, heads: heads, mask: mask, scale: scale)
       let size = d / heads
+      var expected = [Double](repeating: 0, count: batch * lq * d)
+      let (qd, kd, vd, md) = (q.doubles, k.doubles, v.doubles, mask.doubles)
       for b in 0..<batch {
-        let rows = (0..<length).map { t in Array(x.doubles[((b * length + t) * d)..<((b * length + t + 1) * d)]) }
-        let (q, k, v) = (
-          rows.map { linear(layer.query, $0) }, rows.map { linear(layer.key, $0) }, rows.map { linear(layer.value, $0) }
-        )
-        for i in 0..<length {
-          var joined = [Double](repeating: 0, count: d)
-          for h in 0..<heads {
-            let span = (h * size)..<((h + 1) * size)
-            let logits = (0..<length).map { j in
-              zip(q[i][span], k[j][span]).reduce(0) { $0 + $1.0 * $1.1 } / Double(size).squareRoot()
-                + Double(m.scalars[(b * length + i) * length + j])
+        for h in 0..<heads {
+          for i in 0..<lq {
+            let logits = (0..<l).map { j in
+              Double(scale)
+                * (0..<size).reduce(0.0) { $0 + qd[(b * lq + i) * d + h * size + $1] * kd[(b * l + j) * d + h * size + $1] }
+                + md[((sharedMask ? 0 : b) * lq + i) * l + j]
             }
             let top = logits.max()!
             let weights = logits.map { Foundation.exp($0 - top) }
             let total = weights.reduce(0, +)
-            for j in 0..<length { for c in span { joined[c] += weights[j] / total * v[j][c] } }
+            for c in 0..<size {
+              expected[(b * lq + i) * d + h * size + c] = (0..<l).reduce(0.0) {
+                $0 + weights[$1] / total * vd[(b * l + $1) * d + h * size + c]
+              }
+            }
           }
-          let projected = linear(layer.dense, joined)
-          expected += layerNorm(layer.norm, zip(projected, rows[i]).map { $0 + $1 })
         }
       }
-      assertClose(y, expected: expected, shape: [batch, length, d], rtol: 1e-5, atol: 1e-5)
+      assertClose(y, expected: expected, shape: [batch, lq, d], rtol: 1e-5, atol: 1e-5)
     }
   }
 
