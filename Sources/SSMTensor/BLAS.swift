@@ -61,6 +61,9 @@ public enum BLAS {
 
   /// Products below this many flops (2·m·n·k) run on one worker.
   public static let parallelFlopThreshold = 4_000_000
+  /// Elements of op(B) (256 KB) above which a product with at most four rows of C is split
+  /// between the workers whatever its operation count.
+  static let largeOperandElements = 1 << 16
 
   /// `C = alpha·op(A)·op(B) + beta·C` for row-major matrices, `op(A)` of shape `[m, k]`,
   /// `op(B)` of shape `[k, n]`, `C` of shape `[m, n]` with leading dimension `ldc`.
@@ -88,7 +91,11 @@ public enum BLAS {
     if m == 0 || n == 0 { return }
     let flops = 2 * m * n * k
     FLOPCounter.add(flops, kind: .matrixProduct)
-    let workers = flops >= parallelFlopThreshold ? Parallel.workerCount : 1
+    // A few rows of C against a large op(B) (one history scored against the catalogue) are
+    // bound by reading op(B): in column bands each worker reads its half, which then stays in
+    // its own core's L2 from one call to the next.
+    let streamsB = m <= 4 && n * k >= largeOperandElements
+    let workers = flops >= parallelFlopThreshold || streamsB ? Parallel.workerCount : 1
     if workers == 1 {
       rawGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
       return
