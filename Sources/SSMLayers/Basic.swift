@@ -31,6 +31,14 @@ public final class Linear: Layer {
     let y = Variable.matmul(x, weight.variable, transposeB: true)
     return bias.map { y + $0.variable } ?? y
   }
+
+  /// The outputs `outputs` of ``callAsFunction(_:)`` only (a range of the last axis), from the
+  /// weight's rows and the bias entries of that range: the same values and gradients as slicing
+  /// the full output, without computing or copying the rest.
+  public func callAsFunction(_ x: Variable, outputs: Range<Int>) -> Variable {
+    let y = Variable.matmul(x, weight.variable.slice(alongAxis: 0, outputs), transposeB: true)
+    return bias.map { y + $0.variable.slice(alongAxis: 0, outputs) } ?? y
+  }
 }
 
 /// A lookup table of row vectors. With a padding index, that row receives no gradient through

@@ -96,8 +96,10 @@ public final class MambaBlock: Layer {
   /// - Returns: shape `[B, L, D]`.
   public func callAsFunction(_ u: Variable, sequenceIndex: IndexTensor? = nil) -> Variable {
     let e = innerDimension
-    let xz = inputProjection(u).split(alongAxis: -1, sizes: [e, e])
-    let (x, z) = (xz[0], xz[1])
+    // X and Z as two products with the halves of in_proj's weight rather than one product split
+    // in two: the split copied the [B, L, 2E] output forward and joined its gradient backward,
+    // while the weight's halves are 2E×D floats.
+    let (x, z) = (inputProjection(u, outputs: 0..<e), inputProjection(u, outputs: e..<(2 * e)))
     let convolved = x.causalConv1d(
       weight: convolutionWeight.variable, bias: convolutionBias?.variable, sequenceIndex: sequenceIndex
     ).silu()

@@ -47,6 +47,12 @@ final class LayerTests: XCTestCase {
     let linear = Linear(inputSize: 3, outputSize: 4, using: &rng)
     assertParameters(linear, [("weight", [4, 3]), ("bias", [4])], direct: 2)
     checkLayer(linear, input: Tensor.random([2, 5, 3], seed: 2)) { linear($0) }
+    // A range of the outputs: the full output's slice, with gradients of its own.
+    let x = Variable(Tensor.random([2, 5, 3], seed: 12))
+    assertClose(
+      linear(x, outputs: 1..<3).value, expected: linear(x).value.slice(alongAxis: 2, 1..<3).doubles, shape: [2, 5, 2],
+      rtol: 1e-6, atol: 1e-6)
+    checkLayer(linear, input: Tensor.random([2, 5, 3], seed: 2)) { linear($0, outputs: 1..<3) }
     let noBias = Linear(inputSize: 3, outputSize: 2, bias: false, using: &rng)
     assertParameters(noBias, [("weight", [2, 3])], direct: 1)
 
