@@ -29,18 +29,39 @@ extension Tensor {
     return permuted(permutation)
   }
 
-  /// Copies a strided view into contiguous memory, with a contiguous or 2-D-blocked inner loop.
-  static func stridedCopy(
+  /// Copies a strided view into contiguous memory, with a contiguous or 2-D-blocked inner loop;
+  /// large views are split between the workers by rows of the inner axis.
+  package static func stridedCopy(
     from source: UnsafePointer<Float>, dimensions: [Int], strides: [Int], to out: UnsafeMutablePointer<Float>
+  ) {
+    let inner = dimensions[dimensions.count - 1]
+    let outer = dimensions.dropLast().reduce(1, *)
+    nonisolated(unsafe) let (source, out) = (source, out)
+    Parallel.forEachChunk(count: outer, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(inner, 1))) {
+      rows in
+      stridedCopy(from: source, dimensions: dimensions, strides: strides, to: out, rows: rows)
+    }
+  }
+
+  /// The rows `rows` (in row-major order of the outer axes) of ``stridedCopy(from:dimensions:strides:to:)``.
+  private static func stridedCopy(
+    from source: UnsafePointer<Float>, dimensions: [Int], strides: [Int], to out: UnsafeMutablePointer<Float>,
+    rows: Range<Int>
   ) {
     let rank = dimensions.count
     let inner = dimensions[rank - 1]
     let innerStride = strides[rank - 1]
-    let outer = dimensions.dropLast().reduce(1, *)
+    // The first row's multi-index and offset, then an odometer.
     var index = [Int](repeating: 0, count: Swift.max(rank - 1, 0))
     var offset = 0
-    var written = 0
-    for _ in 0..<outer {
+    var remainder = rows.lowerBound
+    for axis in stride(from: rank - 2, through: 0, by: -1) {
+      index[axis] = remainder % dimensions[axis]
+      remainder /= dimensions[axis]
+      offset += index[axis] * strides[axis]
+    }
+    var written = rows.lowerBound * inner
+    for _ in rows {
       let src = source + offset
       if innerStride == 1 {
         (out + written).update(from: src, count: inner)

@@ -248,11 +248,17 @@ public enum GRURecurrence {
         }
       }
     }
-    let states = Array(saved[(4 * gateRegion)...])
-    let output =
-      layout.isPadded
-      ? Tensor(shape: [length, batch, hidden], scalars: states).permuted([1, 0, 2])
-      : Tensor(shape: [layout.stateRows, hidden], scalars: states)
+    // The states are time-major; the padded layout's output is batch-major, one strided copy.
+    let output = saved.withUnsafeBufferPointer { sp in
+      let states = sp.baseAddress! + 4 * gateRegion
+      guard layout.isPadded else {
+        return Tensor(shape: [layout.stateRows, hidden]) { $0.baseAddress!.update(from: states, count: stateRegion) }
+      }
+      return Tensor(shape: [batch, length, hidden]) { out in
+        Tensor.stridedCopy(
+          from: states, dimensions: [batch, length, hidden], strides: [hidden, batch * hidden, 1], to: out.baseAddress!)
+      }
+    }
     return (output, saveForBackward ? Saved(values: saved) : nil)
   }
 }
