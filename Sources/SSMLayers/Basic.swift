@@ -28,6 +28,10 @@ public final class Linear: Layer {
 
   /// Applies the layer to the last axis of `x`.
   public func callAsFunction(_ x: Variable) -> Variable {
+    // Unrecorded (evaluation, serving): the bias written first and the product added onto it.
+    if !GradientMode.isEnabled, let bias, x.shape.rank >= 2 {
+      return Variable(Tensor.linear(x.value, weight: weight.value, bias: bias.value))
+    }
     let y = Variable.matmul(x, weight.variable, transposeB: true)
     return bias.map { y + $0.variable } ?? y
   }

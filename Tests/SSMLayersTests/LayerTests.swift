@@ -53,6 +53,12 @@ final class LayerTests: XCTestCase {
       linear(x, outputs: 1..<3).value, expected: linear(x).value.slice(alongAxis: 2, 1..<3).doubles, shape: [2, 5, 2],
       rtol: 1e-6, atol: 1e-6)
     checkLayer(linear, input: Tensor.random([2, 5, 3], seed: 2)) { linear($0, outputs: 1..<3) }
+    // Unrecorded, the bias is written first and the product added onto it: the same values.
+    for input in [x, Variable(Tensor.random([7, 3], seed: 13))] {
+      let recorded = linear(input).value
+      assertClose(
+        withoutGradients { linear(input).value }, expected: recorded.doubles, shape: recorded.shape, rtol: 1e-6, atol: 1e-6)
+    }
     let noBias = Linear(inputSize: 3, outputSize: 2, bias: false, using: &rng)
     assertParameters(noBias, [("weight", [2, 3])], direct: 1)
 

@@ -1,6 +1,39 @@
 import CKernels
 
 extension Tensor {
+  /// `x·Wᵀ + b`, the value only: the bias is written into the output first and the product
+  /// added onto it (`beta = 1`), so there is no separate broadcast addition (for evaluation and
+  /// serving, where nothing is differentiated).
+  ///
+  /// - Parameters:
+  ///   - x: `[…, K]`, at least one leading axis.
+  ///   - weight: `[N, K]`.
+  ///   - bias: `[N]`.
+  /// - Returns: `[…, N]`.
+  public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
+    let (n, k) = (weight.shape[0], weight.shape[weight.rank - 1])
+    precondition(
+      x.rank >= 2 && weight.rank == 2 && x.shape[x.rank - 1] == k && bias.shape == [n],
+      "linear: input \(x.shape), weight \(weight.shape), bias \(bias.shape)")
+    var outShape = x.shape
+    outShape[x.rank - 1] = n
+    let rows = x.elementCount / Swift.max(k, 1)
+    return Tensor(shape: outShape) { out in
+      if out.isEmpty { return }
+      bias.withUnsafeBufferPointer { b in
+        for row in 0..<rows { (out.baseAddress! + row * n).update(from: b.baseAddress!, count: n) }
+      }
+      if k == 0 { return }
+      x.withUnsafeBufferPointer { a in
+        weight.withUnsafeBufferPointer { w in
+          BLAS.gemm(
+            transposeA: false, transposeB: true, m: rows, n: n, k: k, alpha: 1, a: a.baseAddress!, lda: k,
+            b: w.baseAddress!, ldb: k, beta: 1, c: out.baseAddress!, ldc: n)
+        }
+      }
+    }
+  }
+
   /// Multi-head scaled dot-product attention, the value only:
   /// `softmax(scale·Q_h·K_hᵀ + mask)·V_h` for each head `h`, the heads being consecutive
   /// `D / heads`-wide slices of the last axis, joined back in place.
