@@ -7,8 +7,9 @@
 # (context → target) pairs, each once per epoch), then prints the test metrics (full ranking),
 # the top 10 for two users with the movies' titles, and writes the training curves as SVG.
 #
-# Measured on a 2-core machine (Docs/Results.md): 33 epochs of 1.7–3.5 s, test HR@10 0.1304 and
-# NDCG@10 0.0619; the whole demo took 136 s on a fresh clone with the data cached (release build 71 s).
+# Measured on a 2-core machine (Docs/Results.md): 33 epochs of 1.2–3.5 s, test HR@10 0.1304 and
+# NDCG@10 0.0617–0.0619; the whole demo took 117–136 s on a fresh clone with the data cached
+# (release build 69–71 s).
 #   SSMREC_DEMO_MODEL (default mamba4rec), SSMREC_DEMO_OUTPUT (default a new temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
