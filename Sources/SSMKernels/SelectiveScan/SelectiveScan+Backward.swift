@@ -5,8 +5,9 @@ extension SelectiveScan {
   /// The gradients of a scalar objective with respect to every input, given its gradient with
   /// respect to the scan's output.
   ///
-  /// Per (batch element, channel block) the forward states and decay factors are recomputed into
-  /// ≈2·L·N·lanes floats of scratch per worker (L the longest packed sequence), then the state adjoint runs backwards in time (Docs/Models.md §1.5):
+  /// Per (batch element, channel block), eight states at a time, the forward states and decay
+  /// factors are recomputed into ≈2·L·8·lanes floats of scratch per worker (L the longest packed
+  /// sequence), then the state adjoint runs backwards in time (Docs/Models.md §1.5):
   ///
   ///     λ[t] = g[t]·C[t] + exp(Δ[t+1]·A)·λ[t+1]
   ///
