@@ -47,7 +47,8 @@ extension Tensor {
   ///
   /// - Parameters:
   ///   - queries: `[B, Lq, D]`.
-  ///   - keys, values: `[B, L, D]`.
+  ///   - keys: `[B, L, D]`.
+  ///   - values: `[B, L, D]`, the rows the weights combine.
   ///   - heads: a divisor of `D`.
   ///   - mask: added to every head's scores: `[B, 1, Lq, L]`, or `[1, 1, Lq, L]` for every row.
   ///   - scale: the factor of the scores (usually `1/√(D / heads)`).
