@@ -115,12 +115,18 @@ public final class SASRec: SequentialRecommender {
   }
 
   /// The additive mask: 0 where key `j ≤ i` and item `j` is not padding, −10000 elsewhere.
-  static func attentionMask(_ batch: SequenceBatch) -> Tensor {
+  package static func attentionMask(_ batch: SequenceBatch) -> Tensor {
     let (b, l) = (batch.count, batch.width)
+    let items = batch.items.values
     var mask = [Float](repeating: -10000, count: b * l * l)
-    for s in 0..<b {
-      for i in 0..<l {
-        for j in 0...i where batch.items.values[s * l + j] != 0 { mask[(s * l + i) * l + j] = 0 }
+    var keys = [Float](repeating: 0, count: l)
+    mask.withUnsafeMutableBufferPointer { m in
+      keys.withUnsafeMutableBufferPointer { k in
+        for s in 0..<b {
+          // The sequence's row of keys (0 on items, −10000 on padding); query i sees its first i + 1.
+          for j in 0..<l { k[j] = items[s * l + j] != 0 ? 0 : -10000 }
+          for i in 0..<l { (m.baseAddress! + (s * l + i) * l).update(from: k.baseAddress!, count: i + 1) }
+        }
       }
     }
     return Tensor(shape: [b, 1, l, l], scalars: mask)

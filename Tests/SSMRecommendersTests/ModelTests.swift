@@ -72,6 +72,22 @@ final class ModelTests: XCTestCase {
   /// Finite differences through whole models cover the layers only they use (SASRec's
   /// attention and feed-forward sublayers) besides the per-layer checks of SSMLayersTests. The
   /// input is a dummy scalar added to the embeddings path; the parameters are what is checked.
+  /// SASRec's additive mask against its definition: 0 where key `j ≤ i` holds an item, −10000
+  /// elsewhere, for rows of every length in one batch (right padding, a row of one item).
+  func testSASRecMaskIsCausalOverItems() throws {
+    let histories = [[5, 3, 9, 2, 7], [4], [8, 8, 1]]
+    let batch = try SequenceBatch(histories: histories, width: 5)
+    let mask = SASRec.attentionMask(batch)
+    XCTAssertEqual(mask.shape, [3, 1, 5, 5])
+    for (s, history) in histories.enumerated() {
+      for i in 0..<5 {
+        for j in 0..<5 {
+          XCTAssertEqual(mask[s, 0, i, j], j <= i && j < history.count ? 0 : -10000, "row \(s) query \(i) key \(j)")
+        }
+      }
+    }
+  }
+
   func testModelGradientsMatchFiniteDifferences() throws {
     var sasrec = SASRec.Configuration(itemCount: 7)
     (sasrec.hiddenSize, sasrec.innerSize, sasrec.maximumLength, sasrec.layers) = (4, 8, 4, 1)
