@@ -60,7 +60,7 @@ public enum BLAS {
   }
 
   /// Products below this many flops (2·m·n·k) run on one worker.
-  public static let parallelFlopThreshold = 4_000_000
+  public static let parallelFlopThreshold = 1_000_000
   /// Elements of op(B) (256 KB) above which a product with at most four rows of C is split
   /// between the workers whatever its operation count.
   static let largeOperandElements = 1 << 16

@@ -20,8 +20,14 @@ extension Tensor {
     let rows = x.elementCount / Swift.max(k, 1)
     return Tensor(shape: outShape) { out in
       if out.isEmpty { return }
-      bias.withUnsafeBufferPointer { b in
-        for row in 0..<rows { (out.baseAddress! + row * n).update(from: b.baseAddress!, count: n) }
+      // The first row, then the filled rows doubled: log₂(rows) copies instead of one per row.
+      let total = rows * n
+      bias.withUnsafeBufferPointer { b in out.baseAddress!.update(from: b.baseAddress!, count: n) }
+      var filled = n
+      while filled < total {
+        let count = Swift.min(filled, total - filled)
+        (out.baseAddress! + filled).update(from: out.baseAddress!, count: count)
+        filled += count
       }
       if k == 0 { return }
       x.withUnsafeBufferPointer { a in
