@@ -117,8 +117,16 @@ void ssm_conv_forward(const float *x, const float *weight_t, const float *bias, 
                       long begin, long end, long L, long C, long K, float *y) {
   table()->conv_forward(x, weight_t, bias, seq_idx, begin, end, L, C, K, y);
 }
-void ssm_ssd_decay_mask(const float *cs, const int32_t *seq, long q, long ld, float *L) {
-  table()->ssd_decay_mask(cs, seq, q, ld, L);
+void ssm_ssd_decay_mask(const float *cs, const int32_t *seq, const float *scores, long q, long ld, float *L,
+                        float *M) {
+  table()->ssd_decay_mask(cs, seq, scores, q, ld, L, M);
+}
+void ssm_ssd_scores_backward(const float *dM, const float *L, const float *scores, long q, long ld, float *dG,
+                             float *dcs) {
+  table()->ssd_scores_backward(dM, L, scores, q, ld, dG, dcs);
+}
+void ssm_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long n, float *out) {
+  table()->row_dots(a, lda, b, ldb, rows, n, out);
 }
 void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq_idx, const float *g,
                        long begin, long end, long L, long C, long K, float *dx, float *dweight_t,

@@ -41,7 +41,9 @@ typedef struct {
                            float *, float *, float *);
   void (*gru_backward_step)(const float *, const float *, const float *, const float *, const float *,
                             const float *, long, long, float *, long, float *, float *);
-  void (*ssd_decay_mask)(const float *, const int32_t *, long, long, float *);
+  void (*ssd_decay_mask)(const float *, const int32_t *, const float *, long, long, float *, float *);
+  void (*ssd_scores_backward)(const float *, const float *, const float *, long, long, float *, float *);
+  void (*row_dots)(const float *, long, const float *, long, long, long, float *);
   void (*dropout)(uint64_t, uint32_t, float, const float *, float *, float *, long, long);
 } ssm_kernel_table;
 

@@ -59,33 +59,118 @@ final class ChunkedSSDTests: XCTestCase {
     return worst
   }
 
-  /// The decay-mask kernel against its definition in Double, at every instruction-set level,
-  /// for chunk lengths around the vector width and segment boundaries inside the chunk.
+  /// A chunk's cumulative decays (decreasing), segment ids with boundaries every 7 positions, and
+  /// scores with ∞ and NaN at positions the mask removes (above the diagonal, across segments).
+  static func maskInputs(q: Int, ld: Int) -> (cs: [Float], seq: [Int32], scores: [Float]) {
+    var rng = SplitMix64(seed: UInt64(q * 31 + ld))
+    var cs = [Float](repeating: 0, count: q)
+    var running: Float = 0
+    for l in 0..<q {
+      running -= Float.random(in: 0...0.5, using: &rng)
+      cs[l] = running
+    }
+    let seq = (0..<q).map { Int32($0 / 7) }
+    var scores = [Float](repeating: .nan, count: q * ld)
+    for l in 0..<q {
+      for s in 0..<q {
+        let kept = s <= l && seq[s] == seq[l]
+        scores[l * ld + s] = kept ? Float.random(in: -2...2, using: &rng) : ((l + s) % 2 == 0 ? .infinity : .nan)
+      }
+    }
+    return (cs, seq, scores)
+  }
+
+  /// The decay-mask kernel (with and without the masked scores M) against its definition in
+  /// Double, at every instruction-set level, for chunk lengths around the vector width, row
+  /// strides past the chunk, segment boundaries inside the chunk, and ∞/NaN scores where the
+  /// mask is 0 (which must not reach M). Entries past q in a row must stay untouched.
   func testDecayMaskMatchesDefinition() {
     withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
       _ = ssm_isa_force(level)
       defer { _ = ssm_isa_force(-1) }
       withEvery("q", in: [1, 3, 16, 17, 40, 64]) { q in
-        var rng = SplitMix64(seed: UInt64(q))
-        var cs = [Float](repeating: 0, count: q)
-        var running: Float = 0
-        for l in 0..<q {
-          running -= Float.random(in: 0...0.5, using: &rng)
-          cs[l] = running
-        }
-        let seq = (0..<q).map { Int32($0 / 7) }
         let ld = q + 3
-        var mask = [Float](repeating: .nan, count: q * ld)
-        ssm_ssd_decay_mask(cs, seq, q, ld, &mask)
+        let (cs, seq, scores) = Self.maskInputs(q: q, ld: ld)
+        var mask = [Float](repeating: 7, count: q * ld)
+        var masked = [Float](repeating: 7, count: q * ld)
+        var maskAlone = [Float](repeating: 7, count: q * ld)
+        ssm_ssd_decay_mask(cs, seq, scores, q, ld, &mask, &masked)
+        ssm_ssd_decay_mask(cs, seq, nil, q, ld, &maskAlone, nil)
         var expected = [Double](repeating: 0, count: q * q)
-        var actual = [Float](repeating: 0, count: q * q)
+        var expectedM = [Double](repeating: 0, count: q * q)
+        var (actual, actualM, actualAlone) = ([Float](), [Float](), [Float]())
         for l in 0..<q {
           for s in 0..<q {
-            expected[l * q + s] = s <= l && seq[s] == seq[l] ? Foundation.exp(Double(cs[l]) - Double(cs[s])) : 0
-            actual[l * q + s] = mask[l * ld + s]
+            let kept = s <= l && seq[s] == seq[l]
+            expected[l * q + s] = kept ? Foundation.exp(Double(cs[l]) - Double(cs[s])) : 0
+            expectedM[l * q + s] = kept ? expected[l * q + s] * Double(scores[l * ld + s]) : 0
+            actual.append(mask[l * ld + s])
+            actualM.append(masked[l * ld + s])
+            actualAlone.append(maskAlone[l * ld + s])
+          }
+          for s in q..<ld {
+            XCTAssertEqual(mask[l * ld + s], 7, "L past q at \(l), \(s)\(TestContext.description)")
+            XCTAssertEqual(masked[l * ld + s], 7, "M past q at \(l), \(s)\(TestContext.description)")
           }
         }
         assertClose(Tensor(shape: [q, q], scalars: actual), expected: expected, shape: [q, q], rtol: 1e-6, atol: 1e-7)
+        assertClose(Tensor(shape: [q, q], scalars: actualAlone), expected: expected, shape: [q, q], rtol: 1e-6, atol: 1e-7)
+        assertClose(Tensor(shape: [q, q], scalars: actualM), expected: expectedM, shape: [q, q], rtol: 1e-6, atol: 1e-7)
+      }
+    }
+  }
+
+  /// The masked scores' backward kernel against its definition in Double at every
+  /// instruction-set level: dG accumulates dM∘L, dcs the row sums minus the column sums of
+  /// dM∘L∘G, over the lower triangle; ∞/NaN scores where L is 0 stay out, and entries past q
+  /// in a row stay untouched.
+  func testScoresBackwardMatchesDefinition() {
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      defer { _ = ssm_isa_force(-1) }
+      withEvery("q", in: [1, 3, 16, 17, 40, 64]) { q in
+        let ld = q + 5
+        let (cs, seq, scores) = Self.maskInputs(q: q, ld: ld)
+        var rng = SplitMix64(seed: UInt64(q))
+        var mask = [Float](repeating: 0, count: q * ld)
+        ssm_ssd_decay_mask(cs, seq, nil, q, ld, &mask, nil)
+        let dM = (0..<(q * ld)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let dG0 = (0..<(q * ld)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let dcs0 = (0..<q).map { _ in Float.random(in: -1...1, using: &rng) }
+        var (dG, dcs) = (dG0, dcs0)
+        ssm_ssd_scores_backward(dM, mask, scores, q, ld, &dG, &dcs)
+        var expectedG = dG0.map(Double.init)
+        var expectedCS = dcs0.map(Double.init)
+        for l in 0..<q {
+          for s in 0...l where mask[l * ld + s] != 0 {
+            let i = l * ld + s
+            let d = Double(dM[i]) * Double(mask[i])
+            expectedG[i] += d
+            expectedCS[l] += d * Double(scores[i])
+            expectedCS[s] -= d * Double(scores[i])
+          }
+        }
+        assertClose(Tensor(shape: [q * ld], scalars: dG), expected: expectedG, shape: [q * ld], rtol: 1e-6, atol: 1e-6)
+        assertClose(Tensor(shape: [q], scalars: dcs), expected: expectedCS, shape: [q], rtol: 1e-5, atol: 1e-5)
+      }
+    }
+  }
+
+  /// Row dot products against Double sums at every instruction-set level, for widths around the
+  /// vector width and row strides wider than the rows.
+  func testRowDotsMatchDefinition() {
+    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
+      _ = ssm_isa_force(level)
+      defer { _ = ssm_isa_force(-1) }
+      withEvery("n", in: [1, 5, 16, 17, 33, 64, 100]) { n in
+        var rng = SplitMix64(seed: UInt64(n))
+        let (rows, lda, ldb) = (7, n + 3, n + 1)
+        let a = (0..<(rows * lda)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let b = (0..<(rows * ldb)).map { _ in Float.random(in: -1...1, using: &rng) }
+        var out = [Float](repeating: .nan, count: rows)
+        ssm_row_dots(a, lda, b, ldb, rows, n, &out)
+        let expected = (0..<rows).map { r in (0..<n).reduce(0.0) { $0 + Double(a[r * lda + $1]) * Double(b[r * ldb + $1]) } }
+        assertClose(Tensor(shape: [rows], scalars: out), expected: expected, shape: [rows], rtol: 1e-5, atol: 1e-5)
       }
     }
   }

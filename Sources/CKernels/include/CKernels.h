@@ -149,8 +149,19 @@ void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq
                        float *dbias);
 
 /// Chunked SSD's decay mask: L[l·ld + s] = exp(cs[l] − cs[s]) when s ≤ l and seq[s] == seq[l],
-/// else 0, for l, s < q.
-void ssm_ssd_decay_mask(const float *cs, const int32_t *seq, long q, long ld, float *L);
+/// else 0, for l, s < q. With M non-NULL also the masked scores M = scores ∘ L, 0 wherever L is 0
+/// (selected, so ∞ or NaN in a masked score stays out); scores has row stride ld too.
+void ssm_ssd_decay_mask(const float *cs, const int32_t *seq, const float *scores, long q, long ld, float *L,
+                        float *M);
+
+/// Backward of M = scores ∘ L over the lower triangle (row stride ld, l, s < q), where L is the
+/// decay mask exp(cs[l] − cs[s]): dG[l, s] += dM·L and, with dLL = dM·L·scores,
+/// dcs[l] += Σ_s dLL[l, s], dcs[s] −= Σ_l dLL[l, s]. Entries whose L is 0 contribute nothing.
+void ssm_ssd_scores_backward(const float *dM, const float *L, const float *scores, long q, long ld, float *dG,
+                             float *dcs);
+
+/// out[r] = Σ_i a[r·lda + i]·b[r·ldb + i] for r < rows, i < n (Float32 sums, summed in vectors).
+void ssm_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long n, float *out);
 
 /// One GRU time step's gates (order r, z, n) for `rows` sequences: xw [rows, 3H] with row stride
 /// xw_stride, hw [rows, 3H] (h_{t−1}·W_hhᵀ + b_hh), h_prev [rows, H] or NULL; writes r, z, n, hn

@@ -1,3 +1,4 @@
+import CKernels
 import SSMTensor
 
 #if canImport(Glibc)
@@ -30,8 +31,9 @@ extension ChunkedSSD {
     }
     let plan = Plan(inputs)
     let tasks = d.batch * d.heads
-    var dx = Tensor(zeros: inputs.x.shape)
-    var ddt = Tensor(zeros: inputs.dt.shape)
+    var dx = Tensor(zeros: [d.batch, d.heads, d.length, d.headDim])
+    var ddt = Tensor(zeros: [d.batch, d.heads, d.length])
+    let dy = outputGradient.permuted(Plan.inputToHeadMajor)
     var dInitial: Tensor? = inputs.initialState.map { Tensor(zeros: $0.shape) }
     let workers = Swift.max(1, Parallel.workers(count: tasks, minimumPerWorker: plan.minimumTasksPerWorker))
     let bcSize = inputs.B.elementCount
@@ -48,7 +50,7 @@ extension ChunkedSSD {
           dScores.deallocate()
         }
         nonisolated(unsafe) let (shared, dShared) = (UnsafePointer(scores), dScores)
-        outputGradient.withUnsafeBufferPointer { gy in
+        dy.withUnsafeBufferPointer { gy in
           withOptionalPointer(finalStateGradient) { gFinal in
             dx.withUnsafeMutableBufferPointer { dxb in
               ddt.withUnsafeMutableBufferPointer { ddtb in
@@ -92,7 +94,7 @@ extension ChunkedSSD {
     }
     let heads = d.heads
     return Gradients(
-      x: dx, dt: ddt, A: total(accHeads, offset: 0, stride: 3 * heads, size: heads, shape: [heads]),
+      x: dx.permuted(Plan.headMajorToInput), dt: ddt.permuted([0, 2, 1]), A: total(accHeads, offset: 0, stride: 3 * heads, size: heads, shape: [heads]),
       B: total(accB, offset: 0, stride: bcSize, size: bcSize, shape: inputs.B.shape),
       C: total(accC, offset: 0, stride: bcSize, size: bcSize, shape: inputs.C.shape),
       D: inputs.D == nil ? nil : total(accHeads, offset: heads, stride: 3 * heads, size: heads, shape: [heads]),
@@ -171,24 +173,18 @@ extension Workspace {
       // Step 3: H_c = γ·H_{c−1} + S_c.
       var dhDotPrev: Float = 0
       let decayFactor = gamma
-      for i in 0..<(P &* N) {
-        dhin[i] = decayFactor * dh[i]
-        dhDotPrev += dh[i] * hPrev[i]
-      }
+      for i in 0..<(P &* N) { dhin[i] = decayFactor * dh[i] }
+      ssm_row_dots(dh, 0, hPrev, 0, 1, P * N, &dhDotPrev)
       dcs[q - 1] += gamma * dhDotPrev
       // Step 2: S = Σ_s w_s X̄_s ⊗ B_s.
       gemm(false, false, q, N, P, xb, P, dh, N, 0, qn1, N)  // X̄·dS
+      ssm_row_dots(qn1, N, bRows, pl.bcStride, q, N, dots)
       for s in 0..<q {
-        var dw: Float = 0
-        let bRow = bRows + s * pl.bcStride
         let dbRow = dBRows + s * pl.bcStride
         let (scale, src) = (w[s], qn1 + s &* N)
-        for n in 0..<N {
-          dw += src[n] * bRow[n]
-          dbRow[n] += scale * src[n]
-        }
-        dcs[q - 1] += w[s] * dw
-        dcs[s] -= w[s] * dw
+        for n in 0..<N { dbRow[n] += scale * src[n] }
+        dcs[q - 1] += w[s] * dots[s]
+        dcs[s] -= w[s] * dots[s]
       }
       gemm(false, true, q, P, N, bRows, pl.bcStride, dh, N, 0, qp1, P)  // B·dSᵀ
       for s in 0..<q {
@@ -205,12 +201,9 @@ extension Workspace {
       if !hPrevIsZero {
         gemm(false, true, q, P, N, cRows, pl.bcStride, hPrev, N, 0, qp1, P)  // C·Hᵀ
         gemm(false, false, q, N, P, dyRows, pl.xStride, hPrev, N, 0, qn2, N)  // dY·H
+        ssm_row_dots(dyRows, pl.xStride, qp1, P, q, P, dots)
         for l in 0..<q where e[l] != 0 {
-          let dyRow = dyRows + l * pl.xStride
-          var dot: Float = 0
-          let offRow = qp1 + l &* P
-          for j in 0..<P { dot += dyRow[j] * offRow[j] }
-          dcs[l] += e[l] * dot
+          dcs[l] += e[l] * dots[l]
           let dcRow = dCRows + l * pl.bcStride
           let (scale, src) = (e[l], qn2 + l &* N)
           for n in 0..<N { dcRow[n] += scale * src[n] }
@@ -223,36 +216,21 @@ extension Workspace {
       // product with 0, so that ∞ or NaN in another position's C·Bᵀ stays out. dGm goes to the
       // group's block; its products with B and C come once per group at the end.
       let dG = g.dScores + pl.scoreOffset(b, pl.group(h), c)
-      for l in 0..<q {
-        var rowSum: Float = 0
-        for s in 0..<q {
-          let i = l * Q + s
-          if decay[i] == 0 { continue }
-          let dg = dm[i] * decay[i]  // dGm = dM ∘ L
-          dG[i] += dg
-          let dll = dg * gm[i]  // dL∘L = dM ∘ Gm ∘ L
-          rowSum += dll
-          dcs[s] -= dll
-        }
-        dcs[l] += rowSum
-      }
+      ssm_ssd_scores_backward(dm, decay, gm, q, Q, dG, dcs)
       // Per position: da = reverse cumulative sum of dcs; then Δ, x, A, D, bias.
+      let xRows = p.x + pl.xRow(b, l0, h)
+      ssm_row_dots(dxb, P, xRows, pl.xStride, q, P, dots)
+      ssm_row_dots(dyRows, pl.xStride, xRows, pl.xStride, q, P, dots2)
       var suffix: Float = 0
       for l in stride(from: q - 1, through: 0, by: -1) {
         suffix += dcs[l]
-        let xRow = p.x + pl.xRow(b, l0 + l, h)
         let dyRow = dyRows + l * pl.xStride
         let dxRow = g.dx + pl.xRow(b, l0 + l, h)
-        var dDelta = ah * suffix
-        var dyDotX: Float = 0
+        let dDelta = ah * suffix + dots[l]
         let (delta, dxbRow) = (dtv[l], dxb + l &* P)
-        for j in 0..<P {
-          dDelta += dxbRow[j] * xRow[j]
-          dxRow[j] = delta * dxbRow[j] + skip * dyRow[j]
-          dyDotX += dyRow[j] * xRow[j]
-        }
+        for j in 0..<P { dxRow[j] = delta * dxbRow[j] + skip * dyRow[j] }
         gA += dtv[l] * suffix
-        gD += dyDotX
+        gD += dots2[l]
         let raw = p.dt[pl.dtIndex(b, l0 + l, h)] + bias
         let slope: Float = pl.softplus ? (raw > 20 ? 1 : 1 / (1 + expf(-raw))) : 1
         let dRaw = dDelta * slope

@@ -13,6 +13,8 @@ final class Workspace {
   let plan: Plan
   // Per-position vectors of one chunk.
   let dtv, cs, e, w, dcs: UnsafeMutablePointer<Float>
+  /// Per-position dot products of one chunk (backward).
+  let dots, dots2: UnsafeMutablePointer<Float>
   let seq: UnsafeMutablePointer<Int32>
   // Q×P, Q×Q, Q×N and P×N blocks.
   let xb, dxb, qp1, qp2: UnsafeMutablePointer<Float>
@@ -44,6 +46,8 @@ final class Workspace {
     e = f(q)
     w = f(q)
     dcs = f(q)
+    dots = f(q)
+    dots2 = f(q)
     let seqPtr = UnsafeMutablePointer<Int32>.allocate(capacity: q)
     seqPtr.initialize(repeating: 0, count: q)
     seq = seqPtr
@@ -122,15 +126,7 @@ final class Workspace {
     gamma = last == previousEnd ? expf(total) : 0
     guard let scores else { return }
     gm = scores + pl.scoreOffset(b, pl.group(h), l0 / Q)
-    ssm_ssd_decay_mask(cs, seq, q, Q, decay)
-    // Masked entries are set, not multiplied by 0, so that an ∞ or NaN in C·Bᵀ at a later
-    // position or in another packed sequence stays out of this one.
-    for l in 0..<q {
-      for s in 0..<q {
-        let i = l * Q + s
-        m[i] = decay[i] == 0 ? 0 : gm[i] * decay[i]
-      }
-    }
+    ssm_ssd_decay_mask(cs, seq, gm, q, Q, decay, m)
   }
 
   /// Computes the outputs of all chunks of task (b, h) and, optionally, stores the state entering

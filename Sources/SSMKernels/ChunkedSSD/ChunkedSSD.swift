@@ -126,10 +126,10 @@ public enum ChunkedSSD {
   ///   the chunk states and the blocks.
   public static func forward(_ inputs: Inputs, returnFinalState: Bool = false) -> (output: Tensor, finalState: Tensor?) {
     let d = inputs.dimensions
-    var y = Tensor(zeros: inputs.x.shape)
+    var y = Tensor(zeros: [d.batch, d.heads, d.length, d.headDim])
     var final: Tensor? = returnFinalState ? Tensor(zeros: [d.batch, d.heads, d.headDim, d.state]) : nil
     let tasks = d.batch * d.heads
-    if tasks == 0 || d.length == 0 { return (y, final) }
+    if tasks == 0 || d.length == 0 { return (Tensor(zeros: inputs.x.shape), final) }
     let plan = Plan(inputs)
     withPointers(inputs) { p in
       let scores = plan.computeScores(p)
@@ -147,7 +147,7 @@ public enum ChunkedSSD {
         }
       }
     }
-    return (y, final)
+    return (y.permuted(Plan.headMajorToInput), final)
   }
 }
 
@@ -216,13 +216,21 @@ struct Plan {
     }
   }
 
-  /// Element offsets and row strides of the inputs.
-  func xRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * length + l) * heads + h) * headDim }
-  var xStride: Int { heads * headDim }
+  /// The kernels read `x`, `dt` and the output gradient, and write `y`, `dx` and `ddt`, head-major
+  /// (`[B, H, L, P]` and `[B, H, L]`): each (batch element, head) task then walks contiguous
+  /// rows. In the inputs' `[B, L, H, P]` a task's rows lie `H·P` floats apart, one cache line
+  /// per position, and the hardware prefetcher stops at every page; two transposes of one
+  /// memory pass each cost less than those misses.
+  static let inputToHeadMajor = [0, 2, 1, 3]
+  static let headMajorToInput = [0, 2, 1, 3]
+
+  /// Element offsets and row strides of the head-major `x`, `y` and their gradients.
+  func xRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * heads + h) * length + l) * headDim }
+  var xStride: Int { headDim }
   func bcRow(_ b: Int, _ l: Int, _ h: Int) -> Int { groupRow(b, l, group(h)) }
   func groupRow(_ b: Int, _ l: Int, _ g: Int) -> Int { ((b * length + l) * groups + g) * state }
   var bcStride: Int { groups * state }
-  func dtIndex(_ b: Int, _ l: Int, _ h: Int) -> Int { (b * length + l) * heads + h }
+  func dtIndex(_ b: Int, _ l: Int, _ h: Int) -> Int { (b * heads + h) * length + l }
 }
 
 /// Raw pointers to the inputs, valid inside `ChunkedSSD.withPointers`.
@@ -233,9 +241,12 @@ struct SSDPointers: @unchecked Sendable {
 }
 
 extension ChunkedSSD {
+  /// Runs `body` with pointers to the inputs, `x` and `dt` head-major (``Plan/xRow(_:_:_:)``).
   static func withPointers<R>(_ inputs: Inputs, _ body: (SSDPointers) -> R) -> R {
-    inputs.x.withUnsafeBufferPointer { x in
-      inputs.dt.withUnsafeBufferPointer { dt in
+    let x = inputs.x.permuted(Plan.inputToHeadMajor)
+    let dt = inputs.dt.permuted([0, 2, 1])
+    return x.withUnsafeBufferPointer { x in
+      dt.withUnsafeBufferPointer { dt in
         inputs.A.withUnsafeBufferPointer { a in
           inputs.B.withUnsafeBufferPointer { b in
             inputs.C.withUnsafeBufferPointer { c in
