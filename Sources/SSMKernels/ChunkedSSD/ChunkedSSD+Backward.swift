@@ -94,7 +94,8 @@ extension ChunkedSSD {
     }
     let heads = d.heads
     return Gradients(
-      x: dx.permuted(Plan.headMajorToInput), dt: ddt.permuted([0, 2, 1]), A: total(accHeads, offset: 0, stride: 3 * heads, size: heads, shape: [heads]),
+      x: dx.permuted(Plan.headMajorToInput), dt: ddt.permuted([0, 2, 1]),
+      A: total(accHeads, offset: 0, stride: 3 * heads, size: heads, shape: [heads]),
       B: total(accB, offset: 0, stride: bcSize, size: bcSize, shape: inputs.B.shape),
       C: total(accC, offset: 0, stride: bcSize, size: bcSize, shape: inputs.C.shape),
       D: inputs.D == nil ? nil : total(accHeads, offset: heads, stride: 3 * heads, size: heads, shape: [heads]),
