@@ -123,9 +123,12 @@ public final class Mamba2Block: Layer {
     let c = configuration
     let (e, h, g, n, p) = (c.innerDimension, c.heads, c.groups, c.stateSize, c.headDimension)
     let (batch, length) = (u.shape[0], u.shape[1])
-    let projected = inputProjection(u).split(alongAxis: -1, sizes: [e, e + 2 * g * n, h])
-    let (z, dt) = (projected[0], projected[2])
-    let xbc = projected[1]
+    // Three products with row blocks of in_proj's weight: no [B, L, 2E + 2GN + H] output to
+    // split forward and join backward.
+    let xbcEnd = 2 * e + 2 * g * n
+    let z = inputProjection(u, outputs: 0..<e)
+    let dt = inputProjection(u, outputs: xbcEnd..<(xbcEnd + h))
+    let xbc = inputProjection(u, outputs: e..<xbcEnd)
       .causalConv1d(weight: convolutionWeight.variable, bias: convolutionBias?.variable, sequenceIndex: sequenceIndex).silu()
       .split(alongAxis: -1, sizes: [e, g * n, g * n])
     let x = xbc[0].reshaped(to: [batch, length, h, p])
