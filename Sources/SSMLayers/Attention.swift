@@ -125,18 +125,16 @@ public final class MultiHeadAttention: Layer {
   private func attend(_ q: Variable, _ k: Variable, _ v: Variable, mask: Tensor, context: inout ForwardContext) -> Variable {
     let (b, lq, d) = (q.shape[0], q.shape[1], q.shape[2])
     let size = d / heads
-    // With nothing to differentiate and no dropout on the weights, one fused pass that never
-    // copies the heads apart (evaluation and serving).
-    let dropsWeights = context.isTraining && attentionDropout.probability > 0
-    if !dropsWeights && !(q.requiresGradient || k.requiresGradient || v.requiresGradient) && mask.rank == 4
-      && mask.shape[1] == 1 && (mask.shape[0] == 1 || mask.shape[0] == b)
-    {
-      return Variable(
-        Tensor.attention(
-          queries: q.value, keys: k.value, values: v.value, heads: heads, mask: mask, scale: 1 / Float(size).squareRoot()))
+    let scale = 1 / Float(size).squareRoot()
+    // One fused operation that never copies the heads apart, for the masks it takes (a row of
+    // masks per sequence or one for all); any other broadcast goes through the separate ops.
+    if mask.rank == 4 && mask.shape[1] == 1 && (mask.shape[0] == 1 || mask.shape[0] == b) {
+      return Variable.attention(
+        queries: q, keys: k, values: v, heads: heads, mask: mask, scale: scale, dropout: attentionDropout.probability,
+        training: context.isTraining, using: &context.generator)
     }
     func split(_ v: Variable) -> Variable { v.reshaped(to: [b, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
-    let scores = Variable.matmul(split(q), split(k), transposeB: true) * (1 / Float(size).squareRoot()) + mask
+    let scores = Variable.matmul(split(q), split(k), transposeB: true) * scale + mask
     let probabilities = attentionDropout(scores.softmax(), context: &context)
     return Variable.matmul(probabilities, split(v)).permuted([0, 2, 1, 3]).reshaped(to: [b, lq, d])
   }

@@ -141,6 +141,60 @@ final class AttentionTests: XCTestCase {
     }
   }
 
+  /// The recorded fused attention (``Variable/attention(queries:keys:values:heads:mask:scale:dropout:training:using:)``)
+  /// against the separate operations it replaces, with the same dropout key: outputs and the
+  /// gradients of queries, keys and values, with and without dropout, one query or several,
+  /// heads of width 1 to 5, masks per row and shared, masked keys among visible ones; and its
+  /// gradients against finite differences (dropout on, the key fixed by the seed).
+  func testRecordedFusedAttentionEqualsSeparateOperations() {
+    for (batch, lq, l, d, heads, sharedMask) in [
+      (1, 1, 1, 3, 3, false), (3, 1, 50, 10, 2, false), (2, 7, 7, 12, 3, true), (4, 5, 19, 5, 1, false),
+    ] {
+      for dropout: Float in [0, 0.5] {
+        var rng = SplitMix64(seed: UInt64(batch * 100 + l))
+        let inputs = [
+          Tensor.randomNormal([batch, lq, d], using: &rng), Tensor.randomNormal([batch, l, d], using: &rng),
+          Tensor.randomNormal([batch, l, d], using: &rng),
+        ]
+        let maskRows = sharedMask ? 1 : batch
+        let mask = Tensor(
+          shape: [maskRows, 1, lq, l],
+          scalars: (0..<(maskRows * lq * l)).map { i in i % l != 0 && rng.next() % 3 == 0 ? -10000 : Float(rng.next() % 3) * 0.5 })
+        let (scale, size) = (Float(0.7), d / heads)
+        func fused(_ x: [Variable]) -> Variable {
+          var generator = SplitMix64(seed: 42)
+          return Variable.attention(
+            queries: x[0], keys: x[1], values: x[2], heads: heads, mask: mask, scale: scale, dropout: dropout, training: true,
+            using: &generator)
+        }
+        func separate(_ x: [Variable]) -> Variable {
+          var generator = SplitMix64(seed: 42)
+          func split(_ v: Variable) -> Variable { v.reshaped(to: [batch, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
+          let weights = (Variable.matmul(split(x[0]), split(x[1]), transposeB: true) * scale + mask).softmax()
+            .dropout(probability: dropout, training: true, using: &generator)
+          return Variable.matmul(weights, split(x[2])).permuted([0, 2, 1, 3]).reshaped(to: [batch, lq, d])
+        }
+        let label = "B \(batch) Lq \(lq) L \(l) D \(d) heads \(heads) dropout \(dropout)"
+        let (a, b) = (inputs.map { Variable($0, requiresGradient: true) }, inputs.map { Variable($0, requiresGradient: true) })
+        let (ya, yb) = (fused(a), separate(b))
+        assertClose(ya.value, yb.value, rtol: 1e-5, atol: 1e-5, label)
+        let cotangent = Tensor.random(ya.shape, in: -1...1, seed: 3)
+        ya.backward(seed: cotangent)
+        yb.backward(seed: cotangent)
+        for i in 0..<3 {
+          guard let ga = a[i].gradient, let gb = b[i].gradient else {
+            XCTFail("missing gradient of input \(i), \(label)")
+            continue
+          }
+          assertClose(ga, gb, rtol: 1e-4, atol: 1e-5, "input \(i), \(label)")
+        }
+        if batch * l <= 40 {
+          GradientCheck.assertGradients(inputs, step: 1e-2, tolerance: 2e-2) { fused($0) }
+        }
+      }
+    }
+  }
+
   func testTransformerFeedForwardMatchesItsEquations() {
     var rng = SplitMix64(seed: 5)
     let layer = perturbed(TransformerFeedForward(dimension: 6, innerDimension: 10, using: &rng), seed: 8)

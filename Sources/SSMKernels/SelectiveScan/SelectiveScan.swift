@@ -195,15 +195,3 @@ public enum SelectiveScan {
     }
   }
 }
-
-/// Calls `body` with the tensor's base address, or `nil` for a missing tensor.
-func withOptionalPointer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
-  guard let tensor else { return body(nil) }
-  return tensor.withUnsafeBufferPointer { body($0.baseAddress) }
-}
-
-/// Calls `body` with the tensor's mutable base address, or `nil` for a missing tensor.
-func withOptionalMutablePointer<R>(_ tensor: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
-  guard tensor != nil else { return body(nil) }
-  return tensor!.withUnsafeMutableBufferPointer { body($0.baseAddress) }
-}
