@@ -75,7 +75,8 @@ package enum StepBenchmark {
     package var trainWorkload: StepWorkload
     /// The work of one inference batch.
     package var inferenceWorkload: StepWorkload
-    /// The machine's rates the floors are computed from.
+    /// The machine's rates the floors are computed from: the mean of readings taken before and
+    /// after the case.
     package var ceilings: MachineCeilings
     /// Floating-point operations of one training step, as ``FLOPCounter`` counts them (matrix
     /// products and the scan/SSD/convolution kernels; elementwise work is not counted).
@@ -180,12 +181,13 @@ package enum StepBenchmark {
       }
       return (Timing(samples: samples), workload)
     }
-    // Measured next to the case, so the floor sees the machine the case saw (shared VMs drift
-    // by tens of percent within minutes).
-    let ceilings = MachineCeilings.measure()
+    // Measured on each side of the case, so the floor sees the machine the case saw (shared VMs
+    // drift by tens of percent within minutes).
+    let before = MachineCeilings.measure()
     let (inferenceTiming, inferenceWorkload) = time(inference)
     // Adam reads each parameter, its gradient and two moments and writes three of them back.
     let (trainTiming, trainWorkload) = time(extraMemoryBytes: 28 * model.parameterCount, step)
+    let ceilings = MachineCeilings.mean(before, MachineCeilings.measure())
     return Result(
       configuration: c, train: trainTiming, inference: inferenceTiming, trainWorkload: trainWorkload,
       inferenceWorkload: inferenceWorkload, ceilings: ceilings, peakResidentMiB: Double(peakResidentKiB()) / 1024,

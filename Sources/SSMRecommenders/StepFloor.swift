@@ -64,6 +64,13 @@ package struct MachineCeilings: Sendable, Equatable {
     return MachineCeilings(matrixProductRate: productRate, exponentialRate: exponential, memoryBandwidth: bandwidth)
   }
 
+  /// The mean of two readings, rate by rate.
+  package static func mean(_ a: MachineCeilings, _ b: MachineCeilings) -> MachineCeilings {
+    MachineCeilings(
+      matrixProductRate: (a.matrixProductRate + b.matrixProductRate) / 2,
+      exponentialRate: (a.exponentialRate + b.exponentialRate) / 2, memoryBandwidth: (a.memoryBandwidth + b.memoryBandwidth) / 2)
+  }
+
   /// The fastest of `repeats` runs after one warm-up, in seconds.
   private static func fastest(repeats: Int, _ body: () -> Void) -> Double {
     body()

@@ -204,7 +204,9 @@ extension Tensor {
                           let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
                           let offset = head * size
                           let p = pr + pair * block
-                          let (qRows, kRows, vRows) = (q + row * lq * d + offset, k + row * l * d + offset, v + row * l * d + offset)
+                          let (qRows, kRows, vRows) = (
+                            q + row * lq * d + offset, k + row * l * d + offset, v + row * l * d + offset
+                          )
                           let gRows = g + row * lq * d + offset
                           var used = p
                           if let maskP {

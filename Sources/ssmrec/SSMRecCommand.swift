@@ -551,7 +551,9 @@ struct Bench: ParsableCommand {
     AllocatorTuning.applyForTraining()
     if streaming { return try runStreaming() }
     if !json {
-      print("OpenBLAS kernels: \(BLAS.kernelFamily ?? "unknown"); each case's floor uses ceilings measured just before it")
+      print(
+        "OpenBLAS kernels: \(BLAS.kernelFamily ?? "unknown"); each case's floor uses the mean of ceilings measured just before and just after it"
+      )
       print(
         "model      B    L     V   train ms (min–max)     floor  ×floor   infer ms (min–max)    floor  ×floor  GFLOP/step  GFLOP/s  peak MiB"
       )

@@ -159,7 +159,8 @@ final class AttentionTests: XCTestCase {
         let maskRows = sharedMask ? 1 : batch
         let mask = Tensor(
           shape: [maskRows, 1, lq, l],
-          scalars: (0..<(maskRows * lq * l)).map { i in i % l != 0 && rng.next() % 3 == 0 ? -10000 : Float(rng.next() % 3) * 0.5 })
+          scalars: (0..<(maskRows * lq * l)).map { i in i % l != 0 && rng.next() % 3 == 0 ? -10000 : Float(rng.next() % 3) * 0.5 }
+        )
         let (scale, size) = (Float(0.7), d / heads)
         func fused(_ x: [Variable]) -> Variable {
           var generator = SplitMix64(seed: 42)

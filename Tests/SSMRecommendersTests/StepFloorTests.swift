@@ -60,6 +60,13 @@ final class StepFloorTests: XCTestCase {
     XCTAssertEqual(floor.total, 110, accuracy: 1e-9)
   }
 
+  func testTheMeanOfTwoReadingsIsTakenRateByRate() {
+    let a = MachineCeilings(matrixProductRate: 100e9, exponentialRate: 6e9, memoryBandwidth: 50e9)
+    let b = MachineCeilings(matrixProductRate: 60e9, exponentialRate: 2e9, memoryBandwidth: 70e9)
+    XCTAssertEqual(
+      MachineCeilings.mean(a, b), MachineCeilings(matrixProductRate: 80e9, exponentialRate: 4e9, memoryBandwidth: 60e9))
+  }
+
   func testMeasuredCeilingsArePositiveAndFinite() {
     let c = MachineCeilings.measure()
     for rate in [c.matrixProductRate, c.exponentialRate, c.memoryBandwidth] {
