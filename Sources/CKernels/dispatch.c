@@ -1,5 +1,10 @@
+#if defined(__linux__)
+#define _GNU_SOURCE
+#include <sched.h>
+#endif
 #include "kernels_table.h"
 #include <stdatomic.h>
+#include <unistd.h>
 
 static int supported_level(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -33,6 +38,18 @@ static inline const ssm_kernel_table *table(void) {
 }
 
 int ssm_isa_supported(void) { return supported_level(); }
+
+long ssm_available_processors(void) {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? n : 1;
+}
 int ssm_isa_level(void) { table(); return atomic_load(&current_level); }
 int ssm_isa_force(int level) {
   int best = supported_level();

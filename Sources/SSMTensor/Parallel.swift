@@ -1,4 +1,11 @@
+import CKernels
 import Dispatch
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
 
 /// Splitting work across the machine's cores.
 ///
@@ -6,8 +13,20 @@ import Dispatch
 /// microseconds of hand-over, even to helper threads that are spinning); below that it runs on
 /// the calling thread.
 public enum Parallel {
-  /// The number of workers large regions are split into: the active processor count, at most 8.
-  public static let workerCount: Int = Swift.max(1, Swift.min(8, ProcessInfoShim.activeProcessorCount))
+  /// The number of workers large regions are split into: `SSMREC_WORKERS` when it is set to a
+  /// positive integer, else the processors the process may run on (its affinity mask, so
+  /// `taskset -c 0` gives one worker), at most 8.
+  public static let workerCount: Int = workerCount(
+    environment: getenv("SSMREC_WORKERS").map { String(cString: $0) }, availableProcessors: ssm_available_processors())
+
+  /// ``workerCount`` for a value of `SSMREC_WORKERS` (or `nil`) and a processor count: a valid
+  /// setting wins (up to 64), anything else falls back to the processors, at most 8.
+  package static func workerCount(environment: String?, availableProcessors: Int) -> Int {
+    if let text = environment, let requested = Int(text.filter { !$0.isWhitespace }), requested > 0 {
+      return Swift.min(requested, 64)
+    }
+    return Swift.max(1, Swift.min(8, availableProcessors))
+  }
 
   /// Element counts below this run on one thread in elementwise loops (≈ 0.1–0.3 ms of work).
   public static let elementwiseThreshold = 1 << 18
@@ -74,23 +93,5 @@ public enum Parallel {
       let end = count * (worker + 1) / workers
       if start < end { body(worker, start..<end) }
     }
-  }
-}
-
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif
-
-/// Active processor count without Foundation (SSMTensor keeps its dependencies to the C library).
-enum ProcessInfoShim {
-  static var activeProcessorCount: Int {
-    #if canImport(Glibc) || canImport(Darwin)
-      let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-      return n > 0 ? Int(n) : 1
-    #else
-      return 1
-    #endif
   }
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 import Synchronization
 import XCTest
@@ -5,6 +6,21 @@ import XCTest
 @testable import SSMTensor
 
 final class ParallelTests: XCTestCase {
+  /// `SSMREC_WORKERS` wins when it is a positive integer (capped at 64); otherwise the worker
+  /// count is the processors available (the affinity mask), at most 8 and at least 1.
+  func testWorkerCountFollowsTheSettingOrTheAvailableProcessors() {
+    XCTAssertEqual(Parallel.workerCount(environment: "3", availableProcessors: 2), 3)
+    XCTAssertEqual(Parallel.workerCount(environment: " 1 ", availableProcessors: 16), 1)
+    XCTAssertEqual(Parallel.workerCount(environment: "1000", availableProcessors: 2), 64)
+    for invalid in ["0", "-2", "two", ""] {
+      XCTAssertEqual(Parallel.workerCount(environment: invalid, availableProcessors: 2), 2, invalid)
+    }
+    XCTAssertEqual(Parallel.workerCount(environment: nil, availableProcessors: 32), 8)
+    XCTAssertEqual(Parallel.workerCount(environment: nil, availableProcessors: 0), 1)
+    let available = ssm_available_processors()
+    XCTAssertTrue(available >= 1 && available <= sysconf(Int32(_SC_NPROCESSORS_CONF)), "available \(available)")
+  }
+
   /// Every index is visited exactly once, by a worker index below the requested count, in many
   /// back-to-back regions (helpers spinning, parked and woken).
   func testRegionsCoverTheRangeOnceWithBoundedWorkerIndices() {

@@ -200,6 +200,10 @@ int ssm_configure_allocator(void);
 int ssm_isa_level(void);
 /// The widest level this CPU supports.
 int ssm_isa_supported(void);
+
+/// The processors this process may run on: its CPU affinity mask's size on Linux (so `taskset`
+/// and container CPU sets count), else the online processor count; at least 1.
+long ssm_available_processors(void);
 /// Forces a level (clamped to what the CPU supports); returns the level now in use. For tests.
 int ssm_isa_force(int level);
 
