@@ -97,10 +97,30 @@ extension Tensor {
     return withUnsafeBufferPointer { source in
       Tensor(shape: outShape) { out in
         let block = range.count * inner
-        for o in 0..<outer {
-          (out.baseAddress! + o * block).update(
-            from: source.baseAddress! + (o * n + range.lowerBound) * inner, count: block)
-        }
+        Tensor.copyBlocks(
+          from: source.baseAddress! + range.lowerBound * inner, sourceStride: n * inner, to: out.baseAddress!,
+          destinationStride: block, blocks: outer, length: block)
+      }
+    }
+  }
+
+  /// Copies `blocks` runs of `length` floats, run `i` from `source + i·sourceStride` to
+  /// `destination + i·destinationStride`. Large copies are split between the workers by element
+  /// ranges (a range may start or end inside a run), so one long run is split too.
+  package static func copyBlocks(
+    from source: UnsafePointer<Float>, sourceStride: Int, to destination: UnsafeMutablePointer<Float>,
+    destinationStride: Int, blocks: Int, length: Int
+  ) {
+    let total = blocks * length
+    if total == 0 { return }
+    nonisolated(unsafe) let (source, destination) = (source, destination)
+    Parallel.forEachChunk(count: total, minimumPerWorker: Parallel.elementwiseThreshold) { range in
+      var i = range.lowerBound
+      while i < range.upperBound {
+        let (block, within) = i.quotientAndRemainder(dividingBy: length)
+        let count = Swift.min(length - within, range.upperBound - i)
+        (destination + block * destinationStride + within).update(from: source + block * sourceStride + within, count: count)
+        i += count
       }
     }
   }
@@ -132,10 +152,9 @@ extension Tensor {
         let block = t.shape[a] * inner
         if block > 0 {
           t.withUnsafeBufferPointer { src in
-            for o in 0..<outer {
-              (out.baseAddress! + o * total * inner + start * inner).update(
-                from: src.baseAddress! + o * block, count: block)
-            }
+            Tensor.copyBlocks(
+              from: src.baseAddress!, sourceStride: block, to: out.baseAddress! + start * inner,
+              destinationStride: total * inner, blocks: outer, length: block)
           }
         }
         start += t.shape[a]

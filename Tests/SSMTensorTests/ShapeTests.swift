@@ -72,6 +72,38 @@ final class ShapeTests: XCTestCase {
     XCTAssertEqual(Tensor.stack([x, x], alongAxis: -1).shape, [3, 7, 2, 2])
   }
 
+  /// Slices and joins large enough to be split between the workers (by element ranges that
+  /// start and end inside runs), along the first axis (one run per piece), a middle axis
+  /// (many runs) and the last, against index arithmetic.
+  func testLargeSlicesAndJoinsMatchIndexArithmetic() {
+    let dims = [5, 401, 700]  // odd run counts: the workers' ranges split runs
+    let x = Tensor(shape: Shape(dims), scalars: (0..<(dims.reduce(1, *))).map { Float($0 % 65_521) })
+    for axis in 0..<3 {
+      let n = dims[axis]
+      let range = (n / 3)..<(n - 1)
+      let part = x.slice(alongAxis: axis, range)
+      var expected = dims
+      expected[axis] = range.count
+      XCTAssertEqual(part.shape, Shape(expected))
+      var mismatches = 0
+      let (xs, ps) = (x.scalars, part.scalars)
+      var k = 0
+      for i in 0..<expected[0] {
+        for j in 0..<expected[1] {
+          for l in 0..<expected[2] {
+            var index = [i, j, l]
+            index[axis] += range.lowerBound
+            if ps[k] != xs[(index[0] * dims[1] + index[1]) * dims[2] + index[2]] { mismatches += 1 }
+            k += 1
+          }
+        }
+      }
+      XCTAssertEqual(mismatches, 0, "slice along axis \(axis)")
+      let pieces = [x.slice(alongAxis: axis, 0..<range.lowerBound), part, x.slice(alongAxis: axis, range.upperBound..<n)]
+      XCTAssertEqual(Tensor.concatenate(pieces, alongAxis: axis), x, "join along axis \(axis)")
+    }
+  }
+
   func testFlipAndPad() {
     let x = Tensor.random([3, 7, 2], seed: 5)
     withEvery("axis", in: [0, 1, 2]) { axis in
