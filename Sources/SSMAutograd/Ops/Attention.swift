@@ -16,7 +16,8 @@ extension Variable {
   ///
   /// - Parameters:
   ///   - queries: `[B, Lq, D]`.
-  ///   - keys, values: `[B, L, D]`.
+  ///   - keys: `[B, L, D]`.
+  ///   - values: `[B, L, D]`, the rows the weights combine.
   ///   - heads: a divisor of `D`.
   ///   - mask: added to the scores, `[B, 1, Lq, L]` or `[1, 1, Lq, L]`; it gets no gradient.
   ///   - scale: the factor of the scores.
