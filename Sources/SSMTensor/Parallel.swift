@@ -22,7 +22,9 @@ public enum Parallel {
   /// ``workerCount`` for a value of `SSMREC_WORKERS` (or `nil`) and a processor count: a valid
   /// setting wins (up to 64), anything else falls back to the processors, at most 8.
   package static func workerCount(environment: String?, availableProcessors: Int) -> Int {
-    if let text = environment, let requested = Int(text.filter { !$0.isWhitespace }), requested > 0 {
+    if let text = environment,
+      let requested = Int(String(text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())), requested > 0
+    {
       return Swift.min(requested, 64)
     }
     return Swift.max(1, Swift.min(8, availableProcessors))

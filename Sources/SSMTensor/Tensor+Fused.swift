@@ -46,8 +46,8 @@ extension Tensor {
   ///
   /// Each head's products read its slice of `queries`, `keys` and `values` through BLAS's leading
   /// dimension and write their slice of the result the same way, so the heads are never copied
-  /// out into a `[B, heads, L, D / heads]` layout and back; the scale, mask and softmax are one
-  /// pass over each head's scores. The same function as the separate operations (permute,
+  /// out into a `[B, heads, L, D / heads]` layout and back; the scale is the first product's
+  /// factor and the mask and softmax work on each head's scores in place. The same function as the separate operations (permute,
   /// product, scale, mask, softmax, product, permute), with fewer intermediate tensors: for
   /// evaluation and serving, where nothing is differentiated.
   ///

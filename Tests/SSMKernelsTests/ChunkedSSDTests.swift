@@ -59,21 +59,23 @@ final class ChunkedSSDTests: XCTestCase {
     return worst
   }
 
-  /// A chunk's cumulative decays (decreasing), segment ids with boundaries every 7 positions, and
-  /// scores with ∞ and NaN at positions the mask removes (above the diagonal, across segments).
+  /// A chunk's cumulative decays (decreasing; from q 40 on a drop of 100 at position 30, so the
+  /// decays from before it to after it underflow to 0 in Float), segment ids with boundaries
+  /// every 7 positions, and scores with ∞ and NaN wherever the Float decay is 0 (above the
+  /// diagonal, across segments, underflowed).
   static func maskInputs(q: Int, ld: Int) -> (cs: [Float], seq: [Int32], scores: [Float]) {
     var rng = SplitMix64(seed: UInt64(q * 31 + ld))
     var cs = [Float](repeating: 0, count: q)
     var running: Float = 0
     for l in 0..<q {
-      running -= Float.random(in: 0...0.5, using: &rng)
+      running -= Float.random(in: 0...0.5, using: &rng) + (l == 30 ? 100 : 0)
       cs[l] = running
     }
     let seq = (0..<q).map { Int32($0 / 7) }
     var scores = [Float](repeating: .nan, count: q * ld)
     for l in 0..<q {
       for s in 0..<q {
-        let kept = s <= l && seq[s] == seq[l]
+        let kept = s <= l && seq[s] == seq[l] && cs[l] - cs[s] > -80
         scores[l * ld + s] = kept ? Float.random(in: -2...2, using: &rng) : ((l + s) % 2 == 0 ? .infinity : .nan)
       }
     }
@@ -85,9 +87,7 @@ final class ChunkedSSDTests: XCTestCase {
   /// strides past the chunk, segment boundaries inside the chunk, and ∞/NaN scores where the
   /// mask is 0 (which must not reach M). Entries past q in a row must stay untouched.
   func testDecayMaskMatchesDefinition() {
-    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
-      _ = ssm_isa_force(level)
-      defer { _ = ssm_isa_force(-1) }
+    atEveryLevel {
       withEvery("q", in: [1, 3, 16, 17, 40, 64]) { q in
         let ld = q + 3
         let (cs, seq, scores) = Self.maskInputs(q: q, ld: ld)
@@ -103,7 +103,8 @@ final class ChunkedSSDTests: XCTestCase {
           for s in 0..<q {
             let kept = s <= l && seq[s] == seq[l]
             expected[l * q + s] = kept ? Foundation.exp(Double(cs[l]) - Double(cs[s])) : 0
-            expectedM[l * q + s] = kept ? expected[l * q + s] * Double(scores[l * ld + s]) : 0
+            // Where the Float decay underflows, M is 0 whatever the score (∞ or NaN there).
+            expectedM[l * q + s] = kept && mask[l * ld + s] != 0 ? expected[l * q + s] * Double(scores[l * ld + s]) : 0
             actual.append(mask[l * ld + s])
             actualM.append(masked[l * ld + s])
             actualAlone.append(maskAlone[l * ld + s])
@@ -125,9 +126,7 @@ final class ChunkedSSDTests: XCTestCase {
   /// dM∘L∘G, over the lower triangle; ∞/NaN scores where L is 0 stay out, and entries past q
   /// in a row stay untouched.
   func testScoresBackwardMatchesDefinition() {
-    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
-      _ = ssm_isa_force(level)
-      defer { _ = ssm_isa_force(-1) }
+    atEveryLevel {
       withEvery("q", in: [1, 3, 16, 17, 40, 64]) { q in
         let ld = q + 5
         let (cs, seq, scores) = Self.maskInputs(q: q, ld: ld)
@@ -159,9 +158,7 @@ final class ChunkedSSDTests: XCTestCase {
   /// Row dot products against Double sums at every instruction-set level, for widths around the
   /// vector width and row strides wider than the rows.
   func testRowDotsMatchDefinition() {
-    withEvery("isa", in: Array(0...ssm_isa_supported())) { level in
-      _ = ssm_isa_force(level)
-      defer { _ = ssm_isa_force(-1) }
+    atEveryLevel {
       withEvery("n", in: [1, 5, 16, 17, 33, 64, 100]) { n in
         var rng = SplitMix64(seed: UInt64(n))
         let (rows, lda, ldb) = (7, n + 3, n + 1)

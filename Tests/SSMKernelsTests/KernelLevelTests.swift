@@ -26,7 +26,7 @@ private let sizes = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 
 private let rowCounts = [1, 3, 5]
 
 /// Runs `body` at every supported level, forced, and restores the default level afterwards.
-private func atEveryLevel(_ body: () throws -> Void) rethrows {
+func atEveryLevel(_ body: () throws -> Void) rethrows {
   defer { _ = ssm_isa_force(-1) }
   try withEvery("isa", in: levels) { level in
     XCTAssertEqual(ssm_isa_force(level), level, "level \(level) not available")

@@ -12,7 +12,7 @@ final class ParallelTests: XCTestCase {
     XCTAssertEqual(Parallel.workerCount(environment: "3", availableProcessors: 2), 3)
     XCTAssertEqual(Parallel.workerCount(environment: " 1 ", availableProcessors: 16), 1)
     XCTAssertEqual(Parallel.workerCount(environment: "1000", availableProcessors: 2), 64)
-    for invalid in ["0", "-2", "two", ""] {
+    for invalid in ["0", "-2", "two", "", "1 6"] {
       XCTAssertEqual(Parallel.workerCount(environment: invalid, availableProcessors: 2), 2, invalid)
     }
     XCTAssertEqual(Parallel.workerCount(environment: nil, availableProcessors: 32), 8)

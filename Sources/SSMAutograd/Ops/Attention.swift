@@ -11,8 +11,9 @@ extension Variable {
   /// The same values and gradients as the separate operations (split the heads, product, scale,
   /// mask, softmax, dropout, product, join), and the same dropout mask for the same draw from
   /// `generator` (one 64-bit key, only when `training` and `dropout > 0`, as ``dropout(probability:training:using:)``
-  /// on the `[B, heads, Lq, L]` weights); but no head is copied apart and back, and the scale,
-  /// mask, softmax and dropout are one pass over each head's scores.
+  /// on the `[B, heads, Lq, L]` weights); but no head is copied apart and back, and the scale
+  /// (the first product's factor), mask, softmax and dropout work on each head's scores in
+  /// place, with no intermediate tensors.
   ///
   /// - Parameters:
   ///   - queries: `[B, Lq, D]`.

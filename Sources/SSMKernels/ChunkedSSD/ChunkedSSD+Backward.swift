@@ -33,7 +33,7 @@ extension ChunkedSSD {
     let tasks = d.batch * d.heads
     var dx = Tensor(zeros: [d.batch, d.heads, d.length, d.headDim])
     var ddt = Tensor(zeros: [d.batch, d.heads, d.length])
-    let dy = outputGradient.permuted(Plan.inputToHeadMajor)
+    let dy = outputGradient.permuted(Plan.headMajor)
     var dInitial: Tensor? = inputs.initialState.map { Tensor(zeros: $0.shape) }
     let workers = Swift.max(1, Parallel.workers(count: tasks, minimumPerWorker: plan.minimumTasksPerWorker))
     let bcSize = inputs.B.elementCount
@@ -94,7 +94,7 @@ extension ChunkedSSD {
     }
     let heads = d.heads
     return Gradients(
-      x: dx.permuted(Plan.headMajorToInput), dt: ddt.permuted([0, 2, 1]),
+      x: dx.permuted(Plan.headMajor), dt: ddt.permuted([0, 2, 1]),
       A: total(accHeads, offset: 0, stride: 3 * heads, size: heads, shape: [heads]),
       B: total(accB, offset: 0, stride: bcSize, size: bcSize, shape: inputs.B.shape),
       C: total(accC, offset: 0, stride: bcSize, size: bcSize, shape: inputs.C.shape),

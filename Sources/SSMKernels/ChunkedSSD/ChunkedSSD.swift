@@ -147,7 +147,7 @@ public enum ChunkedSSD {
         }
       }
     }
-    return (y.permuted(Plan.headMajorToInput), final)
+    return (y.permuted(Plan.headMajor), final)
   }
 }
 
@@ -219,10 +219,10 @@ struct Plan {
   /// The kernels read `x`, `dt` and the output gradient, and write `y`, `dx` and `ddt`, head-major
   /// (`[B, H, L, P]` and `[B, H, L]`): each (batch element, head) task then walks contiguous
   /// rows. In the inputs' `[B, L, H, P]` a task's rows lie `H·P` floats apart, one cache line
-  /// per position, and the hardware prefetcher stops at every page; two transposes of one
-  /// memory pass each cost less than those misses.
-  static let inputToHeadMajor = [0, 2, 1, 3]
-  static let headMajorToInput = [0, 2, 1, 3]
+  /// per position, and the hardware prefetcher stops at every page; the transposes (x, dt and y
+  /// forward; x, dt, the output gradient, dx and ddt backward), one memory pass each, cost less
+  /// than those misses.
+  static let headMajor = [0, 2, 1, 3]  // its own inverse: [B, L, H, P] ↔ [B, H, L, P]
 
   /// Element offsets and row strides of the head-major `x`, `y` and their gradients.
   func xRow(_ b: Int, _ l: Int, _ h: Int) -> Int { ((b * heads + h) * length + l) * headDim }
@@ -243,7 +243,7 @@ struct SSDPointers: @unchecked Sendable {
 extension ChunkedSSD {
   /// Runs `body` with pointers to the inputs, `x` and `dt` head-major (``Plan/xRow(_:_:_:)``).
   static func withPointers<R>(_ inputs: Inputs, _ body: (SSDPointers) -> R) -> R {
-    let x = inputs.x.permuted(Plan.inputToHeadMajor)
+    let x = inputs.x.permuted(Plan.headMajor)
     let dt = inputs.dt.permuted([0, 2, 1])
     return x.withUnsafeBufferPointer { x in
       dt.withUnsafeBufferPointer { dt in
