@@ -98,20 +98,21 @@ extension Tensor {
     precondition(
       input.shape == outputGradient.shape,
       "Gradient of shape \(outputGradient.shape) does not match input of shape \(input.shape)")
-    var result = outputGradient
     let count = input.elementCount
-    if count == 0 { return result }
-    input.withUnsafeBufferPointer { x in
-      result.withUnsafeMutableBufferPointer { g in
-        nonisolated(unsafe) let xs = x.baseAddress!
-        nonisolated(unsafe) let gs = g.baseAddress!
-        Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
-          ssm_unary_backward(
-            function.kernelCode, xs + r.lowerBound, gs + r.lowerBound, gs + r.lowerBound, r.count)
+    if count == 0 { return outputGradient }
+    // Into a new tensor: writing into a copy of `outputGradient`, which the tape still holds,
+    // would copy it first on one thread.
+    return input.withUnsafeBufferPointer { x in
+      outputGradient.withUnsafeBufferPointer { g in
+        nonisolated(unsafe) let (xs, gs) = (x.baseAddress!, g.baseAddress!)
+        return Tensor(shape: input.shape) { out in
+          nonisolated(unsafe) let ys = out.baseAddress!
+          Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold, piecesPerWorker: 4) { r in
+            ssm_unary_backward(function.kernelCode, xs + r.lowerBound, gs + r.lowerBound, ys + r.lowerBound, r.count)
+          }
         }
       }
     }
-    return result
   }
 
   /// `eˣ` elementwise.

@@ -105,8 +105,10 @@ extension Tensor {
     let maskStride = mask.shape[0] == 1 ? 0 : lq * l
     let block = lq * l
     FLOPCounter.addExponentials(b * heads * block)
-    var kept = record == nil ? nil : Tensor(zeros: [b, heads, lq, l])
-    var keepMask = dropout == nil ? nil : Tensor(zeros: [b, heads, lq, l])
+    // Every (row, head) block of both is written below (the scores with beta 0, the mask by the
+    // dropout kernel), so neither is zero-filled first.
+    var kept = record == nil ? nil : Tensor(uninitializedShape: [b, heads, lq, l])
+    var keepMask = dropout == nil ? nil : Tensor(uninitializedShape: [b, heads, lq, l])
     let output = Tensor(shape: [b, lq, d]) { out in
       if out.isEmpty { return }
       if l == 0 {
@@ -176,8 +178,12 @@ extension Tensor {
     let l = keys.shape[1]
     let size = d / heads
     let block = lq * l
-    var (dq, dk, dv) = (Tensor(zeros: queries.shape), Tensor(zeros: keys.shape), Tensor(zeros: values.shape))
-    if b * lq * l * d == 0 { return (dq, dk, dv) }
+    if b * lq * l * d == 0 { return (Tensor(zeros: queries.shape), Tensor(zeros: keys.shape), Tensor(zeros: values.shape)) }
+    // Each (row, head) writes its slices of all three with beta 0, which covers them.
+    var (dq, dk, dv) = (
+      Tensor(uninitializedShape: queries.shape), Tensor(uninitializedShape: keys.shape),
+      Tensor(uninitializedShape: values.shape)
+    )
     g.withUnsafeBufferPointer { g in
       queries.withUnsafeBufferPointer { q in
         keys.withUnsafeBufferPointer { k in

@@ -64,6 +64,26 @@ extension Tensor {
             ssm_reduce_rows(
               SSM_REDUCE_SUM.rawValue.int32, x + rows.lowerBound * n, rows.count, n, y + rows.lowerBound)
           }
+        } else if outer < Parallel.workerCount,
+          case let workers = Parallel.workers(count: n, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / inner)),
+          workers > 1
+        {
+          // Fewer sums than workers, each over many rows (a bias's gradient, `[rows, width]`
+          // summed over its rows): the summed axis is split instead, worker 0 summing its rows
+          // into the output and each other worker into a partial added at the end.
+          let slice = outer * inner
+          let partials = UnsafeMutablePointer<Float>.allocate(capacity: (workers - 1) * slice)
+          defer { partials.deallocate() }
+          nonisolated(unsafe) let scratch = partials
+          Parallel.forEachWorker(count: n, workers: workers) { worker, rows in
+            let sums = worker == 0 ? y : scratch + (worker - 1) * slice
+            for o in 0..<outer {
+              let dst = sums + o * inner
+              dst.update(from: x + (o * n + rows.lowerBound) * inner, count: inner)
+              for k in rows.dropFirst() { ssm_accumulate(dst, x + (o * n + k) * inner, inner) }
+            }
+          }
+          for worker in 1..<workers { ssm_accumulate(y, partials + (worker - 1) * slice, slice) }
         } else {
           Parallel.forEachChunk(count: outer, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / (n * inner))) {
             rows in

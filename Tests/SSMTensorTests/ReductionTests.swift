@@ -51,6 +51,23 @@ final class ReductionTests: XCTestCase {
     }
   }
 
+  /// Few sums over many rows (a bias's gradient) split the summed axis between the workers:
+  /// awkward row counts and widths, one or several sums, against the Double reference.
+  func testLongSumsSplitAcrossWorkersMatchReference() {
+    let shapes: [Shape] = [[4099, 131], [1, 2053, 257], [1, 9001, 61], [20011, 3, 13]]
+    withEvery("shape", in: shapes) { shape in
+      let x = Tensor.random(shape, in: -2...2, seed: UInt64(shape.elementCount))
+      let axis = shape.rank == 3 && shape[0] == 1 ? 1 : 0
+      let expected = Self.reduce(x, axis: axis) { $0.reduce(0, +) }
+      // A Float sum of n terms of magnitude ≤ 2 may be off by about n·ε·2; a row dropped or
+      // counted twice moves a sum by up to 2, a lost partial by tens.
+      let rows = Double(shape[axis])
+      assertClose(
+        x.sum(alongAxis: axis), expected: expected, shape: Self.reducedShape(shape, axis, keep: false), rtol: 0,
+        atol: 2 * rows * Double(Float.ulpOfOne))
+    }
+  }
+
   func testArgmaxPrefersTheFirstOfEqualMaxima() {
     let x = Tensor(rows: [[1, 3, 3, 2], [5, 5, 5, 5]])
     XCTAssertEqual(x.argmax(alongAxis: 1).values, [1, 0])
