@@ -1,5 +1,6 @@
 import CKernels
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -74,6 +75,29 @@ public enum Parallel {
     count: Int, minimumPerWorker: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void
   ) {
     forEachWorker(count: count, workers: workers(count: count, minimumPerWorker: minimumPerWorker), body)
+  }
+
+  /// Like ``forEachWorker(count:workers:_:)``, but `0..<count` is cut into up to `pieces`
+  /// contiguous pieces that the workers claim one at a time, each passed with the index (in
+  /// `0..<min(workers, count)`) of the worker running it. A worker's private buffers stay its
+  /// own, as with ``forEachWorker(count:workers:_:)``, and a worker that starts late or runs
+  /// slow takes fewer pieces instead of holding the region up: for loops over long, equal-sized
+  /// tasks with per-worker accumulators (the selective scan's batch elements).
+  public static func forEachPiece(
+    count: Int, workers requested: Int, pieces requestedPieces: Int, _ body: (_ worker: Int, _ range: Range<Int>) -> Void
+  ) {
+    let workers = Swift.min(Swift.max(requested, 1), count)
+    let pieces = Swift.min(Swift.max(requestedPieces, workers), count)
+    guard workers > 1, pieces > workers else {
+      forEachWorker(count: count, workers: workers, body)
+      return
+    }
+    let next = Atomic<Int>(0)
+    WorkerPool.shared.run(tasks: workers) { worker in
+      while case let piece = next.wrappingAdd(1, ordering: .relaxed).oldValue, piece < pieces {
+        body(worker, (count * piece / pieces)..<(count * (piece + 1) / pieces))
+      }
+    }
   }
 
   /// Runs `body` on exactly `min(workers, count)` contiguous, disjoint sub-ranges of

@@ -77,6 +77,30 @@ final class SelectiveScanTests: XCTestCase {
     }
   }
 
+  /// Shapes large enough that the scans are cut into more pieces than workers (claimed one at a
+  /// time, each worker accumulating its own ∂A, ∂D and bias gradients): by batch element (21 of
+  /// them) and, with one batch element, by block of channels; against the Double reference.
+  func testScansInClaimedPiecesMatchReference() {
+    for (batch, channels) in [(21, 37), (1, 200)] {
+      let x = Self.inputs(
+        batch: batch, length: 64, channels: channels, state: 16, gated: true, skip: true, bias: true,
+        seed: UInt64(batch * 1000 + channels))
+      let fast = SelectiveScan.forward(x, returnLastState: true)
+      let ref = SelectiveScan.reference(x, returnLastState: true)
+      assertNormalizedError(fast.output, ref.output, below: 1e-4, "y, B \(batch)")
+      assertNormalizedError(fast.lastState!, ref.lastState!, below: 1e-4, "last state, B \(batch)")
+      let g = Tensor.random(x.u.shape, seed: 9)
+      let fg = SelectiveScan.backward(outputGradient: g, x)
+      let rg = SelectiveScan.referenceBackward(outputGradient: g, x)
+      for (name, a, b) in [
+        ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
+        ("dD", fg.D!, rg.D!), ("dz", fg.z!, rg.z!), ("dbias", fg.deltaBias!, rg.deltaBias!),
+      ] {
+        assertNormalizedError(a, b, below: 1e-4, "\(name), B \(batch)")
+      }
+    }
+  }
+
   /// Decay factors exp(Δ·A) in and below the subnormal range (Δ·A from −80 to −110): the kernels
   /// flush subnormals to zero while they run, which must not move any result at the test's
   /// tolerance, and must leave the calling thread's floating-point mode as it was.

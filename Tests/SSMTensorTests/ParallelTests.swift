@@ -68,6 +68,47 @@ final class ParallelTests: XCTestCase {
     }
   }
 
+  /// Pieces claimed with the claiming worker's index cover the range exactly once, every index
+  /// below the worker count, and no worker index is in use by two pieces at once (its buffers
+  /// are private): per-worker sums of the visited indices add up to the total.
+  func testPiecesWithWorkerIndicesCoverTheRangeOnceAndKeepWorkersApart() {
+    let workers = Parallel.workerCount
+    for count in [1, 2, 7, 64, 1001] {
+      for pieces in [1, 3, 16, 5000] {
+        for repeatIndex in 0..<50 {
+          var visits = [Int](repeating: 0, count: count)
+          var sums = [Int](repeating: 0, count: workers)
+          let inUse = Atomic<UInt64>(0)  // one bit per worker index
+          let violation = Atomic<Bool>(false)
+          visits.withUnsafeMutableBufferPointer { visitBuffer in
+            sums.withUnsafeMutableBufferPointer { sumBuffer in
+              nonisolated(unsafe) let (v, total) = (visitBuffer, sumBuffer)
+              Parallel.forEachPiece(count: count, workers: workers, pieces: pieces) { worker, range in
+                guard worker < workers else {
+                  violation.store(true, ordering: .relaxed)
+                  return
+                }
+                let bit = UInt64(1) << UInt64(worker)
+                if inUse.bitwiseOr(bit, ordering: .acquiring).oldValue & bit != 0 {
+                  violation.store(true, ordering: .relaxed)
+                }
+                for i in range {
+                  v[i] += 1
+                  total[worker] += i
+                }
+                inUse.bitwiseAnd(~bit, ordering: .releasing)
+              }
+            }
+          }
+          XCTAssertFalse(violation.load(ordering: .relaxed), "count \(count), pieces \(pieces)")
+          XCTAssertEqual(visits.indices.filter { visits[$0] != 1 }, [], "count \(count), pieces \(pieces)")
+          XCTAssertEqual(sums.reduce(0, +), count * (count - 1) / 2, "count \(count), pieces \(pieces)")
+          if repeatIndex % 10 == 9 { usleep(2_000) }
+        }
+      }
+    }
+  }
+
   /// A region started inside a region, or from several threads at once, completes (it falls
   /// back to Dispatch instead of waiting on the busy pool) with the right sums.
   func testNestedAndConcurrentRegionsComplete() {

@@ -66,7 +66,8 @@ extension SelectiveScan {
                             let hasD = inputs.D != nil
                             let hasBias = inputs.deltaBias != nil
                             let units = byBatch ? batch : tasks
-                            Parallel.forEachWorker(count: units, workers: workers) { w, range in
+                            Parallel.forEachPiece(count: units, workers: workers, pieces: Self.piecesPerWorker * workers) {
+                              w, range in
                               var a = p.0
                               let bc = byBatch ? 0 : w * sizes.bc
                               var grads = ssm_scan_grads(

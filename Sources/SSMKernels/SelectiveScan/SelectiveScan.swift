@@ -149,7 +149,9 @@ public enum SelectiveScan {
         scratch.withUnsafeMutableBufferPointer { s in
           withOptionalMutablePointer(&lastState) { last in
             nonisolated(unsafe) let p = (args, y.baseAddress!, s.baseAddress!, last)
-            Parallel.forEachWorker(count: tasks, workers: workers) { worker, range in
+            // Pieces claimed one at a time: a static half each left one core waiting for the
+            // other at the end of most scans.
+            Parallel.forEachPiece(count: tasks, workers: workers, pieces: Self.piecesPerWorker * workers) { worker, range in
               var a = p.0
               ssm_scan_forward(&a, range.lowerBound, range.upperBound, p.2 + worker * scratchPerWorker, p.1, p.3)
             }
@@ -159,6 +161,9 @@ public enum SelectiveScan {
     }
     return (output, lastState)
   }
+
+  /// How many pieces per worker the forward and backward scans are cut into.
+  static let piecesPerWorker = 8
 
   /// Calls `body` with the C argument block pointing into the inputs' storage.
   /// Operations per (batch, time, channel, state) element counted in ``FLOPCounter``: the
