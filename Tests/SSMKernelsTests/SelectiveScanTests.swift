@@ -28,6 +28,33 @@ final class SelectiveScanTests: XCTestCase {
       deltaSoftplus: softplus)
   }
 
+  /// Compares the fast scan with the Double reference on `x`, forward and every gradient (for an
+  /// output gradient drawn with seed 9), each at a normalised error below 1e-4; returns the worst.
+  @discardableResult
+  static func assertFastMatchesReference(_ x: SelectiveScan.Inputs, comparingLastState: Bool = true, _ label: String = "")
+    -> Double
+  {
+    let fast = SelectiveScan.forward(x, returnLastState: comparingLastState)
+    let ref = SelectiveScan.reference(x, returnLastState: comparingLastState)
+    var worst = assertNormalizedError(fast.output, ref.output, below: 1e-4, "y\(label)")
+    if comparingLastState {
+      worst = Swift.max(worst, assertNormalizedError(fast.lastState!, ref.lastState!, below: 1e-4, "last state\(label)"))
+    }
+    let g = Tensor.random(x.u.shape, seed: 9)
+    let fg = SelectiveScan.backward(outputGradient: g, x)
+    let rg = SelectiveScan.referenceBackward(outputGradient: g, x)
+    for (name, a, b) in [
+      ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
+    ] {
+      worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name + label))
+    }
+    for (name, a, b) in [("dD", fg.D, rg.D), ("dz", fg.z, rg.z), ("dbias", fg.deltaBias, rg.deltaBias)] {
+      XCTAssertEqual(a == nil, b == nil, name + label)
+      if let a, let b { worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name + label)) }
+    }
+    return worst
+  }
+
   /// Fast Float32 kernel against the Double reference, forward and every gradient. The state
   /// sizes cover the backward kernel's chunks of 8 states: less than one, exactly one, and one or
   /// two full chunks followed by the 4-, 2- and 1-state remainders.
@@ -49,23 +76,7 @@ final class SelectiveScanTests: XCTestCase {
               batch: batch, length: length, channels: channels, state: [3, 8, 13, 21][variant], gated: variant != 1,
               skip: variant != 2, bias: variant == 0, softplus: variant != 2, growingModes: variant == 3,
               seed: UInt64(length * 10 + batch + variant * 1000))
-            let fast = SelectiveScan.forward(x, returnLastState: true)
-            let ref = SelectiveScan.reference(x, returnLastState: true)
-            let g = Tensor.random(x.u.shape, seed: 5)
-            let fg = SelectiveScan.backward(outputGradient: g, x)
-            let rg = SelectiveScan.referenceBackward(outputGradient: g, x)
-            var worst = 0.0
-            worst = Swift.max(worst, assertNormalizedError(fast.output, ref.output, below: 1e-4, "y"))
-            worst = Swift.max(worst, assertNormalizedError(fast.lastState!, ref.lastState!, below: 1e-4, "last state"))
-            for (name, a, b) in [
-              ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
-            ] {
-              worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name))
-            }
-            for (name, a, b) in [("dD", fg.D, rg.D), ("dz", fg.z, rg.z), ("dbias", fg.deltaBias, rg.deltaBias)] {
-              XCTAssertEqual(a == nil, b == nil, name)
-              if let a, let b { worst = Swift.max(worst, assertNormalizedError(a, b, below: 1e-4, name)) }
-            }
+            let worst = Self.assertFastMatchesReference(x)
             if level == levels.last && batch == 3 {
               print(
                 "GRID selective_scan isa=\(level) L=\(length) B=\(batch) E=\(channels) N=\(x.dimensions.state) worst_normalized_error=\(worst)"
@@ -85,19 +96,7 @@ final class SelectiveScanTests: XCTestCase {
       let x = Self.inputs(
         batch: batch, length: 64, channels: channels, state: 16, gated: true, skip: true, bias: true,
         seed: UInt64(batch * 1000 + channels))
-      let fast = SelectiveScan.forward(x, returnLastState: true)
-      let ref = SelectiveScan.reference(x, returnLastState: true)
-      assertNormalizedError(fast.output, ref.output, below: 1e-4, "y, B \(batch)")
-      assertNormalizedError(fast.lastState!, ref.lastState!, below: 1e-4, "last state, B \(batch)")
-      let g = Tensor.random(x.u.shape, seed: 9)
-      let fg = SelectiveScan.backward(outputGradient: g, x)
-      let rg = SelectiveScan.referenceBackward(outputGradient: g, x)
-      for (name, a, b) in [
-        ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
-        ("dD", fg.D!, rg.D!), ("dz", fg.z!, rg.z!), ("dbias", fg.deltaBias!, rg.deltaBias!),
-      ] {
-        assertNormalizedError(a, b, below: 1e-4, "\(name), B \(batch)")
-      }
+      Self.assertFastMatchesReference(x, ", B \(batch)")
     }
   }
 
@@ -205,18 +204,7 @@ final class PackedScanTests: XCTestCase {
       _ = ssm_isa_force(level)
       withEvery("channels", in: [5, 16, 19]) { channels in
         let x = Self.packed(Self.rows, channels: channels, state: 11, seed: UInt64(channels))
-        let fast = SelectiveScan.forward(x, returnLastState: true)
-        let ref = SelectiveScan.reference(x, returnLastState: true)
-        assertNormalizedError(fast.output, ref.output, below: 1e-4, "y")
-        let g = Tensor.random(x.u.shape, seed: 9)
-        let fg = SelectiveScan.backward(outputGradient: g, x)
-        let rg = SelectiveScan.referenceBackward(outputGradient: g, x)
-        for (name, a, b) in [
-          ("du", fg.u, rg.u), ("ddelta", fg.delta, rg.delta), ("dA", fg.A, rg.A), ("dB", fg.B, rg.B), ("dC", fg.C, rg.C),
-          ("dD", fg.D!, rg.D!), ("dz", fg.z!, rg.z!), ("dbias", fg.deltaBias!, rg.deltaBias!),
-        ] {
-          assertNormalizedError(a, b, below: 1e-4, name)
-        }
+        SelectiveScanTests.assertFastMatchesReference(x, comparingLastState: false)
       }
     }
   }
