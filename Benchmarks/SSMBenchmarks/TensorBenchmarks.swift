@@ -58,6 +58,79 @@ final class TensorBenchmarks: XCTestCase {
     }
   }
 
+  /// The backward of Mamba's `dt_proj`, whose short side (the rank of Δ, 4) sends it to the
+  /// short-dimension kernels: the input gradient `[B·L, 128]·[128, 4]` and the weight gradient
+  /// `[128, B·L]·[B·L, 4]`, at
+  /// B·L = 12,800 (51,200 with `SSMREC_BENCH=full`). The reference is what `BLAS.gemm` did
+  /// before them: `cblas_sgemm` (one thread) in row bands on the workers, or for the weight
+  /// gradient in halves of B·L added at the end; and `cblas_sgemm` on one thread. OpenBLAS's own
+  /// threading is left out: its threads spin after each call and slow whatever runs next.
+  func testShortDimensionProductsAgainstRawSgemm() {
+    let rows = Benchmark.isFull ? 51_200 : 12_800
+    let (rank, inner) = (4, 128)
+    var rng = SplitMix64(seed: 2)
+    let delta = Tensor.randomNormal([rows, rank], using: &rng)
+    let weight = Tensor.randomNormal([inner, rank], using: &rng)
+    let gradient = Tensor.randomNormal([rows, inner], using: &rng)
+    // (name, transposeA, transposeB, m, n, k, A, lda, B, ldb)
+    let cases: [(String, Bool, Bool, Int, Int, Int, Tensor, Int, Tensor, Int)] = [
+      ("input_gradient", false, false, rows, rank, inner, gradient, inner, weight, rank),
+      ("weight_gradient", true, false, inner, rank, rows, gradient, inner, delta, rank),
+    ]
+    for (name, ta, tb, m, n, k, a, lda, b, ldb) in cases {
+      var c = [Float](repeating: 0, count: m * n)
+      var partial = [Float](repeating: 0, count: m * n)
+      let (pa, pb) = (a.scalars, b.scalars)
+      func ours() {
+        c.withUnsafeMutableBufferPointer { pc in
+          BLAS.gemm(
+            transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 1, a: pa, lda: lda, b: pb, ldb: ldb, beta: 0,
+            c: pc.baseAddress!, ldc: n)
+        }
+      }
+      func sgemm(m: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(
+          CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
+          1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(n))
+      }
+      func sgemmSplit() {
+        pa.withUnsafeBufferPointer { ap in
+          pb.withUnsafeBufferPointer { bp in
+            c.withUnsafeMutableBufferPointer { cp in
+              partial.withUnsafeMutableBufferPointer { tp in
+                nonisolated(unsafe) let (a, b, c, t) = (ap.baseAddress!, bp.baseAddress!, cp.baseAddress!, tp.baseAddress!)
+                if ta {
+                  let half = k / 2
+                  Parallel.forEachWorker(count: 2, minimumPerWorker: 1) { worker, _ in
+                    let (k0, kc) = worker == 0 ? (0, half) : (half, k - half)
+                    sgemm(m: m, k: kc, a: a + k0 * lda, b: b + k0 * ldb, c: worker == 0 ? c : t)
+                  }
+                  ssm_accumulate(c, t, m * n)
+                } else {
+                  Parallel.forEachChunk(count: m, minimumPerWorker: 1) { band in
+                    sgemm(m: band.count, k: k, a: a + band.lowerBound * lda, b: b, c: c + band.lowerBound * n)
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+      func sgemmOneThread() {
+        c.withUnsafeMutableBufferPointer { cp in sgemm(m: m, k: k, a: pa, b: pb, c: cp.baseAddress!) }
+      }
+      let timings = Benchmark.interleaved([ours, sgemmSplit, sgemmOneThread])
+      let (mine, split, one) = (timings[0], timings[1], timings[2])
+      let flop = 2 * Double(m * n * k)
+      Benchmark.report(
+        "dt_proj_\(name)_\(rows)", mine,
+        [
+          "gflops": flop / mine.median / 1e9, "sgemm_split_ms": split.median * 1e3, "sgemm_1_ms": one.median * 1e3,
+          "ratio_vs_sgemm_split": mine.median / split.median, "ratio_vs_sgemm_1": mine.median / one.median,
+        ])
+    }
+  }
+
   /// Elementwise functions and softmax in GB/s (bytes read + written) against `memcpy` of the
   /// same number of bytes into a preallocated buffer.
   func testMemoryBoundPassesAgainstMemcpy() {

@@ -145,6 +145,14 @@ void ssm_ssd_scores_backward(const float *dM, const float *L, const float *score
 void ssm_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long n, float *out) {
   table()->row_dots(a, lda, b, ldb, rows, n, out);
 }
+void ssm_gemm_short_n(long m, long n, long k, float alpha, const float *a, long lda, const float *bt, long ldbt,
+                      float beta, float *c, long ldc) {
+  table()->gemm_short_n(m, n, k, alpha, a, lda, bt, ldbt, beta, c, ldc);
+}
+void ssm_gemm_short_m_transposed_a(long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+                                   long ldb, float beta, float *c, long ldc) {
+  table()->gemm_short_m_transposed_a(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq_idx, const float *g,
                        long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
                        float *dbias) {

@@ -44,6 +44,9 @@ typedef struct {
   void (*ssd_decay_mask)(const float *, const int32_t *, const float *, long, long, float *, float *);
   void (*ssd_scores_backward)(const float *, const float *, const float *, long, long, float *, float *);
   void (*row_dots)(const float *, long, const float *, long, long, long, float *);
+  void (*gemm_short_n)(long, long, long, float, const float *, long, const float *, long, float, float *, long);
+  void (*gemm_short_m_transposed_a)(long, long, long, float, const float *, long, const float *, long, float,
+                                    float *, long);
   void (*dropout)(uint64_t, uint32_t, float, const float *, float *, float *, long, long);
 } ssm_kernel_table;
 

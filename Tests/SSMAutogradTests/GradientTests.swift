@@ -194,7 +194,10 @@ final class GradientTests: XCTestCase {
     let table = r([6, 4], 19)
     let ids = IndexTensor([2, 5, 1])
     let targets = IndexTensor([1, 2, 3])
-    GradientCheck.assertGradients([x, w, table], step: 1e-3) { v in
+    // The step sits between two errors: at 1e-3 the Float loss (≈ 5) resolves a derivative only to
+    // ≈ ε·L/h ≈ 1.5e-4, as large as the smallest entries checked; at 1e-2 the truncation error of
+    // tanh and sigmoid is.
+    GradientCheck.assertGradients([x, w, table], step: 3e-3) { v in
       let h = Variable.matmul(v[0], v[1]).tanh() + v[0].sigmoid() * v[0]
       let e = v[2].gatherRows(ids) + h
       let logits = Variable.matmul(

@@ -13,14 +13,16 @@ final class MatMulTests: XCTestCase {
     let n = transposeB ? br : bc
     let aStride = a.rank > 2 ? ar * ac : 0
     let bStride = b.rank > 2 ? br * bc : 0
+    let (aScalars, bScalars) = (a.scalars, b.scalars)
     var out = [Double]()
+    out.reserveCapacity(batch * m * n)
     for p in 0..<batch {
       for i in 0..<m {
         for j in 0..<n {
           var s = 0.0
           for l in 0..<k {
-            let av = transposeA ? a.scalars[p * aStride + l * ac + i] : a.scalars[p * aStride + i * ac + l]
-            let bv = transposeB ? b.scalars[p * bStride + j * bc + l] : b.scalars[p * bStride + l * bc + j]
+            let av = transposeA ? aScalars[p * aStride + l * ac + i] : aScalars[p * aStride + i * ac + l]
+            let bv = transposeB ? bScalars[p * bStride + j * bc + l] : bScalars[p * bStride + l * bc + j]
             s += Double(av) * Double(bv)
           }
           out.append(s)
@@ -107,39 +109,84 @@ final class MatMulTests: XCTestCase {
     }
   }
 
-  /// A product with one row (a single history's projections and scores) goes through sgemv:
-  /// every transposition, strided operands, beta 0 overwriting a NaN already in C, and beta 1
-  /// accumulating.
+  /// `BLAS.gemm` on operands with padded rows (lda and ldb exceed their widths, C's rows are
+  /// `n + 3` apart) against the Double reference, at each of `levels`: alpha 2, and beta 0
+  /// overwriting a NaN already in C, then beta 1 accumulating onto C.
+  func assertGemmMatchesReference(
+    m: Int, n: Int, k: Int, transposeA ta: Bool, transposeB tb: Bool, levels: [Int32] = [ssm_isa_level()],
+    file: StaticString = #filePath, line: UInt = #line
+  ) {
+    let (aRows, aColumns) = ta ? (k, m) : (m, k)
+    let (bRows, bColumns) = tb ? (n, k) : (k, n)
+    let (lda, ldb, ldc) = (aColumns + 2, bColumns + 5, n + 3)
+    let a = Tensor.random([aRows, lda], seed: UInt64(7 * m + k))
+    let b = Tensor.random([bRows, ldb], seed: UInt64(3 * k + n))
+    func dense(_ x: Tensor, rows: Int, columns: Int, ld: Int) -> Tensor {
+      Tensor(shape: [rows, columns], scalars: (0..<rows).flatMap { r in x.scalars[(r * ld)..<(r * ld + columns)] })
+    }
+    let product = Self.reference(
+      dense(a, rows: aRows, columns: aColumns, ld: lda), dense(b, rows: bRows, columns: bColumns, ld: ldb),
+      transposeA: ta, transposeB: tb, batch: 1)
+    let accumulated = Tensor.random([m, ldc], seed: 9)
+    let overwritten = Tensor(shape: [m, ldc], scalars: Array(repeating: .nan, count: m * ldc))
+    let selected = ssm_isa_level()
+    defer { _ = ssm_isa_force(selected) }
+    for level in levels {
+      _ = ssm_isa_force(level)
+      for (beta, initial) in [(Float(0), overwritten), (1, accumulated)] {
+        var c = initial
+        a.withUnsafeBufferPointer { ap in
+          b.withUnsafeBufferPointer { bp in
+            c.withUnsafeMutableBufferPointer { cp in
+              BLAS.gemm(
+                transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 2, a: ap.baseAddress!, lda: lda,
+                b: bp.baseAddress!, ldb: ldb, beta: beta, c: cp.baseAddress!, ldc: ldc)
+            }
+          }
+        }
+        // C's columns past n keep what was there.
+        let initialScalars = initial.scalars
+        let expected = initialScalars.indices.map { index -> Double in
+          let (i, j) = (index / ldc, index % ldc)
+          let old = Double(initialScalars[index])
+          return j < n ? 2 * product[i * n + j] + (beta == 0 ? 0 : old) : old
+        }
+        assertClose(
+          c, expected: expected, shape: [m, ldc], rtol: 1e-5, atol: 1e-5 * Double(max(k, 1)).squareRoot(),
+          nonFinite: .mustMatch, "isa \(level), beta \(beta)", file: file, line: line)
+      }
+    }
+  }
+
+  /// A product with one row (a single history's projections and scores) goes through sgemv.
   func testOneRowProductsAgreeWithTheReference() {
     withEvery("kn", in: [(1, 1), (7, 17), (64, 3417), (33, 1)]) { (k, n) in
       withEvery("transposeA", in: [false, true]) { ta in
         withEvery("transposeB", in: [false, true]) { tb in
-          withEvery("beta", in: [Float(0), 1]) { beta in
-            // Operands with padded rows: lda and ldb exceed their widths.
-            let (lda, ldb) = (ta ? 3 : k + 2, (tb ? k : n) + 5)
-            let a = Tensor.random(ta ? [k, lda] : [1, lda], seed: UInt64(k + n))
-            let b = Tensor.random([tb ? n : k, ldb], seed: UInt64(3 * k + n))
-            let dense = (
-              Tensor(shape: ta ? [k, 1] : [1, k], scalars: ta ? (0..<k).map { a.scalars[$0 * lda] } : Array(a.scalars[0..<k])),
-              Tensor(
-                shape: tb ? [n, k] : [k, n],
-                scalars: (0..<(tb ? n : k)).flatMap { r in b.scalars[(r * ldb)..<(r * ldb + (tb ? k : n))] })
-            )
-            let initial = Tensor.random([1, n], seed: 9)
-            let product = Self.reference(dense.0, dense.1, transposeA: ta, transposeB: tb, batch: 1)
-            var c = beta == 0 ? Tensor(shape: [1, n], scalars: Array(repeating: .nan, count: n)) : initial
-            a.withUnsafeBufferPointer { ap in
-              b.withUnsafeBufferPointer { bp in
-                c.withUnsafeMutableBufferPointer { cp in
-                  BLAS.gemm(
-                    transposeA: ta, transposeB: tb, m: 1, n: n, k: k, alpha: 2, a: ap.baseAddress!, lda: lda,
-                    b: bp.baseAddress!, ldb: ldb, beta: beta, c: cp.baseAddress!, ldc: n)
-                }
-              }
-            }
-            let expected = (0..<n).map { 2 * product[$0] + (beta == 0 ? 0 : Double(initial.scalars[$0])) }
-            assertClose(c, expected: expected, shape: [1, n], rtol: 1e-5, atol: 1e-5)
-          }
+          assertGemmMatchesReference(m: 1, n: n, k: k, transposeA: ta, transposeB: tb)
+        }
+      }
+    }
+  }
+
+  /// Products with a short n, or a short m or n and A transposed, go to the short-dimension
+  /// kernels, at every instruction-set level; the largest shapes are split between the workers
+  /// (by rows, or along k). A short k (sgemm's) is compared too.
+  func testShortDimensionProductsAgreeWithTheReference() {
+    let short = [1, 3, BLAS.shortDimension]
+    // Long enough that 2·m·n·k passes BLAS.parallelFlopThreshold.
+    func long(_ others: Int) -> Int { BLAS.parallelFlopThreshold / (2 * others) + 1 }
+    let s = BLAS.shortDimension
+    // (m, n, k) with one side short: k, then n, then m; the last of each long enough to be split.
+    let shortK: [(Int, Int, Int)] = short.flatMap { [(37, 130, $0), (5, 17, $0)] } + [(long(131 * s), 131, s)]
+    let shortN: [(Int, Int, Int)] = short.flatMap { [(37, $0, 130), (6, $0, 19)] } + [(long(67 * s), s, 67)]
+    let shortM: [(Int, Int, Int)] = short.flatMap { [($0, 37, 130), ($0, 70, 9)] } + [(s, 33, long(33 * s))]
+    let shapes = shortK + shortN + shortM
+    withEvery("mnk", in: shapes) { (m, n, k) in
+      withEvery("transposeA", in: [false, true]) { ta in
+        withEvery("transposeB", in: [false, true]) { tb in
+          assertGemmMatchesReference(
+            m: m, n: n, k: k, transposeA: ta, transposeB: tb, levels: Array(0...ssm_isa_supported()))
         }
       }
     }

@@ -163,6 +163,16 @@ void ssm_ssd_scores_backward(const float *dM, const float *L, const float *score
 /// out[r] = Σ_i a[r·lda + i]·b[r·ldb + i] for r < rows, i < n (Float32 sums, summed in vectors).
 void ssm_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long n, float *out);
 
+/// The longest short dimension the ssm_gemm_short_* kernels take.
+#define SSM_SHORT_DIMENSION_MAX 8
+/// C = alpha·A·btᵀ + beta·C for A [m, k] (row stride lda), bt [n, k] (row stride ldbt), C [m, n]
+/// (row stride ldc), n ≤ SSM_SHORT_DIMENSION_MAX; beta == 0 ignores C's old contents.
+void ssm_gemm_short_n(long m, long n, long k, float alpha, const float *a, long lda, const float *bt, long ldbt,
+                      float beta, float *c, long ldc);
+/// C = alpha·Aᵀ·B + beta·C for A stored [k, m] (row stride lda), B [k, n], m ≤ SSM_SHORT_DIMENSION_MAX.
+void ssm_gemm_short_m_transposed_a(long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+                                   long ldb, float beta, float *c, long ldc);
+
 /// One GRU time step's gates (order r, z, n) for `rows` sequences: xw [rows, 3H] with row stride
 /// xw_stride, hw [rows, 3H] (h_{t−1}·W_hhᵀ + b_hh), h_prev [rows, H] or NULL; writes r, z, n, hn
 /// and h, each [rows, H].
