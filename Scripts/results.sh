@@ -11,6 +11,8 @@
 #     RESULTS_SEEDS="2020 2021 2022" RESULTS_EPOCHS="mamba4rec:300 sasrec:200 gru4rec:200" bash Scripts/results.sh
 #   RESULTS_DATA=path/Amazon_Beauty.inter RESULTS_TAG=beauty-sigma-paper RESULTS_EPOCHS="sigma:300" \
 #     RESULTS_FLAGS_sigma='--model-settings {"flip":{"keepingLast":{"keep":5}}}' bash Scripts/results.sh
+#   RESULTS_DATA=path/Amazon_Beauty.inter RESULTS_TAG=beauty-sigma-paper-d03 RESULTS_EPOCHS="sigma:300" \
+#     RESULTS_FLAGS_sigma='--dropout 0.3 --model-settings {"flip":{"keepingLast":{"keep":5}}}' bash Scripts/results.sh
 #   RESULTS_DATA=path/Amazon_Beauty.inter RESULTS_FLAGS="--objective last" RESULTS_TAG=beauty-last \
 #     RESULTS_SEEDS="2020 2021 2022" RESULTS_EPOCHS="gru4rec:200 sasrec:200 mamba4rec:300" bash Scripts/results.sh
 #   RESULTS_TAG=official RESULTS_SEEDS="2020 2021 2022" RESULTS_EPOCHS="gru4rec:200 mamba4rec:300 sasrec:200" \
