@@ -8,7 +8,7 @@
 # the top 10 for two users with the movies' titles, and writes the training curves as SVG.
 #
 # Measured on a 2-core machine (Docs/Results.md): 33 epochs of 1.2–3.5 s, test HR@10 0.1304 and
-# NDCG@10 0.0617–0.0619; the whole demo took 117–136 s on a fresh clone with the data cached
+# NDCG@10 0.0617–0.0619; the whole demo took 117–144 s on a fresh clone with the data cached
 # (release build 69–71 s).
 #   SSMREC_DEMO_MODEL (default mamba4rec), SSMREC_DEMO_OUTPUT (default a new temporary folder).
 set -euo pipefail
