@@ -9,7 +9,7 @@
 #
 # Measured on a 2-core machine (Docs/Results.md): 33 epochs of 1.2–3.5 s, test HR@10 0.1304 and
 # NDCG@10 0.0617–0.0619; the whole demo took 117–144 s on a fresh clone with the data cached
-# (release build 69–71 s).
+# (release build 69–88 s).
 #   SSMREC_DEMO_MODEL (default mamba4rec), SSMREC_DEMO_OUTPUT (default a new temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."

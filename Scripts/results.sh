@@ -18,7 +18,8 @@
 #   RESULTS_TAG=official RESULTS_SEEDS="2020 2021 2022" RESULTS_EPOCHS="gru4rec:200 mamba4rec:300 sasrec:200" \
 #     bash Scripts/results.sh                                      # ML-100K, the official protocol to early stopping
 #   RESULTS_TAG=official RESULTS_EPOCHS="sigma:200" bash Scripts/results.sh   # SIGMA, parity mode, ML-100K
-#   RESULTS_TAG=b256 RESULTS_EPOCHS="gru4rec:200" RESULTS_FLAGS_gru4rec="--batch-size 256" bash Scripts/results.sh
+#   RESULTS_TAG=b256 RESULTS_SEEDS="2020 2021 2022" RESULTS_EPOCHS="gru4rec:200" RESULTS_FLAGS_gru4rec="--batch-size 256" \
+#     bash Scripts/results.sh                                      # GRU4Rec, ML-100K, the peer's batch
 #   RESULTS_TAG=paper-flip RESULTS_EPOCHS="sigma:200" \
 #     RESULTS_FLAGS_sigma='--model-settings {"flip":{"keepingLast":{"keep":5}}}' bash Scripts/results.sh
 #
