@@ -131,6 +131,51 @@ final class TensorBenchmarks: XCTestCase {
     }
   }
 
+  /// `ssm_gemm_panel` against `cblas_sgemm`, both on one thread, at the shapes `BLAS.gemm` sends
+  /// it (`BLAS.prefersPanel`) and at two it does not: a weight gradient
+  /// `[256, rows]·[rows, 64]` and `[64, rows]·[rows, 256]` (rows 12,800 a worker's half of B·L at
+  /// B 256, L 100; 25,600 with `SSMREC_BENCH=full`), a head's `P·V` and `Pᵀ·dO` at L 200, a band of
+  /// a GRU step, and the two it loses: a head's `Q·Kᵀ` (k 32) and a wide projection of many rows.
+  func testPanelProductsAgainstRawSgemm() {
+    let rows = Benchmark.isFull ? 25_600 : 12_800
+    // (name, transposeA, m, n, k)
+    let cases: [(String, Bool, Int, Int, Int)] = [
+      ("weight_gradient_256x64", true, 256, 64, rows), ("weight_gradient_64x256", true, 64, 256, rows),
+      ("attention_pv", false, 200, 32, 200), ("attention_ptdo", true, 200, 32, 200), ("gru_band", false, 128, 192, 64),
+      ("attention_qk", false, 200, 200, 32), ("projection_\(rows)x256", false, rows, 256, 64),
+    ]
+    var rng = SplitMix64(seed: 3)
+    for (name, ta, m, n, k) in cases {
+      let a = Tensor.randomNormal(ta ? [k, m] : [m, k], using: &rng).scalars
+      let b = Tensor.randomNormal([k, n], using: &rng).scalars
+      let lda = ta ? m : k
+      var c = [Float](repeating: 0, count: m * n)
+      func panel() {
+        c.withUnsafeMutableBufferPointer { pc in ssm_gemm_panel(ta ? 1 : 0, m, n, k, 1, a, lda, b, n, 0, pc.baseAddress!, n) }
+      }
+      func sgemm() {
+        c.withUnsafeMutableBufferPointer { pc in
+          cblas_sgemm(
+            CblasRowMajor, ta ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda),
+            b, Int32(n), 0, pc.baseAddress, Int32(n))
+        }
+      }
+      // Small products are repeated inside a timed run so that each run lasts about a millisecond.
+      let inner = Swift.max(1, 2_000_000 / (m * n * k))
+      let timings = Benchmark.interleaved([
+        { for _ in 0..<inner { panel() } }, { for _ in 0..<inner { sgemm() } },
+      ])
+      let (mine, raw) = (timings[0], timings[1])
+      let flop = 2 * Double(m * n * k * inner)
+      Benchmark.report(
+        "panel_\(name)", mine,
+        [
+          "gflops": flop / mine.median / 1e9, "sgemm_1_gflops": flop / raw.median / 1e9,
+          "ratio_vs_sgemm_1": mine.median / raw.median, "isa_level": Double(ssm_isa_level()),
+        ])
+    }
+  }
+
   /// Elementwise functions and softmax in GB/s (bytes read + written) against `memcpy` of the
   /// same number of bytes into a preallocated buffer.
   func testMemoryBoundPassesAgainstMemcpy() {

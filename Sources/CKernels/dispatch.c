@@ -153,6 +153,10 @@ void ssm_gemm_short_m_transposed_a(long m, long n, long k, float alpha, const fl
                                    long ldb, float beta, float *c, long ldc) {
   table()->gemm_short_m_transposed_a(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+void ssm_gemm_panel(int transpose_a, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+                    long ldb, float beta, float *c, long ldc) {
+  table()->gemm_panel(transpose_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 void ssm_conv_backward(const float *x, const float *weight_t, const int32_t *seq_idx, const float *g,
                        long begin, long end, long L, long C, long K, float *dx, float *dweight_t,
                        float *dbias) {

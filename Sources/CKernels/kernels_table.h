@@ -47,6 +47,7 @@ typedef struct {
   void (*gemm_short_n)(long, long, long, float, const float *, long, const float *, long, float, float *, long);
   void (*gemm_short_m_transposed_a)(long, long, long, float, const float *, long, const float *, long, float,
                                     float *, long);
+  void (*gemm_panel)(int, long, long, long, float, const float *, long, const float *, long, float, float *, long);
   void (*dropout)(uint64_t, uint32_t, float, const float *, float *, float *, long, long);
 } ssm_kernel_table;
 

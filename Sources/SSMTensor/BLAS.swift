@@ -196,6 +196,7 @@ public enum BLAS {
       return
     }
     if shortGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) { return }
+    if panelGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) { return }
     cblas_sgemm(
       CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
       Int32(m), Int32(n), Int32(k), alpha, a, Int32(Swift.max(lda, 1)), b, Int32(Swift.max(ldb, 1)),
@@ -243,6 +244,46 @@ extension BLAS {
         let row = c + i * ldc
         for j in 0..<n { row[j] = beta == 0 ? t[j * m + i] : t[j * m + i] + beta * row[j] }
       }
+    }
+    return true
+  }
+
+  /// The widest op(B), and the most rows of C with A untransposed, that go to `ssm_gemm_panel`.
+  static let panelWidth = 256
+
+  /// Whether a product goes to `ssm_gemm_panel`, which reads op(A) where it lies instead of
+  /// packing it: at the AVX-512 level only, and for the shapes where it was measured faster than
+  /// `sgemm` on one core (AVX-512 EPYC VM, OpenBLAS's Cooper Lake kernels, medians of 9, GFLOP/s):
+  /// a weight gradient `[m, B·L]·[B·L, n]` with m, n ≤ 256 and n ≥ 64 (`[256, 25600]·[25600, 64]`
+  /// 75–83 against 61–71) and attention's `Pᵀ·dO` (`[200, 200]ᵀ·[200, 32]` 96–110 against
+  /// 82–93); with A untransposed, at most 256 rows of C against a k of at least 64 (a head's
+  /// `P·V` 102–111 against 84–95, a row band of a GRU step 99–106 against 90–97). It loses with
+  /// a short k (`[200, 32]·[32, 200]` 65–82 against 86–99), with many rows of C and a wide B
+  /// (`[25600, 64]·[64, 256]` 58–75 against 78–86: OpenBLAS's blocking streams C better), and
+  /// below the AVX-512 level, where OpenBLAS's own AVX-512 kernels outrun it.
+  @inline(__always)
+  package static func prefersPanel(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int) -> Bool {
+    guard ssm_isa_level() == 2, n <= panelWidth else { return false }
+    if transposeA { return !transposeB && m <= panelWidth && n >= 64 }
+    return m <= panelWidth && k >= 64 && n >= 32
+  }
+
+  /// A product ``prefersPanel(_:_:_:_:_:)`` accepts, through `ssm_gemm_panel` (op(B) transposed
+  /// into a scratch `[k, n]` first when it is given as `[n, k]`). Returns `false`, having done
+  /// nothing, for every other shape.
+  @inline(__always)
+  static func panelGemm(
+    _ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
+    _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+  ) -> Bool {
+    guard prefersPanel(transposeA, transposeB, m, n, k) else { return false }
+    if transposeB {
+      withTransposed(b, rows: n, columns: k, ld: ldb) {
+        ssm_gemm_panel(transposeA ? 1 : 0, m, n, k, alpha, a, lda, $0, n, beta, c, ldc)
+      }
+    } else {
+      ssm_gemm_panel(transposeA ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
     return true
   }

@@ -192,6 +192,76 @@ final class MatMulTests: XCTestCase {
     }
   }
 
+  /// `ssm_gemm_panel` itself at every instruction-set level, against the Double reference: shapes
+  /// that leave part of a tile (rows, a strip of columns wider or narrower than one vector) and
+  /// blocks of k longer than one (k > 128), op(A) read as rows and as columns, padded leading
+  /// dimensions, alpha 2, beta 0 overwriting a NaN in C and beta 0.5 accumulating; k = 0 scales C.
+  func testPanelKernelAgreesWithTheReferenceAtEveryLevel() {
+    let shapes: [(Int, Int, Int)] = [
+      (1, 1, 1), (7, 17, 3), (9, 33, 129), (130, 16, 64), (17, 200, 32), (200, 36, 300), (8, 64, 0), (129, 250, 257),
+    ]
+    let selected = ssm_isa_level()
+    defer { _ = ssm_isa_force(selected) }
+    withEvery("mnk", in: shapes) { (m, n, k) in
+      withEvery("transposeA", in: [false, true]) { ta in
+        let (aRows, aColumns) = ta ? (k, m) : (m, k)
+        let (lda, ldb, ldc) = (aColumns + 3, n + 2, n + 5)
+        let a = Tensor.random([max(aRows, 1), lda], seed: UInt64(11 * m + n))
+        let b = Tensor.random([max(k, 1), ldb], seed: UInt64(5 * n + k))
+        let old = Tensor.random([m, ldc], seed: 3)
+        let (aScalars, bScalars, oldScalars) = (a.scalars, b.scalars, old.scalars)
+        for level in 0...ssm_isa_supported() {
+          _ = ssm_isa_force(level)
+          for beta: Float in [0, 0.5] {
+            var c = beta == 0 ? Tensor(shape: [m, ldc], scalars: Array(repeating: .nan, count: m * ldc)) : old
+            a.withUnsafeBufferPointer { ap in
+              b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                  ssm_gemm_panel(
+                    ta ? 1 : 0, m, n, k, 2, ap.baseAddress!, lda, bp.baseAddress!, ldb, beta, cp.baseAddress!, ldc)
+                }
+              }
+            }
+            let initial = beta == 0 ? c.scalars.map { _ in Float.nan } : oldScalars
+            let expected = (0..<(m * ldc)).map { index -> Double in
+              let (i, j) = (index / ldc, index % ldc)
+              // Columns past n are C's own, untouched (NaN stays NaN there).
+              guard j < n else { return Double(initial[index]) }
+              var sum = 0.0
+              for p in 0..<k {
+                let av = ta ? aScalars[p * lda + i] : aScalars[i * lda + p]
+                sum += Double(av) * Double(bScalars[p * ldb + j])
+              }
+              return 2 * sum + (beta == 0 ? 0 : Double(beta) * Double(oldScalars[index]))
+            }
+            assertClose(
+              c, expected: expected, shape: [m, ldc], rtol: 1e-5, atol: 1e-5 * Double(max(k, 1)).squareRoot(),
+              nonFinite: .mustMatch, "isa \(level), beta \(beta)")
+          }
+        }
+      }
+    }
+  }
+
+  /// The shapes `BLAS.gemm` sends to the panel kernel at the AVX-512 level (weight gradients,
+  /// attention's per-head products, a band of a GRU step), with op(B) transposed too, agree with
+  /// the reference at every level; the largest are split between the workers (rows, or halves of
+  /// k), and the panel's own test covers its edges.
+  func testPanelShapedProductsAgreeWithTheReference() {
+    XCTAssertTrue(BLAS.prefersPanel(true, false, 64, 64, 25_600) == (ssm_isa_level() == 2))
+    XCTAssertFalse(BLAS.prefersPanel(false, true, 200, 200, 32))
+    XCTAssertFalse(BLAS.prefersPanel(false, false, 25_600, 256, 64))
+    let shapes: [(Int, Int, Int)] = [(64, 64, 4_099), (36, 128, 1_000), (200, 32, 200), (129, 192, 64), (256, 65, 300)]
+    withEvery("mnk", in: shapes) { (m, n, k) in
+      withEvery("transposeA", in: [false, true]) { ta in
+        withEvery("transposeB", in: [false, true]) { tb in
+          assertGemmMatchesReference(
+            m: m, n: n, k: k, transposeA: ta, transposeB: tb, levels: Array(0...ssm_isa_supported()))
+        }
+      }
+    }
+  }
+
   func testFourDimensionalBatch() {
     let a = Tensor.random([2, 3, 4, 5], seed: 1)
     let b = Tensor.random([2, 3, 5, 6], seed: 2)

@@ -173,6 +173,13 @@ void ssm_gemm_short_n(long m, long n, long k, float alpha, const float *a, long 
 void ssm_gemm_short_m_transposed_a(long m, long n, long k, float alpha, const float *a, long lda, const float *b,
                                    long ldb, float beta, float *c, long ldc);
 
+/// C = alpha·op(A)·B + beta·C for B [k, n] (row stride ldb) and op(A) [m, k]: A stored [m, k]
+/// (transpose_a 0) or [k, m] (transpose_a 1), row stride lda; C [m, n], row stride ldc. For a
+/// narrow B (n up to a few hundred) with a short k or a short m, where it reads op(A) in place
+/// instead of packing it as sgemm does; beta == 0 ignores C's old contents.
+void ssm_gemm_panel(int transpose_a, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+                    long ldb, float beta, float *c, long ldc);
+
 /// One GRU time step's gates (order r, z, n) for `rows` sequences: xw [rows, 3H] with row stride
 /// xw_stride, hw [rows, 3H] (h_{t−1}·W_hhᵀ + b_hh), h_prev [rows, H] or NULL; writes r, z, n, hn
 /// and h, each [rows, H].
