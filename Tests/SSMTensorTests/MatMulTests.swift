@@ -244,12 +244,14 @@ final class MatMulTests: XCTestCase {
   }
 
   /// The shapes `BLAS.gemm` sends to the panel kernel at the AVX-512 level (weight gradients,
-  /// attention's per-head products, a band of a GRU step), with op(B) transposed too, agree with
+  /// attention's per-head products, a band of a GRU step), and with op(B) transposed (which stays
+  /// with `sgemm`), agree with
   /// the reference at every level; the largest are split between the workers (rows, or halves of
   /// k), and the panel's own test covers its edges.
   func testPanelShapedProductsAgreeWithTheReference() {
     XCTAssertTrue(BLAS.prefersPanel(true, false, 64, 64, 25_600) == (ssm_isa_level() == 2))
     XCTAssertFalse(BLAS.prefersPanel(false, true, 200, 200, 32))
+    XCTAssertFalse(BLAS.prefersPanel(false, true, 200, 64, 64))
     XCTAssertFalse(BLAS.prefersPanel(false, false, 25_600, 256, 64))
     let shapes: [(Int, Int, Int)] = [(64, 64, 4_099), (36, 128, 1_000), (200, 32, 200), (129, 192, 64), (256, 65, 300)]
     withEvery("mnk", in: shapes) { (m, n, k) in
