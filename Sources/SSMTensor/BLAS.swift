@@ -196,7 +196,10 @@ public enum BLAS {
       return
     }
     if shortGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) { return }
-    if panelGemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) { return }
+    if prefersPanel(transposeA, transposeB, m, n, k) {
+      ssm_gemm_panel(transposeA ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+      return
+    }
     cblas_sgemm(
       CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
       Int32(m), Int32(n), Int32(k), alpha, a, Int32(Swift.max(lda, 1)), b, Int32(Swift.max(ldb, 1)),
@@ -262,25 +265,12 @@ extension BLAS {
   /// (`[25600, 64]·[64, 256]` 58–75 against 78–86: OpenBLAS's blocking streams C better), and
   /// below the AVX-512 level, where OpenBLAS's own AVX-512 kernels outrun it. An op(B) given
   /// transposed stays with `sgemm` too: transposing it for every call cost more than the panel
-  /// saved on a one-history forward pass (SASRec B 1 L 200 inference 0.36 → 0.52 ms).
+  /// saved on a one-history forward pass (SASRec B 1 L 200 inference 0.35 → 0.37 ms).
   @inline(__always)
   package static func prefersPanel(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int) -> Bool {
     guard ssm_isa_level() == 2, n <= panelWidth, !transposeB else { return false }
     if transposeA { return m <= panelWidth && n >= 64 }
     return m <= panelWidth && k >= 64 && n >= 32
-  }
-
-  /// A product ``prefersPanel(_:_:_:_:_:)`` accepts, through `ssm_gemm_panel`. Returns `false`,
-  /// having done nothing, for every other shape.
-  @inline(__always)
-  static func panelGemm(
-    _ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
-    _ c: UnsafeMutablePointer<Float>, _ ldc: Int
-  ) -> Bool {
-    guard prefersPanel(transposeA, transposeB, m, n, k) else { return false }
-    ssm_gemm_panel(transposeA ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-    return true
   }
 
   /// Calls `body` with a contiguous `[columns, rows]` copy of the `[rows, columns]` matrix at `x`

@@ -222,11 +222,10 @@ final class MatMulTests: XCTestCase {
                 }
               }
             }
-            let initial = beta == 0 ? c.scalars.map { _ in Float.nan } : oldScalars
             let expected = (0..<(m * ldc)).map { index -> Double in
               let (i, j) = (index / ldc, index % ldc)
               // Columns past n are C's own, untouched (NaN stays NaN there).
-              guard j < n else { return Double(initial[index]) }
+              guard j < n else { return beta == 0 ? .nan : Double(oldScalars[index]) }
               var sum = 0.0
               for p in 0..<k {
                 let av = ta ? aScalars[p * lda + i] : aScalars[i * lda + p]
@@ -244,10 +243,9 @@ final class MatMulTests: XCTestCase {
   }
 
   /// The shapes `BLAS.gemm` sends to the panel kernel at the AVX-512 level (weight gradients,
-  /// attention's per-head products, a band of a GRU step), and with op(B) transposed (which stays
-  /// with `sgemm`), agree with
-  /// the reference at every level; the largest are split between the workers (rows, or halves of
-  /// k), and the panel's own test covers its edges.
+  /// attention's per-head products, a band of a GRU step), and the same with op(B) transposed
+  /// (which stays with `sgemm`), agree with the reference at every level; the largest are split
+  /// between the workers (rows, or halves of k), and the panel's own test covers its edges.
   func testPanelShapedProductsAgreeWithTheReference() {
     XCTAssertTrue(BLAS.prefersPanel(true, false, 64, 64, 25_600) == (ssm_isa_level() == 2))
     XCTAssertFalse(BLAS.prefersPanel(false, true, 200, 200, 32))
