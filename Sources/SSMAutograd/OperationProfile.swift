@@ -38,16 +38,27 @@ public final class OperationProfile: Sendable {
     /// Floating-point operations SSMRec's counted kernels and matrix products did within the
     /// operation (forward and backward): zero for a memory-bound operation.
     public var countedOperations: Int
+    /// ``forwardBytes`` and ``backwardBytes`` by the size of the call that moved them: the key
+    /// is the smallest power of two at least that call's bytes. A floor needs the sizes, not
+    /// only the sum: the operands of a small call stay in cache, those of a large one stream
+    /// through memory at a fraction of the speed.
+    public var bytesByCallSize: [Int: Int]
     /// Forward plus backward.
     public var total: Duration { forward + backward }
 
     /// An entry with the given times and traffic.
     public init(
       operation: String, calls: Int, forward: Duration, backward: Duration, forwardBytes: Int = 0,
-      backwardBytes: Int = 0, countedOperations: Int = 0
+      backwardBytes: Int = 0, countedOperations: Int = 0, bytesByCallSize: [Int: Int] = [:]
     ) {
       (self.operation, self.calls, self.forward, self.backward) = (operation, calls, forward, backward)
       (self.forwardBytes, self.backwardBytes, self.countedOperations) = (forwardBytes, backwardBytes, countedOperations)
+      self.bytesByCallSize = bytesByCallSize
+    }
+
+    mutating func addCall(bytes: Int) {
+      guard bytes > 0 else { return }
+      bytesByCallSize[OperationProfile.sizeClass(of: bytes), default: 0] += bytes
     }
   }
 
@@ -81,6 +92,12 @@ public final class OperationProfile: Sendable {
     state.withLock { $0 = State() }
   }
 
+  /// The smallest power of two at least `bytes` (the keys of ``Entry/bytesByCallSize``).
+  public static func sizeClass(of bytes: Int) -> Int {
+    precondition(bytes > 0, "OperationProfile.sizeClass: \(bytes) bytes")
+    return bytes == 1 ? 1 : 1 << (Int.bitWidth - (bytes - 1).leadingZeroBitCount)
+  }
+
   func chargeForward(_ operation: StaticString, bytes: Int) {
     let now = ContinuousClock.now
     let count = FLOPCounter.count
@@ -90,6 +107,7 @@ public final class OperationProfile: Sendable {
       entry.calls += 1
       entry.forward += now - s.lastMark
       entry.forwardBytes += bytes
+      entry.addCall(bytes: bytes)
       entry.countedOperations += count - s.lastCount
       s.entries[key] = entry
       (s.lastMark, s.lastCount) = (now, count)
@@ -104,6 +122,7 @@ public final class OperationProfile: Sendable {
       var entry = s.entries[key] ?? Entry(operation: key, calls: 0, forward: .zero, backward: .zero)
       entry.backward += now - start
       entry.backwardBytes += bytes
+      entry.addCall(bytes: bytes)
       entry.countedOperations += count - operationsBefore
       s.entries[key] = entry
       // The next forward interval starts after the backward work.

@@ -115,6 +115,8 @@ package enum StepBenchmark {
         d["\(prefix)_floor_kernel_ms"] = floor.kernelArithmetic
         d["\(prefix)_floor_exp_ms"] = floor.exponentials
         d["\(prefix)_floor_memory_ms"] = floor.memory
+        // What the memory part would be if every byte moved at the in-cache copy's rate.
+        d["\(prefix)_floor_memory_in_cache_ms"] = 1e3 * Double(workload.memoryBytes) / ceilings.memoryBandwidth
         d["\(prefix)_exponentials"] = workload.counts.exponentials
         d["\(prefix)_memory_mb"] = Double(workload.memoryBytes) / 1e6
       }
@@ -122,6 +124,8 @@ package enum StepBenchmark {
       d["ceiling_products_gflops"] = ceilings.matrixProductRate / 1e9
       d["ceiling_exponentials_per_ns"] = ceilings.exponentialRate / 1e9
       d["ceiling_memcpy_gb_per_s"] = ceilings.memoryBandwidth / 1e9
+      d["ceiling_copy_gb_per_s_by_mib"] = Dictionary(
+        uniqueKeysWithValues: ceilings.copyRates.map { (String($0.key >> 20), $0.value / 1e9) })
       d["infer_to_floor"] = inference.median / inferenceFloor.total
       if let h = configuration.hiddenSize { d["hidden_size"] = h }
       if let l = configuration.layers { d["layers"] = l }

@@ -12,20 +12,46 @@ import SSMTensor
 ///
 /// ``StepBenchmark`` divides a step's counted work by these to get its floor: the time the step
 /// would take if every product ran at the best product rate, every exponential at the kernel's
-/// in-cache rate and every byte of the memory-bound operations moved at `memcpy`'s speed, one
-/// after the other.
+/// in-cache rate and every byte of the memory-bound operations moved at the speed of a `memcpy`
+/// of the same size, one after the other.
 package struct MachineCeilings: Sendable, Equatable {
   /// Floating-point operations per second of the fastest of a few training-step-shaped products.
   package var matrixProductRate: Double
   /// Exponentials per second, in cache, on every worker.
   package var exponentialRate: Double
-  /// Bytes read plus bytes written per second by the fastest of parallel `memcpy`s of 4, 16
-  /// and 64 MiB.
-  package var memoryBandwidth: Double
+  /// Bytes read plus bytes written per second by a parallel `memcpy`, by the bytes it reads
+  /// plus writes (powers of two). A copy whose source and destination fit in the caches runs
+  /// several times faster than one that streams through memory.
+  package var copyRates: [Int: Double]
 
   /// Ceilings with the given rates.
+  package init(matrixProductRate: Double, exponentialRate: Double, copyRates: [Int: Double]) {
+    precondition(!copyRates.isEmpty, "MachineCeilings: no copy rate")
+    (self.matrixProductRate, self.exponentialRate, self.copyRates) = (matrixProductRate, exponentialRate, copyRates)
+  }
+
+  /// Ceilings with one copy rate for traffic of every size.
   package init(matrixProductRate: Double, exponentialRate: Double, memoryBandwidth: Double) {
-    (self.matrixProductRate, self.exponentialRate, self.memoryBandwidth) = (matrixProductRate, exponentialRate, memoryBandwidth)
+    self.init(matrixProductRate: matrixProductRate, exponentialRate: exponentialRate, copyRates: [1: memoryBandwidth])
+  }
+
+  /// The fastest copy rate measured (that of a copy in cache).
+  package var memoryBandwidth: Double { copyRates.values.max()! }
+
+  /// The copy rates from the smallest copy to the largest, in GB/s, keyed by the copy's bytes
+  /// read plus written in MiB ("8 MiB 176, 32 MiB 92, …, 256 MiB 41").
+  package var copyRatesDescription: String {
+    copyRates.sorted { $0.key < $1.key }.map { String(format: "%d MiB %.0f", $0.key >> 20, $0.value / 1e9) }
+      .joined(separator: ", ")
+  }
+
+  /// The rate at which calls of a size class (``OperationProfile/sizeClass(of:)``: more than
+  /// half of `sizeClass` bytes and at most `sizeClass`) can move their bytes at best: the
+  /// fastest of the copies no smaller than half the class, so the largest copy no larger than
+  /// any call of the class, or a faster larger one (which keeps the floor a lower bound when a
+  /// reading is slow); past the largest copy measured, its rate.
+  package func memoryRate(forSizeClass sizeClass: Int) -> Double {
+    copyRates.filter { 2 * $0.key >= sizeClass }.values.max() ?? copyRates.max { $0.key < $1.key }!.value
   }
 
   /// Measures the ceilings (about a second).
@@ -43,10 +69,11 @@ package struct MachineCeilings: Sendable, Equatable {
     // 2^20 values, 2 MiB per worker: in each core's L2, so the rate is the exponential's.
     let x = Tensor.randomUniform([1 << 20], lowerBound: -10, upperBound: 0, using: &rng)
     let exponential = Double(x.elementCount) / fastest(repeats: 30) { _ = x.applying(.exp) }
-    // The best of copies the sizes of a step's activations (a few to tens of MiB): where those
-    // stay in a shared cache, the floor uses its speed, so the floor is never too high.
-    var bandwidth = 0.0
-    for mebibytes in [4, 16, 64] {
+    // Copies of 1 to 128 MiB: a step's operations move from a few hundred KiB (in L2) to tens
+    // of MiB per call (through memory), and each call's bytes are charged at the rate of the
+    // copy its size.
+    var copyRates: [Int: Double] = [:]
+    for mebibytes in [1, 2, 4, 8, 16, 32, 64, 128] {
       let bytes = mebibytes << 20
       let source = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
       let destination = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
@@ -59,16 +86,17 @@ package struct MachineCeilings: Sendable, Equatable {
           memcpy(to + pages.lowerBound * 4096, from + pages.lowerBound * 4096, pages.count * 4096)
         }
       }
-      bandwidth = max(bandwidth, Double(2 * bytes) / copy)
+      copyRates[2 * bytes] = Double(2 * bytes) / copy
     }
-    return MachineCeilings(matrixProductRate: productRate, exponentialRate: exponential, memoryBandwidth: bandwidth)
+    return MachineCeilings(matrixProductRate: productRate, exponentialRate: exponential, copyRates: copyRates)
   }
 
-  /// The mean of two readings, rate by rate.
+  /// The mean of two readings, rate by rate (copy sizes only one of them has keep their rate).
   package static func mean(_ a: MachineCeilings, _ b: MachineCeilings) -> MachineCeilings {
     MachineCeilings(
       matrixProductRate: (a.matrixProductRate + b.matrixProductRate) / 2,
-      exponentialRate: (a.exponentialRate + b.exponentialRate) / 2, memoryBandwidth: (a.memoryBandwidth + b.memoryBandwidth) / 2)
+      exponentialRate: (a.exponentialRate + b.exponentialRate) / 2,
+      copyRates: a.copyRates.merging(b.copyRates) { ($0 + $1) / 2 })
   }
 
   /// The fastest of `repeats` runs after one warm-up, in seconds.
@@ -90,23 +118,29 @@ package struct StepWorkload: Sendable, Equatable {
   package var counts: FLOPCounter.Counts
   /// Bytes read and written by the operations that did no counted arithmetic (elementwise
   /// functions, normalisation, dropout, gathers, splits, residual additions, the optimizer):
-  /// each operand once forward and, for a training step, the backward's gradients.
-  package var memoryBytes: Int
+  /// each operand once forward and, for a training step, the backward's gradients; by the size
+  /// of the call that moved them (``OperationProfile/sizeClass(of:)``).
+  package var memoryTraffic: [Int: Int]
+
+  /// All of ``memoryTraffic``.
+  package var memoryBytes: Int { memoryTraffic.values.reduce(0, +) }
 
   /// A workload of the given counts and traffic.
-  package init(counts: FLOPCounter.Counts, memoryBytes: Int) {
-    (self.counts, self.memoryBytes) = (counts, memoryBytes)
+  package init(counts: FLOPCounter.Counts, memoryTraffic: [Int: Int]) {
+    (self.counts, self.memoryTraffic) = (counts, memoryTraffic)
   }
 
   /// Runs `body` once under a ``FLOPCounter`` and an ``OperationProfile`` and counts its work;
-  /// `extraMemoryBytes` adds traffic outside recorded operations (the optimizer's).
+  /// `extraMemoryBytes` adds traffic outside recorded operations (the optimizer's, one pass).
   package static func count(extraMemoryBytes: Int = 0, _ body: () -> Void) -> StepWorkload {
     let profile = OperationProfile()
     let counts = FLOPCounter.measureCounts { profile.measure(body) }.counts
-    let memory = profile.entries.filter { $0.countedOperations == 0 }.reduce(extraMemoryBytes) {
-      $0 + $1.forwardBytes + $1.backwardBytes
+    var traffic: [Int: Int] = [:]
+    if extraMemoryBytes > 0 { traffic[OperationProfile.sizeClass(of: extraMemoryBytes)] = extraMemoryBytes }
+    for entry in profile.entries where entry.countedOperations == 0 {
+      traffic.merge(entry.bytesByCallSize, uniquingKeysWith: +)
     }
-    return StepWorkload(counts: counts, memoryBytes: memory)
+    return StepWorkload(counts: counts, memoryTraffic: traffic)
   }
 
   /// The floor of this work on a machine with the given ceilings.
@@ -117,7 +151,7 @@ package struct StepWorkload: Sendable, Equatable {
       // part of the floor is a little high; it is a few percent of any step.
       kernelArithmetic: 1e3 * Double(counts.kernel) / ceilings.matrixProductRate,
       exponentials: 1e3 * Double(counts.exponentials) / ceilings.exponentialRate,
-      memory: 1e3 * Double(memoryBytes) / ceilings.memoryBandwidth)
+      memory: memoryTraffic.reduce(0) { $0 + 1e3 * Double($1.value) / ceilings.memoryRate(forSizeClass: $1.key) })
   }
 }
 

@@ -574,10 +574,10 @@ struct Bench: ParsableCommand {
         print(
           String(
             format: "           train floor ms: products %.1f, kernel arithmetic %.1f, exponentials %.1f (%.0f M), "
-              + "memory %.1f (%.0f MB); ceilings: products %.1f GFLOP/s, exponentials %.2f G/s, memcpy %.1f GB/s",
+              + "memory %.1f (%.0f MB); ceilings: products %.1f GFLOP/s, exponentials %.2f G/s, copies (read + written) GB/s: %@",
             f.matrixProducts, f.kernelArithmetic, f.exponentials, Double(r.trainWorkload.counts.exponentials) / 1e6,
             f.memory, Double(r.trainWorkload.memoryBytes) / 1e6, ceilings.matrixProductRate / 1e9,
-            ceilings.exponentialRate / 1e9, ceilings.memoryBandwidth / 1e9))
+            ceilings.exponentialRate / 1e9, ceilings.copyRatesDescription))
       }
       if profile { try printProfile(c) }
     }
