@@ -10,7 +10,7 @@ import SSMTensor
 ///     n[t] = tanh(a_n[t] + r[t] ∘ c_n[t])
 ///     h[t] = (1 − z[t]) ∘ n[t] + z[t] ∘ h[t−1],    h[−1] = 0
 ///
-/// Each step is one `sgemm` for `h[t−1]·W_hhᵀ` and one SIMD pass over the gates (a C kernel with
+/// Each step is one product `h[t−1]·W_hhᵀ` (with `W_hhᵀ` formed once per pass) and one SIMD pass over the gates (a C kernel with
 /// AVX2/AVX-512 variants chosen at run time), each worker running all steps of its own band of
 /// rows; the backward pass runs the steps in reverse and forms `∂W_hh` as one product over all
 /// steps. A plain Double reference (`package` access) backs the tests.
@@ -207,8 +207,12 @@ public enum GRURecurrence {
     var hw = [Float](repeating: 0, count: batch * threeH)
     FLOPCounter.addExponentials(threeH * layout.rows.reduce(0, +))  // two sigmoid gates and a tanh per unit and step
     let bands = layout.rowBands(workers: Parallel.workerCount)
+    // W_hhᵀ, [H, 3H], once per pass: every step multiplies by it, and a product whose op(B) is
+    // stored [k, n] can take BLAS's panel kernel, which reads op(B) in place instead of
+    // packing it at every step as sgemm does.
+    let hiddenWeightT = inputs.hiddenWeight.transposed()
     inputs.inputProjection.withUnsafeBufferPointer { xp in
-      inputs.hiddenWeight.withUnsafeBufferPointer { wp in
+      hiddenWeightT.withUnsafeBufferPointer { wp in
         bhh.withUnsafeBufferPointer { bp in
           saved.withUnsafeMutableBufferPointer { sp in
             hw.withUnsafeMutableBufferPointer { hwp in
@@ -234,8 +238,8 @@ public enum GRURecurrence {
                   for b in 0..<rows { (hwBand + b * threeH).update(from: bias, count: threeH) }
                   if let previous {
                     BLAS.gemmOnCurrentThread(
-                      transposeA: false, transposeB: true, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
-                      lda: hidden, b: w, ldb: hidden, beta: 1, c: hwBand, ldc: threeH)
+                      transposeA: false, transposeB: false, m: rows, n: threeH, k: hidden, alpha: 1, a: previous,
+                      lda: hidden, b: w, ldb: threeH, beta: 1, c: hwBand, ldc: threeH)
                   }
                   let g = (saveForBackward ? o : 0) + b0 * hidden
                   ssm_gru_forward_step(
