@@ -100,6 +100,14 @@ void ssm_layer_norm_backward_rows(const float *x, const float *mean, const float
 void ssm_softmax_backward_rows(const float *y, const float *g, long rows, long n, float *dx) {
   table()->softmax_backward_rows(y, g, rows, n, dx);
 }
+
+float ssm_masked_softmax_rows(float *x, const float *mask, long rows, long cols, long ld, long mask_ld) {
+  return table()->masked_softmax_rows(x, mask, rows, cols, ld, mask_ld);
+}
+
+float ssm_max_rows(const float *x, long rows, long cols, long ld) { return table()->max_rows(x, rows, cols, ld); }
+
+void ssm_row_norms(const float *x, long rows, long cols, long ld, float *out) { table()->row_norms(x, rows, cols, ld, out); }
 void ssm_softmax_cross_entropy_rows(const float *logits, const int32_t *targets, long rows, long n,
                                     float scale, float *loss, float *grad) {
   table()->softmax_cross_entropy_rows(logits, targets, rows, n, scale, loss, grad);

@@ -22,6 +22,9 @@ typedef struct {
   void (*layer_norm_backward_rows)(const float *, const float *, const float *, const float *,
                                    const float *, long, long, float *, float *, float *);
   void (*softmax_backward_rows)(const float *, const float *, long, long, float *);
+  float (*masked_softmax_rows)(float *, const float *, long, long, long, long);
+  float (*max_rows)(const float *, long, long, long);
+  void (*row_norms)(const float *, long, long, long, float *);
   void (*softmax_cross_entropy_rows)(const float *, const int32_t *, long, long, float, float *,
                                      float *);
   void (*softmax_cross_entropy_block)(const float *, const float *, const int32_t *, long, long, long, float,

@@ -66,13 +66,18 @@ extension Tensor {
   }
 
   /// What a recorded attention keeps for its backward pass: the softmax probabilities and, with
-  /// dropout on them, the keep mask (`1/(1 − p)` or 0), both `[B, heads, Lq, L]`.
+  /// dropout on them, the keep mask (`1/(1 − p)` or 0), both `[B, heads, Lq, L]`, and how many
+  /// keys each block of queries was computed over (``attentionKeyCounts(queries:keys:heads:)``).
   package struct AttentionRecord {
     package var probabilities: Tensor
     package var dropoutMask: Tensor?
-    package init(probabilities: Tensor, dropoutMask: Tensor?) {
+    /// For each (row, head) pair and each block of ``attentionQueryBlock`` queries, the number of
+    /// leading keys its scores were computed over; every later key has probability exactly 0.
+    package var keyCounts: [Int32]
+    package init(probabilities: Tensor, dropoutMask: Tensor?, keyCounts: [Int32] = []) {
       self.probabilities = probabilities
       self.dropoutMask = dropoutMask
+      self.keyCounts = keyCounts
     }
   }
 
@@ -88,8 +93,24 @@ extension Tensor {
     }
   }
 
+  /// Queries per block of the fused attention: each block's scores are computed over the keys
+  /// up to the block's last query only when the mask hides every later key from it (a causal
+  /// mask), which leaves out ≈ half of a causal attention's products and exponentials.
+  package static let attentionQueryBlock = 64
+
+  /// Scores at least this far below a row's largest have a softmax weight of exactly 0 in
+  /// `Float` (e⁻¹⁰⁴ is below the smallest subnormal).
+  static let negligibleScoreGap: Float = 104
+
   /// ``attention(queries:keys:values:heads:mask:scale:)`` that can also keep the probabilities
   /// (and apply dropout to them) for a backward pass.
+  ///
+  /// Queries go in blocks of ``attentionQueryBlock``. A block whose mask rows are below −1,000
+  /// at every key after the block's last query is computed over the keys up to that query only;
+  /// a row of it whose skipped keys could still weigh anything (its largest computed score is
+  /// within ``negligibleScoreGap`` of the mask there plus `|scale|·‖q‖·max‖k‖`, as in a row the
+  /// mask hides entirely) has its block computed over every key. So the result is that of the
+  /// full computation, for any mask.
   package static func attention(
     queries: Tensor, keys: Tensor, values: Tensor, heads: Int, mask: Tensor, scale: Float,
     keeping record: UnsafeMutablePointer<AttentionRecord>?, dropout: AttentionDropout? = nil
@@ -104,9 +125,11 @@ extension Tensor {
     let size = d / heads
     let maskStride = mask.shape[0] == 1 ? 0 : lq * l
     let block = lq * l
-    FLOPCounter.addExponentials(b * heads * block)
-    // Every (row, head) block of both is written below (the scores with beta 0, the mask by the
-    // dropout kernel), so neither is zero-filled first.
+    let queryBlock = attentionQueryBlock
+    let blocks = (lq + queryBlock - 1) / queryBlock
+    var keyCounts = [Int32](repeating: Int32(l), count: b * heads * blocks)
+    // Every (row, head) block of both is written below (the scores with beta 0 or zeros past a
+    // block's keys, the mask by the dropout kernel), so neither is zero-filled first.
     var kept = record == nil ? nil : Tensor(uninitializedShape: [b, heads, lq, l])
     var keepMask = dropout == nil ? nil : Tensor(uninitializedShape: [b, heads, lq, l])
     let output = Tensor(shape: [b, lq, d]) { out in
@@ -121,37 +144,67 @@ extension Tensor {
             mask.withUnsafeBufferPointer { m in
               withOptionalMutablePointer(&kept) { keptP in
                 withOptionalMutablePointer(&keepMask) { maskP in
-                  nonisolated(unsafe) let (q, k, v, m, y, keptP, maskP) = (
-                    q.baseAddress!, k.baseAddress!, v.baseAddress!, m.baseAddress!, out.baseAddress!, keptP, maskP
-                  )
-                  // One (row, head) pair is two products of 2·Lq·L·size operations each.
-                  let pairFlops = 4 * lq * l * size
-                  Parallel.forEachChunk(
-                    count: b * heads, minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
-                  ) { pairs in
-                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block)
-                    defer { scratch.deallocate() }
-                    for pair in pairs {
-                      let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
-                      let offset = head * size
-                      let scores = keptP.map { $0 + pair * block } ?? scratch
-                      BLAS.gemmOnCurrentThread(
-                        transposeA: false, transposeB: true, m: lq, n: l, k: size, alpha: scale,
-                        a: q + row * lq * d + offset, lda: d, b: k + row * l * d + offset, ldb: d, beta: 0, c: scores, ldc: l)
-                      ssm_binary(SSM_BINARY_ADD.rawValue.int32, scores, 1, m + row * maskStride, 1, scores, block)
-                      ssm_softmax_rows(scores, lq, l, scores)
-                      var weights = UnsafePointer(scores)
-                      if let dropout, let keptP, let maskP {
-                        // The kernel indexes its buffers by the element's place in [B, heads, Lq, L].
-                        let range = (pair * block)..<((pair + 1) * block)
-                        ssm_dropout(
-                          dropout.key, dropout.probability, 1 / (1 - dropout.probability), keptP, scratch - range.lowerBound,
-                          maskP, range.lowerBound, range.upperBound)
-                        weights = UnsafePointer(scratch)
+                  keyCounts.withUnsafeMutableBufferPointer { countsP in
+                    nonisolated(unsafe) let (q, k, v, m, y, keptP, maskP, counts) = (
+                      q.baseAddress!, k.baseAddress!, v.baseAddress!, m.baseAddress!, out.baseAddress!, keptP, maskP,
+                      countsP.baseAddress!
+                    )
+                    // One (row, head) pair is at most two products of 2·Lq·L·size operations each.
+                    let pairFlops = 4 * lq * l * size
+                    Parallel.forEachChunk(
+                      count: b * heads, minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
+                    ) { pairs in
+                      let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block + l + lq + blocks)
+                      defer { scratch.deallocate() }
+                      let (keyNormTail, queryNorms, hiddenMaxima) = (
+                        scratch + block, scratch + block + l, scratch + block + l + lq
+                      )
+                      var maskRowOfMaxima = -1
+                      for pair in pairs {
+                        let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
+                        let offset = head * size
+                        let scores = keptP.map { $0 + pair * block } ?? scratch
+                        let (qRows, kRows, mRows) = (q + row * lq * d + offset, k + row * l * d + offset, m + row * maskStride)
+                        // The mask's largest entry after each block's last query (the heads share it).
+                        if maskRowOfMaxima != row * maskStride {
+                          maskRowOfMaxima = row * maskStride
+                          for blockIndex in 0..<blocks {
+                            let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                            let n = Swift.min(r1, l)
+                            hiddenMaxima[blockIndex] = ssm_max_rows(mRows + r0 * l + n, r1 - r0, l - n, l)
+                          }
+                        }
+                        ssm_row_norms(kRows, l, size, d, keyNormTail)
+                        for j in stride(from: l - 2, through: 0, by: -1) {
+                          keyNormTail[j] = Swift.max(keyNormTail[j], keyNormTail[j + 1])
+                        }
+                        ssm_row_norms(qRows, lq, size, d, queryNorms)
+                        for blockIndex in 0..<blocks {
+                          let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                          counts[pair * blocks + blockIndex] = Int32(
+                            attentionBlockScores(
+                              queries: qRows, keys: kRows, ld: d, size: size, keyCount: l, rows: r0..<r1, scale: scale,
+                              mask: mRows, hiddenMaximum: hiddenMaxima[blockIndex],
+                              queryNorm: UnsafeBufferPointer(start: queryNorms + r0, count: r1 - r0).max()!,
+                              keyNormTail: keyNormTail, scores: scores, keepingZeros: keptP != nil))
+                        }
+                        var weights = UnsafePointer(scores)
+                        if let dropout, let keptP, let maskP {
+                          // The kernel indexes its buffers by the element's place in [B, heads, Lq, L].
+                          let range = (pair * block)..<((pair + 1) * block)
+                          ssm_dropout(
+                            dropout.key, dropout.probability, 1 / (1 - dropout.probability), keptP, scratch - range.lowerBound,
+                            maskP, range.lowerBound, range.upperBound)
+                          weights = UnsafePointer(scratch)
+                        }
+                        for blockIndex in 0..<blocks {
+                          let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                          let n = Int(counts[pair * blocks + blockIndex])
+                          BLAS.gemmOnCurrentThread(
+                            transposeA: false, transposeB: false, m: r1 - r0, n: size, k: n, alpha: 1, a: weights + r0 * l,
+                            lda: l, b: v + row * l * d + offset, ldb: d, beta: 0, c: y + (row * lq + r0) * d + offset, ldc: d)
+                        }
                       }
-                      BLAS.gemmOnCurrentThread(
-                        transposeA: false, transposeB: false, m: lq, n: size, k: l, alpha: 1, a: weights, lda: l,
-                        b: v + row * l * d + offset, ldb: d, beta: 0, c: y + row * lq * d + offset, ldc: d)
                     }
                   }
                 }
@@ -161,15 +214,57 @@ extension Tensor {
         }
       }
     }
-    if let kept { record?.pointee = AttentionRecord(probabilities: kept, dropoutMask: keepMask) }
+    var exponentials = 0
+    for (index, count) in keyCounts.enumerated() {
+      let blockIndex = index % blocks
+      exponentials += (Swift.min(lq, (blockIndex + 1) * queryBlock) - blockIndex * queryBlock) * Int(count)
+    }
+    FLOPCounter.addExponentials(l == 0 ? 0 : exponentials)
+    if let kept { record?.pointee = AttentionRecord(probabilities: kept, dropoutMask: keepMask, keyCounts: keyCounts) }
     return output
+  }
+
+  /// The softmax probabilities of queries `rows` of one (row, head) pair, written to their rows
+  /// of `scores` (`[Lq, keyCount]`), and the number of leading keys they were computed over:
+  /// `rows.upperBound` when the mask hides every later key from the block (`hiddenMaximum`, the
+  /// mask's largest entry there, is below −1,000) and no later key can weigh anything (every
+  /// row's largest score is ``negligibleScoreGap`` above `hiddenMaximum` plus
+  /// `|scale|·queryNorm·keyNormTail[n]`, a bound on the later scores), else `keyCount`.
+  /// With `keepingZeros`, the later keys' entries are written as 0.
+  private static func attentionBlockScores(
+    queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, ld: Int, size: Int, keyCount l: Int, rows: Range<Int>,
+    scale: Float, mask: UnsafePointer<Float>, hiddenMaximum: Float, queryNorm: Float, keyNormTail: UnsafePointer<Float>,
+    scores: UnsafeMutablePointer<Float>, keepingZeros: Bool
+  ) -> Int {
+    var n = Swift.min(rows.upperBound, l)
+    if n < l && !(hiddenMaximum <= -1000) { n = l }
+    func softmax(over n: Int) -> Float {
+      BLAS.gemmOnCurrentThread(
+        transposeA: false, transposeB: true, m: rows.count, n: n, k: size, alpha: scale, a: queries + rows.lowerBound * ld,
+        lda: ld, b: keys, ldb: ld, beta: 0, c: scores + rows.lowerBound * l, ldc: l)
+      return ssm_masked_softmax_rows(scores + rows.lowerBound * l, mask + rows.lowerBound * l, rows.count, n, l, l)
+    }
+    let least = softmax(over: n)
+    if n < l {
+      let bound = hiddenMaximum + Swift.abs(scale) * queryNorm * keyNormTail[n]
+      if !(least - bound >= negligibleScoreGap) {
+        n = l
+        _ = softmax(over: l)
+      } else if keepingZeros {
+        for i in rows { (scores + i * l + n).update(repeating: 0, count: l - n) }
+      }
+    }
+    return n
   }
 
   /// The gradients of ``attention(queries:keys:values:heads:mask:scale:keeping:dropout:)`` with
   /// respect to its queries, keys and values, from the gradient of its output and what it kept.
-  /// Per (row, head): `dV = Aᵀ·dY` with `A` the (dropped) weights, `dA = dY·Vᵀ` (times the
-  /// dropout mask), the softmax's backward `dS = P ∘ (dA − ⟨dA, P⟩)`, then `dQ = scale·dS·K` and
-  /// `dK = scale·dSᵀ·Q`, every product through the heads' leading dimension.
+  /// Per (row, head) and block of queries, over the keys the block was computed over: `dV = Aᵀ·dY`
+  /// with `A` the (dropped) weights, `dA = dY·Vᵀ` (times the dropout mask), the softmax's
+  /// backward `dS = P ∘ (dA − ⟨dA, P⟩)`, then `dQ = scale·dS·K` and `dK = scale·dSᵀ·Q`, every
+  /// product through the heads' leading dimension. The blocks go last to first: the last block
+  /// spans the most keys (all of them, when there are as many queries as keys), so its `dV` and
+  /// `dK` products write them and the others add on.
   package static func attentionBackward(
     outputGradient g: Tensor, queries: Tensor, keys: Tensor, values: Tensor, heads: Int, scale: Float,
     record: AttentionRecord
@@ -179,7 +274,11 @@ extension Tensor {
     let size = d / heads
     let block = lq * l
     if b * lq * l * d == 0 { return (Tensor(zeros: queries.shape), Tensor(zeros: keys.shape), Tensor(zeros: values.shape)) }
-    // Each (row, head) writes its slices of all three with beta 0, which covers them.
+    let queryBlock = attentionQueryBlock
+    let blocks = (lq + queryBlock - 1) / queryBlock
+    let keyCounts = record.keyCounts.isEmpty ? [Int32](repeating: Int32(l), count: b * heads * blocks) : record.keyCounts
+    precondition(keyCounts.count == b * heads * blocks, "attentionBackward: \(keyCounts.count) key counts for \(b * heads) pairs")
+    // Each (row, head) writes its slices of all three with beta 0 first, which covers them.
     var (dq, dk, dv) = (
       Tensor(uninitializedShape: queries.shape), Tensor(uninitializedShape: keys.shape),
       Tensor(uninitializedShape: values.shape)
@@ -193,48 +292,70 @@ extension Tensor {
                 dq.withUnsafeMutableBufferPointer { dq in
                   dk.withUnsafeMutableBufferPointer { dk in
                     dv.withUnsafeMutableBufferPointer { dv in
-                      nonisolated(unsafe) let (g, q, k, v, pr, maskP) = (
-                        g.baseAddress!, q.baseAddress!, k.baseAddress!, v.baseAddress!, probabilities.baseAddress!,
-                        maskP
-                      )
-                      nonisolated(unsafe) let (dq, dk, dv) = (dq.baseAddress!, dk.baseAddress!, dv.baseAddress!)
-                      let pairFlops = 8 * lq * l * size
-                      Parallel.forEachChunk(
-                        count: b * heads,
-                        minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
-                      ) { pairs in
-                        let weights = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block)
-                        defer { weights.deallocate() }
-                        let dWeights = weights + block
-                        for pair in pairs {
-                          let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
-                          let offset = head * size
-                          let p = pr + pair * block
-                          let (qRows, kRows, vRows) = (
-                            q + row * lq * d + offset, k + row * l * d + offset, v + row * l * d + offset
-                          )
-                          let gRows = g + row * lq * d + offset
-                          var used = p
-                          if let maskP {
-                            ssm_binary(SSM_BINARY_MUL.rawValue.int32, p, 1, maskP + pair * block, 1, weights, block)
-                            used = UnsafePointer(weights)
+                      keyCounts.withUnsafeBufferPointer { counts in
+                        nonisolated(unsafe) let (g, q, k, v, pr, maskP, counts) = (
+                          g.baseAddress!, q.baseAddress!, k.baseAddress!, v.baseAddress!, probabilities.baseAddress!,
+                          maskP, counts.baseAddress!
+                        )
+                        nonisolated(unsafe) let (dq, dk, dv) = (dq.baseAddress!, dk.baseAddress!, dv.baseAddress!)
+                        let pairFlops = 8 * lq * l * size
+                        Parallel.forEachChunk(
+                          count: b * heads,
+                          minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
+                        ) { pairs in
+                          let weights = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block)
+                          defer { weights.deallocate() }
+                          let dWeights = weights + block
+                          for pair in pairs {
+                            let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
+                            let offset = head * size
+                            let p = pr + pair * block
+                            let (qRows, kRows, vRows) = (
+                              q + row * lq * d + offset, k + row * l * d + offset, v + row * l * d + offset
+                            )
+                            let gRows = g + row * lq * d + offset
+                            let (dkRows, dvRows) = (dk + row * l * d + offset, dv + row * l * d + offset)
+                            for blockIndex in stride(from: blocks - 1, through: 0, by: -1) {
+                              let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                              let (n, rows) = (Int(counts[pair * blocks + blockIndex]), r1 - r0)
+                              let beta: Float = blockIndex == blocks - 1 ? 0 : 1
+                              if beta == 0 && n < l {
+                                // Fewer queries than keys: no block may reach the last keys.
+                                for j in n..<l {
+                                  (dkRows + j * d).update(repeating: 0, count: size)
+                                  (dvRows + j * d).update(repeating: 0, count: size)
+                                }
+                              }
+                              var used = p + r0 * l
+                              if let maskP {
+                                for i in r0..<r1 {
+                                  ssm_binary(
+                                    SSM_BINARY_MUL.rawValue.int32, p + i * l, 1, maskP + pair * block + i * l, 1, weights + i * l,
+                                    n)
+                                }
+                                used = UnsafePointer(weights + r0 * l)
+                              }
+                              BLAS.gemmOnCurrentThread(
+                                transposeA: true, transposeB: false, m: n, n: size, k: rows, alpha: 1, a: used, lda: l,
+                                b: gRows + r0 * d, ldb: d, beta: beta, c: dvRows, ldc: d)
+                              BLAS.gemmOnCurrentThread(
+                                transposeA: false, transposeB: true, m: rows, n: n, k: size, alpha: 1, a: gRows + r0 * d, lda: d,
+                                b: vRows, ldb: d, beta: 0, c: dWeights + r0 * l, ldc: l)
+                              for i in r0..<r1 {
+                                let dRow = dWeights + i * l
+                                if let maskP {
+                                  ssm_binary(SSM_BINARY_MUL.rawValue.int32, dRow, 1, maskP + pair * block + i * l, 1, dRow, n)
+                                }
+                                ssm_softmax_backward_rows(p + i * l, dRow, 1, n, dRow)
+                              }
+                              BLAS.gemmOnCurrentThread(
+                                transposeA: false, transposeB: false, m: rows, n: size, k: n, alpha: scale, a: dWeights + r0 * l,
+                                lda: l, b: kRows, ldb: d, beta: 0, c: dq + (row * lq + r0) * d + offset, ldc: d)
+                              BLAS.gemmOnCurrentThread(
+                                transposeA: true, transposeB: false, m: n, n: size, k: rows, alpha: scale, a: dWeights + r0 * l,
+                                lda: l, b: qRows + r0 * d, ldb: d, beta: beta, c: dkRows, ldc: d)
+                            }
                           }
-                          BLAS.gemmOnCurrentThread(
-                            transposeA: true, transposeB: false, m: l, n: size, k: lq, alpha: 1, a: used, lda: l,
-                            b: gRows, ldb: d, beta: 0, c: dv + row * l * d + offset, ldc: d)
-                          BLAS.gemmOnCurrentThread(
-                            transposeA: false, transposeB: true, m: lq, n: l, k: size, alpha: 1, a: gRows, lda: d,
-                            b: vRows, ldb: d, beta: 0, c: dWeights, ldc: l)
-                          if let maskP {
-                            ssm_binary(SSM_BINARY_MUL.rawValue.int32, dWeights, 1, maskP + pair * block, 1, dWeights, block)
-                          }
-                          ssm_softmax_backward_rows(p, dWeights, lq, l, dWeights)
-                          BLAS.gemmOnCurrentThread(
-                            transposeA: false, transposeB: false, m: lq, n: size, k: l, alpha: scale, a: dWeights, lda: l,
-                            b: kRows, ldb: d, beta: 0, c: dq + row * lq * d + offset, ldc: d)
-                          BLAS.gemmOnCurrentThread(
-                            transposeA: true, transposeB: false, m: l, n: size, k: lq, alpha: scale, a: dWeights, lda: l,
-                            b: qRows, ldb: d, beta: 0, c: dk + row * l * d + offset, ldc: d)
                         }
                       }
                     }

@@ -495,6 +495,46 @@ final class KernelLevelTests: XCTestCase {
     }
   }
 
+  /// The fused attention's row kernels on rows `ld` apart (ld = cols + 5, the rest of each row
+  /// left alone): the masked softmax in place with the smallest row maximum it returns, the
+  /// largest entry of a strided block, and row norms.
+  func testStridedRowKernelsAtEveryLevel() {
+    atEveryLevel {
+      withEvery("rows", in: rowCounts) { rows in
+        withEvery("cols", in: sizes) { cols in
+          let ld = cols + 5
+          let x = uniform(rows * ld, -4...4, seed: seed(rows, cols, 3))
+          let mask = uniform(rows * ld, seed: seed(rows, cols, 4)).map { $0 < -0.5 ? Float(-10000) : $0 }
+          var expected = x.map(Double.init)
+          var least = Double.infinity
+          for r in 0..<rows {
+            let masked = (0..<cols).map { Double(x[r * ld + $0]) + Double(mask[r * ld + $0]) }
+            least = Swift.min(least, masked.max()!)
+            for (j, p) in Reference.softmax(masked[...]).enumerated() { expected[r * ld + j] = p }
+          }
+          var y = inOut(x)
+          let returned = ssm_masked_softmax_rows(&y, input(mask), rows, cols, ld, ld)
+          // Entries past each row's cols keep their values: compared too.
+          assertMatches(y, expected, rtol: 1e-5, atol: 1e-7, "masked softmax")
+          assertPaddingIntact(y, after: rows * ld, "masked softmax")
+          assertMatches([returned], [least], rtol: 1e-6, atol: 1e-6, "smallest row maximum")
+
+          let largest = (0..<rows).flatMap { r in (0..<cols).map { Double(x[r * ld + $0]) } }.max()!
+          assertMatches([ssm_max_rows(input(x), rows, cols, ld)], [largest], rtol: 0, atol: 0, "max rows")
+
+          var norms = output(rows)
+          ssm_row_norms(input(x), rows, cols, ld, &norms)
+          let expectedNorms = (0..<rows).map { r in
+            (0..<cols).reduce(0.0) { $0 + Double(x[r * ld + $1]) * Double(x[r * ld + $1]) }.squareRoot()
+          }
+          assertMatches(norms, expectedNorms, rtol: 1e-6, atol: 1e-7, "row norms")
+          assertPaddingIntact(norms, after: rows, "row norms")
+        }
+      }
+      XCTAssertEqual(ssm_max_rows([1], 0, 1, 1), -.infinity)
+    }
+  }
+
   /// loss = logsumexp(x) − x[target] and grad = scale·(softmax(x) − onehot), with targets at
   /// the first, last and middle positions of the rows.
   func testSoftmaxCrossEntropyAtEveryLevel() {

@@ -196,6 +196,87 @@ final class AttentionTests: XCTestCase {
     }
   }
 
+  /// Queries in blocks whose later keys the mask hides are computed over the earlier keys only;
+  /// everything else falls back to every key. Causal masks with padding, a row hidden entirely,
+  /// a mask that hides too little for the scores' size, one query against many keys, and a
+  /// mask that hides nothing, at lengths across the query blocks' edges.
+  func testAttentionSkipsOnlyKeysThatWeighNothing() {
+    let block = Tensor.attentionQueryBlock
+    enum MaskKind: CaseIterable { case causal, causalHidingOneRow, causalTooShallow, lastQuery, open }
+    for (batch, l, d, heads) in [(3, block + 1, 8, 2), (2, 2 * block + 22, 6, 1)] {
+      for kind in MaskKind.allCases {
+        for dropout: Float in [0, 0.5] {
+          var rng = SplitMix64(seed: UInt64(l * 10 + d))
+          let lq = kind == .lastQuery ? 1 : l
+          var inputs = [
+            Tensor.randomNormal([batch, lq, d], using: &rng), Tensor.randomNormal([batch, l, d], using: &rng),
+            Tensor.randomNormal([batch, l, d], using: &rng),
+          ]
+          if kind == .causalTooShallow {
+            // Keys after the first block 1,000× longer: −1,001 might not hide them.
+            let keys = inputs[1].scalars
+            inputs[1] = Tensor(
+              shape: inputs[1].shape, scalars: keys.indices.map { (($0 / d) % l) >= block ? 1000 * keys[$0] : keys[$0] })
+          }
+          var scalars = [Float](repeating: 0, count: batch * lq * l)
+          for row in 0..<batch {
+            let length = l - row * 7  // the keys past it are padding
+            for i in 0..<lq {
+              for j in 0..<l {
+                let hidden: Bool
+                switch kind {
+                case .causal, .causalTooShallow: hidden = j > i || j >= length
+                case .causalHidingOneRow: hidden = j > i || j >= length || (row == 1 && i == 3)
+                case .lastQuery: hidden = j >= row + 1
+                case .open: hidden = false
+                }
+                scalars[(row * lq + i) * l + j] = hidden ? (kind == .causalTooShallow ? -1001 : -10000) : 0
+              }
+            }
+          }
+          let mask = Tensor(shape: [batch, 1, lq, l], scalars: scalars)
+          let (scale, size) = (Float(0.6), d / heads)
+          var record = Tensor.AttentionRecord(probabilities: Tensor(0), dropoutMask: nil)
+          _ = Tensor.attention(
+            queries: inputs[0], keys: inputs[1], values: inputs[2], heads: heads, mask: mask, scale: scale, keeping: &record)
+          let skipped = record.keyCounts.contains { $0 < l }
+          XCTAssertEqual(skipped, kind == .causal || kind == .causalHidingOneRow || kind == .lastQuery, "\(kind) L \(l)")
+          if kind == .causalHidingOneRow {
+            XCTAssertEqual(record.keyCounts[1 * heads * ((lq + block - 1) / block)], Int32(l), "the block with the hidden row")
+          }
+
+          func fused(_ x: [Variable]) -> Variable {
+            var generator = SplitMix64(seed: 42)
+            return Variable.attention(
+              queries: x[0], keys: x[1], values: x[2], heads: heads, mask: mask, scale: scale, dropout: dropout, training: true,
+              using: &generator)
+          }
+          func separate(_ x: [Variable]) -> Variable {
+            var generator = SplitMix64(seed: 42)
+            func split(_ v: Variable) -> Variable { v.reshaped(to: [batch, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
+            let weights = (Variable.matmul(split(x[0]), split(x[1]), transposeB: true) * scale + mask).softmax()
+              .dropout(probability: dropout, training: true, using: &generator)
+            return Variable.matmul(weights, split(x[2])).permuted([0, 2, 1, 3]).reshaped(to: [batch, lq, d])
+          }
+          let label = "\(kind) B \(batch) L \(l) D \(d) heads \(heads) dropout \(dropout)"
+          let (a, b) = (inputs.map { Variable($0, requiresGradient: true) }, inputs.map { Variable($0, requiresGradient: true) })
+          let (ya, yb) = (fused(a), separate(b))
+          assertClose(ya.value, yb.value, rtol: 1e-4, atol: 1e-5, label)
+          let cotangent = Tensor.random(ya.shape, in: -1...1, seed: 3)
+          ya.backward(seed: cotangent)
+          yb.backward(seed: cotangent)
+          for i in 0..<3 {
+            guard let ga = a[i].gradient, let gb = b[i].gradient else {
+              XCTFail("missing gradient of input \(i), \(label)")
+              continue
+            }
+            assertClose(ga, gb, rtol: 1e-3, atol: 1e-4, "input \(i), \(label)")
+          }
+        }
+      }
+    }
+  }
+
   func testTransformerFeedForwardMatchesItsEquations() {
     var rng = SplitMix64(seed: 5)
     let layer = perturbed(TransformerFeedForward(dimension: 6, innerDimension: 10, using: &rng), seed: 8)

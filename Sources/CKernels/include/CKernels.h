@@ -89,6 +89,13 @@ void ssm_layer_norm_backward_rows(const float *x, const float *mean, const float
                                   float *dgamma, float *dbeta);
 /// dx = y∘(g − ⟨g, y⟩) per row, the backward of a row softmax y.
 void ssm_softmax_backward_rows(const float *y, const float *g, long rows, long n, float *dx);
+/// In place, rows `ld` apart: x[r][j] = softmax over j < cols of x[r][j] + mask[r][j] (mask rows
+/// `mask_ld` apart). Returns the smallest of the rows' largest masked scores.
+float ssm_masked_softmax_rows(float *x, const float *mask, long rows, long cols, long ld, long mask_ld);
+/// The largest entry of rows × cols floats, rows `ld` apart (−∞ when there are none).
+float ssm_max_rows(const float *x, long rows, long cols, long ld);
+/// out[r] = the Euclidean norm of row r of rows × cols floats, rows `ld` apart.
+void ssm_row_norms(const float *x, long rows, long cols, long ld, float *out);
 /// Per row: loss[r] = logsumexp(x_r) − x_r[target_r] and grad_r = scale·(softmax(x_r) − onehot).
 void ssm_softmax_cross_entropy_rows(const float *logits, const int32_t *targets, long rows, long n,
                                     float scale, float *loss, float *grad);
