@@ -1,7 +1,7 @@
 extension Tensor {
   /// A tensor of the given shape filled with zeros.
   public init(zeros shape: Shape) {
-    self.init(shape: shape, scalars: [Float](repeating: 0, count: shape.elementCount))
+    self.init(repeating: 0, shape: shape)
   }
 
   /// A tensor of the given shape filled with ones.
@@ -11,7 +11,20 @@ extension Tensor {
 
   /// A tensor of the given shape with every element equal to `value`.
   public init(repeating value: Float, shape: Shape) {
-    self.init(shape: shape, scalars: [Float](repeating: value, count: shape.elementCount))
+    let count = shape.elementCount
+    guard count >= 2 * Parallel.elementwiseThreshold else {
+      self.init(shape: shape, scalars: [Float](repeating: value, count: count))
+      return
+    }
+    // Filled by every worker: a step's zeroed buffers run to tens of MB, and one core's stores
+    // fill them at a fraction of the bandwidth two have.
+    self.init(uninitializedShape: shape)
+    withUnsafeMutableBufferPointer { buffer in
+      nonisolated(unsafe) let base = buffer.baseAddress!
+      Parallel.forEachChunk(count: count, minimumPerWorker: Parallel.elementwiseThreshold) { range in
+        (base + range.lowerBound).initialize(repeating: value, count: range.count)
+      }
+    }
   }
 
   /// A rank-1 tensor holding the given values.

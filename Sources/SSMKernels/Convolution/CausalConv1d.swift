@@ -22,7 +22,8 @@ public enum CausalConv1d {
   public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, sequenceIndex: IndexTensor? = nil) -> Tensor {
     let (batch, length, channels, width) = check(x, weight, bias, sequenceIndex)
     let weightT = weight.reshaped(to: [channels, width]).transposed()
-    var y = Tensor(zeros: x.shape)
+    // The kernel writes every element (the bias, then each tap added on).
+    var y = Tensor(uninitializedShape: x.shape)
     if x.elementCount == 0 { return y }
     FLOPCounter.add(2 * x.elementCount * width)
     x.withUnsafeBufferPointer { xb in
@@ -50,7 +51,8 @@ public enum CausalConv1d {
     precondition(
       outputGradient.shape == x.shape, "CausalConv1d.backward: gradient \(outputGradient.shape) must match x \(x.shape)")
     let weightT = weight.reshaped(to: [channels, width]).transposed()
-    var dx = Tensor(zeros: x.shape)
+    // The kernel zeroes each row's block of dx before it adds into it.
+    var dx = Tensor(uninitializedShape: x.shape)
     FLOPCounter.add(4 * x.elementCount * width)
     let workers = Swift.max(
       1, Parallel.workers(count: batch, minimumPerWorker: Swift.max(1, 65536 / Swift.max(length * channels, 1))))
