@@ -67,7 +67,7 @@ extension Tensor {
 
   /// What a recorded attention keeps for its backward pass: the softmax probabilities and, with
   /// dropout on them, the keep mask (`1/(1 − p)` or 0), both `[B, heads, Lq, L]`, and how many
-  /// keys each block of queries was computed over (``attentionKeyCounts(queries:keys:heads:)``).
+  /// keys each block of queries was computed over.
   package struct AttentionRecord {
     package var probabilities: Tensor
     package var dropoutMask: Tensor?
@@ -106,11 +106,12 @@ extension Tensor {
   /// (and apply dropout to them) for a backward pass.
   ///
   /// Queries go in blocks of ``attentionQueryBlock``. A block whose mask rows are below −1,000
-  /// at every key after the block's last query is computed over the keys up to that query only;
-  /// a row of it whose skipped keys could still weigh anything (its largest computed score is
-  /// within ``negligibleScoreGap`` of the mask there plus `|scale|·‖q‖·max‖k‖`, as in a row the
-  /// mask hides entirely) has its block computed over every key. So the result is that of the
-  /// full computation, for any mask.
+  /// at every key after the block's last query is computed over the keys up to that query only,
+  /// unless the keys left out could still weigh anything: unless the smallest of its rows'
+  /// largest scores is at least ``negligibleScoreGap`` above the mask's largest entry there plus
+  /// `|scale|·max‖q‖·max‖k‖` (a bound on every score left out). A block that fails the test (one
+  /// holding a row the mask hides entirely, say) is computed over every key. So the result is
+  /// the full computation's, for any mask.
   package static func attention(
     queries: Tensor, keys: Tensor, values: Tensor, heads: Int, mask: Tensor, scale: Float,
     keeping record: UnsafeMutablePointer<AttentionRecord>?, dropout: AttentionDropout? = nil
@@ -174,18 +175,23 @@ extension Tensor {
                             hiddenMaxima[blockIndex] = ssm_max_rows(mRows + r0 * l + n, r1 - r0, l - n, l)
                           }
                         }
-                        ssm_row_norms(kRows, l, size, d, keyNormTail)
-                        for j in stride(from: l - 2, through: 0, by: -1) {
-                          keyNormTail[j] = Swift.max(keyNormTail[j], keyNormTail[j + 1])
-                        }
-                        ssm_row_norms(qRows, lq, size, d, queryNorms)
+                        // The norms only for a pair with a block that may leave keys out.
+                        var normsReady = false
                         for blockIndex in 0..<blocks {
                           let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                          if !normsReady && r1 < l && hiddenMaxima[blockIndex] <= -1000 {
+                            ssm_row_norms(kRows, l, size, d, keyNormTail)
+                            for j in stride(from: l - 2, through: 0, by: -1) {
+                              keyNormTail[j] = Swift.max(keyNormTail[j], keyNormTail[j + 1])
+                            }
+                            ssm_row_norms(qRows, lq, size, d, queryNorms)
+                            normsReady = true
+                          }
                           counts[pair * blocks + blockIndex] = Int32(
                             attentionBlockScores(
                               queries: qRows, keys: kRows, ld: d, size: size, keyCount: l, rows: r0..<r1, scale: scale,
                               mask: mRows, hiddenMaximum: hiddenMaxima[blockIndex],
-                              queryNorm: UnsafeBufferPointer(start: queryNorms + r0, count: r1 - r0).max()!,
+                              queryNorm: normsReady ? UnsafeBufferPointer(start: queryNorms + r0, count: r1 - r0).max()! : 0,
                               keyNormTail: keyNormTail, scores: scores, keepingZeros: keptP != nil))
                         }
                         var weights = UnsafePointer(scores)
