@@ -161,34 +161,10 @@ final class AttentionTests: XCTestCase {
           shape: [maskRows, 1, lq, l],
           scalars: (0..<(maskRows * lq * l)).map { i in i % l != 0 && rng.next() % 3 == 0 ? -10000 : Float(rng.next() % 3) * 0.5 }
         )
-        let (scale, size) = (Float(0.7), d / heads)
-        func fused(_ x: [Variable]) -> Variable {
-          var generator = SplitMix64(seed: 42)
-          return Variable.attention(
-            queries: x[0], keys: x[1], values: x[2], heads: heads, mask: mask, scale: scale, dropout: dropout, training: true,
-            using: &generator)
-        }
-        func separate(_ x: [Variable]) -> Variable {
-          var generator = SplitMix64(seed: 42)
-          func split(_ v: Variable) -> Variable { v.reshaped(to: [batch, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
-          let weights = (Variable.matmul(split(x[0]), split(x[1]), transposeB: true) * scale + mask).softmax()
-            .dropout(probability: dropout, training: true, using: &generator)
-          return Variable.matmul(weights, split(x[2])).permuted([0, 2, 1, 3]).reshaped(to: [batch, lq, d])
-        }
+        let scale = Float(0.7)
         let label = "B \(batch) Lq \(lq) L \(l) D \(d) heads \(heads) dropout \(dropout)"
-        let (a, b) = (inputs.map { Variable($0, requiresGradient: true) }, inputs.map { Variable($0, requiresGradient: true) })
-        let (ya, yb) = (fused(a), separate(b))
-        assertClose(ya.value, yb.value, rtol: 1e-5, atol: 1e-5, label)
-        let cotangent = Tensor.random(ya.shape, in: -1...1, seed: 3)
-        ya.backward(seed: cotangent)
-        yb.backward(seed: cotangent)
-        for i in 0..<3 {
-          guard let ga = a[i].gradient, let gb = b[i].gradient else {
-            XCTFail("missing gradient of input \(i), \(label)")
-            continue
-          }
-          assertClose(ga, gb, rtol: 1e-4, atol: 1e-5, "input \(i), \(label)")
-        }
+        let fused = assertFusedAttentionEqualsSeparateOperations(
+          inputs, heads: heads, mask: mask, scale: scale, dropout: dropout, tolerances: (1e-5, 1e-4), label)
         if batch * l <= 40 {
           GradientCheck.assertGradients(inputs, step: 1e-2, tolerance: 2e-2) { fused($0) }
         }
@@ -235,7 +211,7 @@ final class AttentionTests: XCTestCase {
             }
           }
           let mask = Tensor(shape: [batch, 1, lq, l], scalars: scalars)
-          let (scale, size) = (Float(0.6), d / heads)
+          let scale = Float(0.6)
           var record = Tensor.AttentionRecord(probabilities: Tensor(0), dropoutMask: nil)
           _ = Tensor.attention(
             queries: inputs[0], keys: inputs[1], values: inputs[2], heads: heads, mask: mask, scale: scale, keeping: &record)
@@ -245,36 +221,55 @@ final class AttentionTests: XCTestCase {
             XCTAssertEqual(record.keyCounts[1 * heads * ((lq + block - 1) / block)], Int32(l), "the block with the hidden row")
           }
 
-          func fused(_ x: [Variable]) -> Variable {
-            var generator = SplitMix64(seed: 42)
-            return Variable.attention(
-              queries: x[0], keys: x[1], values: x[2], heads: heads, mask: mask, scale: scale, dropout: dropout, training: true,
-              using: &generator)
-          }
-          func separate(_ x: [Variable]) -> Variable {
-            var generator = SplitMix64(seed: 42)
-            func split(_ v: Variable) -> Variable { v.reshaped(to: [batch, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
-            let weights = (Variable.matmul(split(x[0]), split(x[1]), transposeB: true) * scale + mask).softmax()
-              .dropout(probability: dropout, training: true, using: &generator)
-            return Variable.matmul(weights, split(x[2])).permuted([0, 2, 1, 3]).reshaped(to: [batch, lq, d])
-          }
-          let label = "\(kind) B \(batch) L \(l) D \(d) heads \(heads) dropout \(dropout)"
-          let (a, b) = (inputs.map { Variable($0, requiresGradient: true) }, inputs.map { Variable($0, requiresGradient: true) })
-          let (ya, yb) = (fused(a), separate(b))
-          assertClose(ya.value, yb.value, rtol: 1e-4, atol: 1e-5, label)
-          let cotangent = Tensor.random(ya.shape, in: -1...1, seed: 3)
-          ya.backward(seed: cotangent)
-          yb.backward(seed: cotangent)
-          for i in 0..<3 {
-            guard let ga = a[i].gradient, let gb = b[i].gradient else {
-              XCTFail("missing gradient of input \(i), \(label)")
-              continue
-            }
-            assertClose(ga, gb, rtol: 1e-3, atol: 1e-4, "input \(i), \(label)")
-          }
+          _ = assertFusedAttentionEqualsSeparateOperations(
+            inputs, heads: heads, mask: mask, scale: scale, dropout: dropout, tolerances: (1e-4, 1e-3),
+            "\(kind) B \(batch) L \(l) D \(d) heads \(heads) dropout \(dropout)")
         }
       }
     }
+  }
+
+  /// Runs `Variable.attention` and the separate operations it replaces (split the heads,
+  /// product, scale, mask, softmax, dropout with the same key, product, join) on `inputs`
+  /// (queries, keys, values) and compares their outputs and the three inputs' gradients for one
+  /// random cotangent (relative tolerances `tolerances.output` and `tolerances.gradients`).
+  /// Returns the fused function, for further checks.
+  @discardableResult
+  func assertFusedAttentionEqualsSeparateOperations(
+    _ inputs: [Tensor], heads: Int, mask: Tensor, scale: Float, dropout: Float,
+    tolerances: (output: Double, gradients: Double), _ label: String, file: StaticString = #filePath, line: UInt = #line
+  ) -> ([Variable]) -> Variable {
+    let (batch, lq, d) = (inputs[0].shape[0], inputs[0].shape[1], inputs[0].shape[2])
+    let size = d / heads
+    func fused(_ x: [Variable]) -> Variable {
+      var generator = SplitMix64(seed: 42)
+      return Variable.attention(
+        queries: x[0], keys: x[1], values: x[2], heads: heads, mask: mask, scale: scale, dropout: dropout, training: true,
+        using: &generator)
+    }
+    func separate(_ x: [Variable]) -> Variable {
+      var generator = SplitMix64(seed: 42)
+      func split(_ v: Variable) -> Variable { v.reshaped(to: [batch, v.shape[1], heads, size]).permuted([0, 2, 1, 3]) }
+      let weights = (Variable.matmul(split(x[0]), split(x[1]), transposeB: true) * scale + mask).softmax()
+        .dropout(probability: dropout, training: true, using: &generator)
+      return Variable.matmul(weights, split(x[2])).permuted([0, 2, 1, 3]).reshaped(to: [batch, lq, d])
+    }
+    let (a, b) = (inputs.map { Variable($0, requiresGradient: true) }, inputs.map { Variable($0, requiresGradient: true) })
+    let (ya, yb) = (fused(a), separate(b))
+    assertClose(ya.value, yb.value, rtol: tolerances.output, atol: 1e-5, label, file: file, line: line)
+    let cotangent = Tensor.random(ya.shape, in: -1...1, seed: 3)
+    ya.backward(seed: cotangent)
+    yb.backward(seed: cotangent)
+    for i in 0..<3 {
+      guard let ga = a[i].gradient, let gb = b[i].gradient else {
+        XCTFail("missing gradient of input \(i), \(label)", file: file, line: line)
+        continue
+      }
+      assertClose(
+        ga, gb, rtol: tolerances.gradients, atol: tolerances.gradients / 10, "input \(i), \(label)", file: file,
+        line: line)
+    }
+    return fused
   }
 
   func testTransformerFeedForwardMatchesItsEquations() {

@@ -156,4 +156,19 @@ final class ParallelTests: XCTestCase {
     XCTAssertGreaterThan(Float.leastNormalMagnitude * factors[0], 0, "the caller's mode was not restored")
     if Parallel.workerCount > 1 { XCTAssertGreaterThan(onHelpers.load(ordering: .relaxed), 0, "no task ran on a helper") }
   }
+
+  /// Tensors filled on every worker (above 2 × the elementwise threshold) hold the value in every
+  /// element, just above and below that size, for zeros and for another value, from a buffer the
+  /// allocator may hand back dirty.
+  func testLargeFilledTensorsHoldTheirValueEverywhere() {
+    let threshold = 2 * Parallel.elementwiseThreshold
+    for count in [threshold - 1, threshold, threshold + 17, 3 * threshold + 5] {
+      // A freed buffer of the same size first, full of NaN.
+      _ = Tensor(shape: [count], scalars: [Float](repeating: .nan, count: count))
+      let zeros = Tensor(zeros: [count])
+      XCTAssertTrue(zeros.scalars.allSatisfy { $0 == 0 }, "zeros, \(count) elements")
+      let filled = Tensor(repeating: -2.5, shape: [count, 1])
+      XCTAssertTrue(filled.scalars.allSatisfy { $0 == -2.5 }, "-2.5, \(count) elements")
+    }
+  }
 }
