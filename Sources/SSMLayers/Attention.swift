@@ -260,6 +260,6 @@ public final class TransformerFeedForward: Layer {
 
   /// The sublayer on `x` `[B, L, D]`.
   public func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
-    norm(dropout(second(first(x).gelu()), context: &context) + x)
+    norm(dropout(positionwise(x, first: first, second: second, dropout: 0, context: &context), context: &context) + x)
   }
 }

@@ -58,10 +58,23 @@ public final class FeedForward: Layer {
   /// The network at every position of `x` `[B, L, D]`, with dropout active in a training `context`;
   /// returns `[B, L, D]`.
   public func callAsFunction(_ x: Variable, context: inout ForwardContext) -> Variable {
-    let hidden = dropout(first(x).gelu(), context: &context)
+    let inner = positionwise(x, first: first, second: second, dropout: dropout.probability, context: &context)
     switch arrangement {
-    case .postNormResidual: return norm(dropout(second(hidden), context: &context) + x)
-    case .normThenDropout: return dropout(norm(second(hidden) + x), context: &context)
+    case .postNormResidual: return norm(dropout(inner, context: &context) + x)
+    case .normThenDropout: return dropout(norm(inner + x), context: &context)
     }
   }
+}
+
+/// `second(Drop(gelu(first(x))))` as one fused operation (`Variable.feedForward`), the dropout
+/// keyed by one draw from `context.generator` in training, as a ``Dropout`` there would be.
+func positionwise(
+  _ x: Variable, first: Linear, second: Linear, dropout: Float, context: inout ForwardContext
+) -> Variable {
+  guard let b1 = first.bias, let b2 = second.bias else {
+    preconditionFailure("positionwise: both projections of a feed-forward network have a bias")
+  }
+  return Variable.feedForward(
+    x, first: first.weight.variable, firstBias: b1.variable, second: second.weight.variable, secondBias: b2.variable,
+    activation: .gelu, dropout: dropout, training: context.isTraining, using: &context.generator)
 }

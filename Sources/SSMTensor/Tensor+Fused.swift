@@ -81,18 +81,6 @@ extension Tensor {
     }
   }
 
-  /// The dropout on a recorded attention's probabilities: the key and probability of
-  /// `Variable.dropout`, so that the mask is the one the separate dropout op would draw on the
-  /// `[B, heads, Lq, L]` probabilities.
-  package struct AttentionDropout {
-    package var key: UInt64
-    package var probability: Float
-    package init(key: UInt64, probability: Float) {
-      self.key = key
-      self.probability = probability
-    }
-  }
-
   /// Queries per block of the fused attention: each block's scores are computed over the keys
   /// up to the block's last query only when the mask hides every later key from it (a causal
   /// mask), which leaves out ≈ half of a causal attention's products and exponentials.
@@ -114,7 +102,7 @@ extension Tensor {
   /// the full computation's, for any mask.
   package static func attention(
     queries: Tensor, keys: Tensor, values: Tensor, heads: Int, mask: Tensor, scale: Float,
-    keeping record: UnsafeMutablePointer<AttentionRecord>?, dropout: AttentionDropout? = nil
+    keeping record: UnsafeMutablePointer<AttentionRecord>?, dropout: KeyedDropout? = nil
   ) -> Tensor {
     let (b, lq, d) = (queries.shape[0], queries.shape[1], queries.shape[2])
     let l = keys.shape[1]

@@ -31,7 +31,7 @@ extension Variable {
     training: Bool = false, using generator: inout Generator
   ) -> Variable {
     precondition(dropout >= 0 && dropout < 1, "attention dropout \(dropout) is not in [0, 1)")
-    let drop = training && dropout > 0 ? Tensor.AttentionDropout(key: generator.next(), probability: dropout) : nil
+    let drop = training && dropout > 0 ? Tensor.KeyedDropout(key: generator.next(), probability: dropout) : nil
     let recorded = GradientMode.isEnabled && (queries.requiresGradient || keys.requiresGradient || values.requiresGradient)
     guard recorded || drop != nil else {
       return Variable(
