@@ -236,11 +236,4 @@ extension Tensor {
       }
     }
   }
-
-  private static func withOptionalMutablePointer<R>(
-    _ tensor: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R
-  ) -> R {
-    guard tensor != nil else { return body(nil) }
-    return tensor!.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
-  }
 }

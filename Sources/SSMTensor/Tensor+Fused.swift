@@ -65,18 +65,19 @@ extension Tensor {
     attention(queries: queries, keys: keys, values: values, heads: heads, mask: mask, scale: scale, keeping: nil)
   }
 
-  /// What a recorded attention keeps for its backward pass: the softmax probabilities and, with
-  /// dropout on them, the keep mask (`1/(1 − p)` or 0), both `[B, heads, Lq, L]`, and how many
-  /// keys each block of queries was computed over.
+  /// What a recorded attention keeps for its backward pass: the softmax probabilities
+  /// (`[B, heads, Lq, L]`), the dropout on them (its keep mask is made again from the key, block
+  /// by block, instead of being stored), and how many keys each block of queries was computed
+  /// over.
   package struct AttentionRecord {
     package var probabilities: Tensor
-    package var dropoutMask: Tensor?
+    package var dropout: KeyedDropout?
     /// For each (row, head) pair and each block of ``attentionQueryBlock`` queries, the number of
     /// leading keys its scores were computed over; every later key has probability exactly 0.
     package var keyCounts: [Int32]
-    package init(probabilities: Tensor, dropoutMask: Tensor?, keyCounts: [Int32] = []) {
+    package init(probabilities: Tensor, dropout: KeyedDropout? = nil, keyCounts: [Int32] = []) {
       self.probabilities = probabilities
-      self.dropoutMask = dropoutMask
+      self.dropout = dropout
       self.keyCounts = keyCounts
     }
   }
@@ -117,10 +118,9 @@ extension Tensor {
     let queryBlock = attentionQueryBlock
     let blocks = (lq + queryBlock - 1) / queryBlock
     var keyCounts = [Int32](repeating: Int32(l), count: b * heads * blocks)
-    // Every (row, head) block of both is written below (the scores with beta 0 or zeros past a
-    // block's keys, the mask by the dropout kernel), so neither is zero-filled first.
+    // Every (row, head) block is written below (the scores with beta 0 or zeros past a block's
+    // keys), so it is not zero-filled first.
     var kept = record == nil ? nil : Tensor(uninitializedShape: [b, heads, lq, l])
-    var keepMask = dropout == nil ? nil : Tensor(uninitializedShape: [b, heads, lq, l])
     let output = Tensor(shape: [b, lq, d]) { out in
       if out.isEmpty { return }
       if l == 0 {
@@ -132,72 +132,68 @@ extension Tensor {
           values.withUnsafeBufferPointer { v in
             mask.withUnsafeBufferPointer { m in
               withOptionalMutablePointer(&kept) { keptP in
-                withOptionalMutablePointer(&keepMask) { maskP in
-                  keyCounts.withUnsafeMutableBufferPointer { countsP in
-                    nonisolated(unsafe) let (q, k, v, m, y, keptP, maskP, counts) = (
-                      q.baseAddress!, k.baseAddress!, v.baseAddress!, m.baseAddress!, out.baseAddress!, keptP, maskP,
-                      countsP.baseAddress!
-                    )
-                    // One (row, head) pair is at most two products of 2·Lq·L·size operations each.
-                    let pairFlops = 4 * lq * l * size
-                    Parallel.forEachChunk(
-                      count: b * heads, minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
-                    ) { pairs in
-                      let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block + l + lq + blocks)
-                      defer { scratch.deallocate() }
-                      let (keyNormTail, queryNorms, hiddenMaxima) = (
-                        scratch + block, scratch + block + l, scratch + block + l + lq
-                      )
-                      var maskRowOfMaxima = -1
-                      for pair in pairs {
-                        let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
-                        let offset = head * size
-                        let scores = keptP.map { $0 + pair * block } ?? scratch
-                        let (qRows, kRows, mRows) = (q + row * lq * d + offset, k + row * l * d + offset, m + row * maskStride)
-                        // The mask's largest entry after each block's last query (the heads share it).
-                        if maskRowOfMaxima != row * maskStride {
-                          maskRowOfMaxima = row * maskStride
-                          for blockIndex in 0..<blocks {
-                            let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
-                            let n = Swift.min(r1, l)
-                            hiddenMaxima[blockIndex] = ssm_max_rows(mRows + r0 * l + n, r1 - r0, l - n, l)
-                          }
-                        }
-                        // The norms only for a pair with a block that may leave keys out.
-                        var normsReady = false
+                keyCounts.withUnsafeMutableBufferPointer { countsP in
+                  nonisolated(unsafe) let (q, k, v, m, y, keptP, counts) = (
+                    q.baseAddress!, k.baseAddress!, v.baseAddress!, m.baseAddress!, out.baseAddress!, keptP,
+                    countsP.baseAddress!
+                  )
+                  // One (row, head) pair is at most two products of 2·Lq·L·size operations each.
+                  let pairFlops = 4 * lq * l * size
+                  Parallel.forEachChunk(
+                    count: b * heads, minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
+                  ) { pairs in
+                    // The dropped weights and their keep mask, then the norms and the mask's maxima.
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block + l + lq + blocks)
+                    defer { scratch.deallocate() }
+                    let (keepScratch, keyNormTail) = (scratch + block, scratch + 2 * block)
+                    let (queryNorms, hiddenMaxima) = (keyNormTail + l, keyNormTail + l + lq)
+                    var maskRowOfMaxima = -1
+                    for pair in pairs {
+                      let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
+                      let offset = head * size
+                      let scores = keptP.map { $0 + pair * block } ?? scratch
+                      let (qRows, kRows, mRows) = (q + row * lq * d + offset, k + row * l * d + offset, m + row * maskStride)
+                      // The mask's largest entry after each block's last query (the heads share it).
+                      if maskRowOfMaxima != row * maskStride {
+                        maskRowOfMaxima = row * maskStride
                         for blockIndex in 0..<blocks {
                           let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
-                          if !normsReady && r1 < l && hiddenMaxima[blockIndex] <= -1000 {
-                            ssm_row_norms(kRows, l, size, d, keyNormTail)
-                            for j in stride(from: l - 2, through: 0, by: -1) {
-                              keyNormTail[j] = Swift.max(keyNormTail[j], keyNormTail[j + 1])
-                            }
-                            ssm_row_norms(qRows, lq, size, d, queryNorms)
-                            normsReady = true
-                          }
-                          counts[pair * blocks + blockIndex] = Int32(
-                            attentionBlockScores(
-                              queries: qRows, keys: kRows, ld: d, size: size, keyCount: l, rows: r0..<r1, scale: scale,
-                              mask: mRows, hiddenMaximum: hiddenMaxima[blockIndex],
-                              queryNorm: normsReady ? UnsafeBufferPointer(start: queryNorms + r0, count: r1 - r0).max()! : 0,
-                              keyNormTail: keyNormTail, scores: scores, keepingZeros: keptP != nil))
+                          let n = Swift.min(r1, l)
+                          hiddenMaxima[blockIndex] = ssm_max_rows(mRows + r0 * l + n, r1 - r0, l - n, l)
                         }
+                      }
+                      // The norms only for a pair with a block that may leave keys out.
+                      var normsReady = false
+                      for blockIndex in 0..<blocks {
+                        let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                        if !normsReady && r1 < l && hiddenMaxima[blockIndex] <= -1000 {
+                          ssm_row_norms(kRows, l, size, d, keyNormTail)
+                          for j in stride(from: l - 2, through: 0, by: -1) {
+                            keyNormTail[j] = Swift.max(keyNormTail[j], keyNormTail[j + 1])
+                          }
+                          ssm_row_norms(qRows, lq, size, d, queryNorms)
+                          normsReady = true
+                        }
+                        counts[pair * blocks + blockIndex] = Int32(
+                          attentionBlockScores(
+                            queries: qRows, keys: kRows, ld: d, size: size, keyCount: l, rows: r0..<r1, scale: scale,
+                            mask: mRows, hiddenMaximum: hiddenMaxima[blockIndex],
+                            queryNorm: normsReady ? UnsafeBufferPointer(start: queryNorms + r0, count: r1 - r0).max()! : 0,
+                            keyNormTail: keyNormTail, scores: scores, keepingZeros: keptP != nil))
+                      }
+                      for blockIndex in 0..<blocks {
+                        let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                        let n = Int(counts[pair * blocks + blockIndex])
                         var weights = UnsafePointer(scores)
-                        if let dropout, let keptP, let maskP {
-                          // The kernel indexes its buffers by the element's place in [B, heads, Lq, L].
-                          let range = (pair * block)..<((pair + 1) * block)
-                          ssm_dropout(
-                            dropout.key, dropout.probability, 1 / (1 - dropout.probability), keptP, scratch - range.lowerBound,
-                            maskP, range.lowerBound, range.upperBound)
+                        if let dropout, let keptP {
+                          droppedWeights(
+                            dropout, probabilities: keptP, pair: pair, block: block, rows: r0..<r1, keys: n, stride: l,
+                            into: scratch, mask: keepScratch)
                           weights = UnsafePointer(scratch)
                         }
-                        for blockIndex in 0..<blocks {
-                          let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
-                          let n = Int(counts[pair * blocks + blockIndex])
-                          BLAS.gemmOnCurrentThread(
-                            transposeA: false, transposeB: false, m: r1 - r0, n: size, k: n, alpha: 1, a: weights + r0 * l,
-                            lda: l, b: v + row * l * d + offset, ldb: d, beta: 0, c: y + (row * lq + r0) * d + offset, ldc: d)
-                        }
+                        BLAS.gemmOnCurrentThread(
+                          transposeA: false, transposeB: false, m: r1 - r0, n: size, k: n, alpha: 1, a: weights + r0 * l,
+                          lda: l, b: v + row * l * d + offset, ldb: d, beta: 0, c: y + (row * lq + r0) * d + offset, ldc: d)
                       }
                     }
                   }
@@ -214,7 +210,7 @@ extension Tensor {
       exponentials += (Swift.min(lq, (blockIndex + 1) * queryBlock) - blockIndex * queryBlock) * Int(count)
     }
     FLOPCounter.addExponentials(l == 0 ? 0 : exponentials)
-    if let kept { record?.pointee = AttentionRecord(probabilities: kept, dropoutMask: keepMask, keyCounts: keyCounts) }
+    if let kept { record?.pointee = AttentionRecord(probabilities: kept, dropout: dropout, keyCounts: keyCounts) }
     return output
   }
 
@@ -282,73 +278,70 @@ extension Tensor {
         keys.withUnsafeBufferPointer { k in
           values.withUnsafeBufferPointer { v in
             record.probabilities.withUnsafeBufferPointer { probabilities in
-              withOptionalPointer(record.dropoutMask) { maskP in
-                dq.withUnsafeMutableBufferPointer { dq in
-                  dk.withUnsafeMutableBufferPointer { dk in
-                    dv.withUnsafeMutableBufferPointer { dv in
-                      keyCounts.withUnsafeBufferPointer { counts in
-                        nonisolated(unsafe) let (g, q, k, v, pr, maskP, counts) = (
-                          g.baseAddress!, q.baseAddress!, k.baseAddress!, v.baseAddress!, probabilities.baseAddress!,
-                          maskP, counts.baseAddress!
-                        )
-                        nonisolated(unsafe) let (dq, dk, dv) = (dq.baseAddress!, dk.baseAddress!, dv.baseAddress!)
-                        let pairFlops = 8 * lq * l * size
-                        Parallel.forEachChunk(
-                          count: b * heads,
-                          minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
-                        ) { pairs in
-                          let weights = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block)
-                          defer { weights.deallocate() }
-                          let dWeights = weights + block
-                          for pair in pairs {
-                            let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
-                            let offset = head * size
-                            let p = pr + pair * block
-                            let (qRows, kRows, vRows) = (
-                              q + row * lq * d + offset, k + row * l * d + offset, v + row * l * d + offset
-                            )
-                            let gRows = g + row * lq * d + offset
-                            let (dkRows, dvRows) = (dk + row * l * d + offset, dv + row * l * d + offset)
-                            for blockIndex in stride(from: blocks - 1, through: 0, by: -1) {
-                              let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
-                              let (n, rows) = (Int(counts[pair * blocks + blockIndex]), r1 - r0)
-                              let beta: Float = blockIndex == blocks - 1 ? 0 : 1
-                              if beta == 0 && n < l {
-                                // Fewer queries than keys: no block may reach the last keys.
-                                for j in n..<l {
-                                  (dkRows + j * d).update(repeating: 0, count: size)
-                                  (dvRows + j * d).update(repeating: 0, count: size)
-                                }
+              dq.withUnsafeMutableBufferPointer { dq in
+                dk.withUnsafeMutableBufferPointer { dk in
+                  dv.withUnsafeMutableBufferPointer { dv in
+                    keyCounts.withUnsafeBufferPointer { counts in
+                      nonisolated(unsafe) let (g, q, k, v, pr, counts) = (
+                        g.baseAddress!, q.baseAddress!, k.baseAddress!, v.baseAddress!, probabilities.baseAddress!,
+                        counts.baseAddress!
+                      )
+                      nonisolated(unsafe) let (dq, dk, dv) = (dq.baseAddress!, dk.baseAddress!, dv.baseAddress!)
+                      let pairFlops = 8 * lq * l * size
+                      Parallel.forEachChunk(
+                        count: b * heads,
+                        minimumPerWorker: Swift.max(1, BLAS.parallelFlopThreshold / Swift.max(pairFlops, 1))
+                      ) { pairs in
+                        // The dropped weights, their gradient and the keep mask.
+                        let weights = UnsafeMutablePointer<Float>.allocate(capacity: 3 * block)
+                        defer { weights.deallocate() }
+                        let (dWeights, keepMask) = (weights + block, weights + 2 * block)
+                        for pair in pairs {
+                          let (row, head) = pair.quotientAndRemainder(dividingBy: heads)
+                          let offset = head * size
+                          let p = pr + pair * block
+                          let (qRows, kRows, vRows) = (
+                            q + row * lq * d + offset, k + row * l * d + offset, v + row * l * d + offset
+                          )
+                          let gRows = g + row * lq * d + offset
+                          let (dkRows, dvRows) = (dk + row * l * d + offset, dv + row * l * d + offset)
+                          for blockIndex in stride(from: blocks - 1, through: 0, by: -1) {
+                            let (r0, r1) = (blockIndex * queryBlock, Swift.min(lq, (blockIndex + 1) * queryBlock))
+                            let (n, rows) = (Int(counts[pair * blocks + blockIndex]), r1 - r0)
+                            let beta: Float = blockIndex == blocks - 1 ? 0 : 1
+                            if beta == 0 && n < l {
+                              // Fewer queries than keys: no block may reach the last keys.
+                              for j in n..<l {
+                                (dkRows + j * d).update(repeating: 0, count: size)
+                                (dvRows + j * d).update(repeating: 0, count: size)
                               }
-                              var used = p + r0 * l
-                              if let maskP {
-                                for i in r0..<r1 {
-                                  ssm_binary(
-                                    SSM_BINARY_MUL.rawValue.int32, p + i * l, 1, maskP + pair * block + i * l, 1, weights + i * l,
-                                    n)
-                                }
-                                used = UnsafePointer(weights + r0 * l)
-                              }
-                              BLAS.gemmOnCurrentThread(
-                                transposeA: true, transposeB: false, m: n, n: size, k: rows, alpha: 1, a: used, lda: l,
-                                b: gRows + r0 * d, ldb: d, beta: beta, c: dvRows, ldc: d)
-                              BLAS.gemmOnCurrentThread(
-                                transposeA: false, transposeB: true, m: rows, n: n, k: size, alpha: 1, a: gRows + r0 * d, lda: d,
-                                b: vRows, ldb: d, beta: 0, c: dWeights + r0 * l, ldc: l)
-                              for i in r0..<r1 {
-                                let dRow = dWeights + i * l
-                                if let maskP {
-                                  ssm_binary(SSM_BINARY_MUL.rawValue.int32, dRow, 1, maskP + pair * block + i * l, 1, dRow, n)
-                                }
-                                ssm_softmax_backward_rows(p + i * l, dRow, 1, n, dRow)
-                              }
-                              BLAS.gemmOnCurrentThread(
-                                transposeA: false, transposeB: false, m: rows, n: size, k: n, alpha: scale, a: dWeights + r0 * l,
-                                lda: l, b: kRows, ldb: d, beta: 0, c: dq + (row * lq + r0) * d + offset, ldc: d)
-                              BLAS.gemmOnCurrentThread(
-                                transposeA: true, transposeB: false, m: n, n: size, k: rows, alpha: scale, a: dWeights + r0 * l,
-                                lda: l, b: qRows + r0 * d, ldb: d, beta: beta, c: dkRows, ldc: d)
                             }
+                            var used = p + r0 * l
+                            if let dropout = record.dropout {
+                              droppedWeights(
+                                dropout, probabilities: pr, pair: pair, block: block, rows: r0..<r1, keys: n, stride: l,
+                                into: weights, mask: keepMask)
+                              used = UnsafePointer(weights + r0 * l)
+                            }
+                            BLAS.gemmOnCurrentThread(
+                              transposeA: true, transposeB: false, m: n, n: size, k: rows, alpha: 1, a: used, lda: l,
+                              b: gRows + r0 * d, ldb: d, beta: beta, c: dvRows, ldc: d)
+                            BLAS.gemmOnCurrentThread(
+                              transposeA: false, transposeB: true, m: rows, n: n, k: size, alpha: 1, a: gRows + r0 * d, lda: d,
+                              b: vRows, ldb: d, beta: 0, c: dWeights + r0 * l, ldc: l)
+                            for i in r0..<r1 {
+                              let dRow = dWeights + i * l
+                              if record.dropout != nil {
+                                ssm_binary(SSM_BINARY_MUL.rawValue.int32, dRow, 1, keepMask + i * l, 1, dRow, n)
+                              }
+                              ssm_softmax_backward_rows(p + i * l, dRow, 1, n, dRow)
+                            }
+                            BLAS.gemmOnCurrentThread(
+                              transposeA: false, transposeB: false, m: rows, n: size, k: n, alpha: scale, a: dWeights + r0 * l,
+                              lda: l, b: kRows, ldb: d, beta: 0, c: dq + (row * lq + r0) * d + offset, ldc: d)
+                            BLAS.gemmOnCurrentThread(
+                              transposeA: true, transposeB: false, m: n, n: size, k: rows, alpha: scale, a: dWeights + r0 * l,
+                              lda: l, b: qRows + r0 * d, ldb: d, beta: beta, c: dkRows, ldc: d)
                           }
                         }
                       }
@@ -362,6 +355,25 @@ extension Tensor {
       }
     }
     return (dq, dk, dv)
+  }
+
+  /// Dropout on queries `rows` of one (row, head) pair's probabilities, over their first `keys`
+  /// keys: the dropped weights into `weights` and the keep mask into `mask` (both laid out as
+  /// the pair's `[Lq, stride]` block). The mask of each element is `Variable.dropout`'s for
+  /// the key at the element's place in `[B, heads, Lq, L]`, so the forward and backward passes
+  /// make the same one.
+  private static func droppedWeights(
+    _ dropout: KeyedDropout, probabilities: UnsafePointer<Float>, pair: Int, block: Int, rows: Range<Int>, keys: Int,
+    stride: Int, into weights: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>
+  ) {
+    // The kernel indexes its buffers by the element's place in the whole [B, heads, Lq, L].
+    let start = pair * block
+    for i in rows {
+      let begin = start + i * stride
+      ssm_dropout(
+        dropout.key, dropout.probability, 1 / (1 - dropout.probability), probabilities, weights - start, mask - start, begin,
+        begin + keys)
+    }
   }
 }
 

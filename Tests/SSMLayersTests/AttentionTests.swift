@@ -212,7 +212,7 @@ final class AttentionTests: XCTestCase {
           }
           let mask = Tensor(shape: [batch, 1, lq, l], scalars: scalars)
           let scale = Float(0.6)
-          var record = Tensor.AttentionRecord(probabilities: Tensor(0), dropoutMask: nil)
+          var record = Tensor.AttentionRecord(probabilities: Tensor(0))
           _ = Tensor.attention(
             queries: inputs[0], keys: inputs[1], values: inputs[2], heads: heads, mask: mask, scale: scale, keeping: &record)
           let skipped = record.keyCounts.contains { $0 < l }

@@ -1,7 +1,8 @@
 import SSMTensor
 
-// Fused multi-head attention. Memory kept: the probabilities and, with dropout, its keep mask
-// ([B, heads, Lq, L] each, what the separate operations keep for the same step).
+// Fused multi-head attention. Memory kept: the probabilities ([B, heads, Lq, L], what the
+// separate operations keep besides, with dropout, a keep mask of the same size, which this one
+// makes again from its key).
 
 extension Variable {
   /// Multi-head scaled dot-product attention with dropout on its weights, as one recorded
@@ -38,7 +39,7 @@ extension Variable {
         Tensor.attention(
           queries: queries.value, keys: keys.value, values: values.value, heads: heads, mask: mask, scale: scale))
     }
-    var kept = Tensor.AttentionRecord(probabilities: Tensor(0), dropoutMask: nil)
+    var kept = Tensor.AttentionRecord(probabilities: Tensor(0))
     let output = Tensor.attention(
       queries: queries.value, keys: keys.value, values: values.value, heads: heads, mask: mask, scale: scale,
       keeping: &kept, dropout: drop)
