@@ -117,19 +117,27 @@ public final class SASRec: SequentialRecommender {
   /// The additive mask: 0 where key `j ≤ i` and item `j` is not padding, −10000 elsewhere.
   package static func attentionMask(_ batch: SequenceBatch) -> Tensor {
     let (b, l) = (batch.count, batch.width)
-    let items = batch.items.values
-    var mask = [Float](repeating: -10000, count: b * l * l)
-    var keys = [Float](repeating: 0, count: l)
-    mask.withUnsafeMutableBufferPointer { m in
-      keys.withUnsafeMutableBufferPointer { k in
-        for s in 0..<b {
-          // The sequence's row of keys (0 on items, −10000 on padding); query i sees its first i + 1.
-          for j in 0..<l { k[j] = items[s * l + j] != 0 ? 0 : -10000 }
-          for i in 0..<l { (m.baseAddress! + (s * l + i) * l).update(from: k.baseAddress!, count: i + 1) }
+    return batch.items.values.withUnsafeBufferPointer { items in
+      nonisolated(unsafe) let items = items.baseAddress!
+      // [B, L, L] floats (41 MB at B 256, L 200) written once, each sequence's block by one worker.
+      return Tensor(shape: [b, 1, l, l]) { mask in
+        nonisolated(unsafe) let m = mask.baseAddress!
+        Parallel.forEachChunk(count: b, minimumPerWorker: Swift.max(1, Parallel.elementwiseThreshold / Swift.max(l * l, 1))) {
+          sequences in
+          withUnsafeTemporaryAllocation(of: Float.self, capacity: l) { keys in
+            for s in sequences {
+              // Query i sees keys 0…i that are items (0), not padding (−10000).
+              for j in 0..<l { keys[j] = items[s * l + j] != 0 ? 0 : -10000 }
+              for i in 0..<l {
+                let row = m + (s * l + i) * l
+                row.update(from: keys.baseAddress!, count: i + 1)
+                (row + i + 1).update(repeating: -10000, count: l - i - 1)
+              }
+            }
+          }
         }
       }
     }
-    return Tensor(shape: [b, 1, l, l], scalars: mask)
   }
 
   /// The transformer's output at each sequence's last real position, `[B, D]`; traps if the batch is wider
